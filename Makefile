@@ -1,0 +1,39 @@
+# OneOffice provisioner. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+K6_VERSION := v1.8.1
+
+.PHONY: help build services migrate run test test-go smoke load bench fmt vet clean
+
+help: ## list the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/gateway and bin/worker
+	$(GO) build -o $(BIN)/ ./gateway ./worker
+
+services: ## make sure PostgreSQL, Redis and RabbitMQ answer on loopback (start or install them)
+	bash scripts/services.sh
+
+migrate: build ## apply the database migrations
+	$(BIN)/gateway migrate
+
+run: services build ## everything up: migrate, print a demo key, one gateway and two workers (Ctrl-C stops all)
+	bash scripts/run.sh
+
+test: services ## everything the tests need, then all the tests
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+smoke: services ## the operations-contract smoke check (needs ../shared/tools)
+	bash ../shared/tools/contract-smoke.sh
+
+vet: ## go vet
+	$(GO) vet ./...
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+clean: ## remove build output
+	rm -rf $(BIN)/gateway $(BIN)/worker

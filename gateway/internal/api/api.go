@@ -1,0 +1,97 @@
+// Package api is the gateway's HTTP API (SPEC section 1): one endpoint, /, for
+// GET and POST with the JSON envelope. It authenticates the call, validates the
+// params, takes the idempotency key, sends the command to a worker and answers
+// with the worker's result, or 202 when the worker does not answer in time.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// BodyLimit is the largest request body accepted (413 beyond).
+const BodyLimit = 64 << 10
+
+// Server timeouts: a slow client cannot pin a connection.
+const (
+	ReadTimeout  = 10 * time.Second
+	WriteTimeout = 10 * time.Second
+	IdleTimeout  = 60 * time.Second
+)
+
+// RPC sends a command and waits for its result.
+type RPC interface {
+	Call(ctx context.Context, cmd *protocol.Command, deadline time.Duration) (protocol.Result, error)
+}
+
+// Deps are what the API calls.
+type Deps struct {
+	Auth       *auth.Cache
+	Idem       *idempotency.Store
+	RPC        RPC
+	Log        *slog.Logger
+	Metrics    *Metrics
+	RPCTimeout time.Duration
+	RateLimit  float64 // calls per second per key; 0 = off
+}
+
+// New builds the Fiber app.
+func New(d Deps) *fiber.App {
+	h := &handler{Deps: d, limits: newLimiter(d.RateLimit)}
+	app := fiber.New(fiber.Config{
+		AppName:               "oneoffice-gateway",
+		BodyLimit:             BodyLimit,
+		ReadTimeout:           ReadTimeout,
+		WriteTimeout:          WriteTimeout,
+		IdleTimeout:           IdleTimeout,
+		DisableStartupMessage: true,
+		ErrorHandler:          h.fiberError,
+	})
+	app.Get("/", h.serve)
+	app.Post("/", h.serve)
+	app.Use(func(c *fiber.Ctx) error {
+		status, code := http.StatusNotFound, protocol.CodeNotFound
+		msg := "the API has one endpoint, /, called with GET or POST"
+		if c.Path() == "/" {
+			status, code = http.StatusMethodNotAllowed, protocol.CodeMethodNotAllowed
+			c.Set(fiber.HeaderAllow, "GET, POST")
+		}
+		return sendError(c, requestID(c), protocol.NewError(status, code, "", msg))
+	})
+	return app
+}
+
+// fiberError answers errors raised before the handler runs, such as a body
+// over the limit, with the API's error envelope.
+func (h *handler) fiberError(c *fiber.Ctx, err error) error {
+	e := protocol.NewError(http.StatusInternalServerError, protocol.CodeInternal, "", "internal error")
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		e.Status, e.Message = fe.Code, strings.ToLower(fe.Message[:1])+fe.Message[1:]
+		e.Code = protocol.CodeInvalidRequest
+		if fe.Code == http.StatusRequestEntityTooLarge {
+			e.Code, e.Message = protocol.CodeBodyTooLarge, "the body is larger than the 64 KiB limit"
+		}
+	}
+	h.Metrics.observe("unknown", e.Status, 0)
+	return sendError(c, requestID(c), e)
+}
+
+func sendError(c *fiber.Ctx, rid string, e *protocol.Error) error {
+	return send(c, e.Status, e.Body(rid))
+}
+
+func send(c *fiber.Ctx, status int, body []byte) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(status).Send(body)
+}

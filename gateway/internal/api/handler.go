@@ -1,0 +1,204 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/oneoffice/provisioner/gateway/internal/rpc"
+	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+type handler struct {
+	Deps
+	limits *limiter
+}
+
+// call is what one request learned, for its metrics and its log line.
+type call struct {
+	rid, method, idem string
+	partner           int64
+	traceparent       string
+}
+
+func (h *handler) serve(c *fiber.Ctx) error {
+	start := time.Now()
+	h.Metrics.inFlight.Inc()
+	cl := &call{rid: requestID(c), method: "unknown"}
+	status, err := h.handle(c, cl)
+	h.Metrics.inFlight.Dec()
+	elapsed := time.Since(start)
+	h.Metrics.observe(cl.method, status, elapsed.Seconds())
+	h.Log.InfoContext(c.UserContext(), "request", "request_id", cl.rid, "partner", cl.partner,
+		"method", cl.method, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
+		"idempotency", cl.idem, "traceparent", cl.traceparent)
+	return err
+}
+
+// handle answers the call and returns the status it sent.
+func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
+	fail := func(e *protocol.Error) (int, error) { return e.Status, sendError(c, cl.rid, e) }
+	key := apiKey(c)
+	partner, err := h.Auth.Partner(c.UserContext(), key)
+	if err != nil {
+		return fail(unavailable("the key store is unreachable"))
+	}
+	if partner == 0 {
+		reason := "invalid"
+		if key == "" {
+			reason = "missing"
+		}
+		h.Metrics.authFail.WithLabelValues(reason).Inc()
+		return fail(protocol.NewError(http.StatusUnauthorized, protocol.CodeUnauthorized, "",
+			"send a valid API key in the x-api-key header (or Authorization: Bearer)"))
+	}
+	cl.partner = partner
+	if ok, wait := h.limits.allow(key); !ok {
+		h.Metrics.rateLimited.Inc()
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
+		return fail(protocol.NewError(http.StatusTooManyRequests, protocol.CodeRateLimited, "",
+			"too many calls for this API key; retry after the Retry-After seconds"))
+	}
+	method, raw, perr := parseEnvelope(c.Body())
+	if method != "" && protocol.Known(method) {
+		cl.method = method
+	}
+	if perr != nil {
+		return fail(perr)
+	}
+	params, perr := protocol.DecodeParams(method, raw)
+	if perr != nil {
+		return fail(perr)
+	}
+	cl.traceparent = traceparent(c.Get("traceparent"))
+	c.Set("traceparent", cl.traceparent)
+	cmd := &protocol.Command{Method: method, Partner: partner, RequestID: cl.rid, Traceparent: cl.traceparent,
+		Params: protocol.Canonical(params), Timestamp: time.Now()}
+	if done, status, err := h.takeKey(c, cl, cmd, params); done {
+		return status, err
+	}
+	return h.dispatch(c, cl, cmd)
+}
+
+// takeKey applies SPEC section 3 before the command is sent. done reports that
+// the call was answered here (replayed, in progress, mismatch or Redis down).
+func (h *handler) takeKey(c *fiber.Ctx, cl *call, cmd *protocol.Command, params protocol.Params) (done bool, status int, err error) {
+	if !protocol.Replayable(cmd.Method) {
+		return false, 0, nil
+	}
+	key, derived := c.Get("Idempotency-Key"), false
+	if key != "" && !validIdemKey(key) {
+		e := protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidRequest, "Idempotency-Key",
+			"the Idempotency-Key header must be 1 to 255 printable ASCII characters")
+		return true, e.Status, sendError(c, cl.rid, e)
+	}
+	if key == "" {
+		key, derived = protocol.DerivedKey(params), true
+	}
+	if key == "" {
+		return false, 0, nil
+	}
+	cmd.IdemKey = idempotency.Key(cmd.Partner, key, derived)
+	cmd.IdemToken = idempotency.NewToken()
+	cmd.IdemFP = idempotency.Fingerprint(cmd.Method, cmd.Params)
+	outcome, rec, err := h.Idem.Acquire(c.UserContext(), cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+	if err != nil {
+		h.Metrics.redisUp.Set(0)
+		e := unavailable("the idempotency store is unreachable; nothing was done")
+		return true, e.Status, sendError(c, cl.rid, e)
+	}
+	h.Metrics.redisUp.Set(1)
+	cl.idem = outcome.String()
+	h.Metrics.idempotency.WithLabelValues(cl.idem).Inc()
+	var e *protocol.Error
+	switch outcome {
+	case idempotency.New:
+		return false, 0, nil
+	case idempotency.Replay:
+		c.Set("Idempotent-Replayed", "true")
+		return true, rec.Status, send(c, rec.Status, rec.Body)
+	case idempotency.InProgress:
+		e = protocol.NewError(http.StatusConflict, protocol.CodeRequestInProgress, "",
+			"the same call is still being processed; retry shortly for its result")
+	case idempotency.Mismatch:
+		e = protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeIdempotencyKeyReused, "Idempotency-Key",
+			"this Idempotency-Key was already used with other params")
+		if derived {
+			e = protocol.NewError(http.StatusConflict, protocol.CodeAlreadyExists, "params.id",
+				"the id was already created with other params")
+			if cmd.Method == protocol.CreateUser {
+				e.Field = "params.email"
+			}
+		}
+	}
+	return true, e.Status, sendError(c, cl.rid, e)
+}
+
+// dispatch sends the command and answers with its result, 202 or 503.
+func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, error) {
+	res, err := h.RPC.Call(c.UserContext(), cmd, h.RPCTimeout)
+	switch {
+	case err == nil:
+		return res.Status, send(c, res.Status, res.Body)
+	case errors.Is(err, rpc.ErrTimeout):
+		h.Metrics.pending.WithLabelValues(cmd.Method).Inc()
+		return http.StatusAccepted, send(c, http.StatusAccepted, protocol.PendingBody(cl.rid))
+	default:
+		h.Log.WarnContext(c.UserContext(), "command not enqueued", "request_id", cl.rid, "error", err)
+		if cmd.IdemKey != "" {
+			// Nothing was enqueued: free the key so the partner's retry runs.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = h.Idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+		}
+		e := unavailable("the message broker is unreachable; nothing was done, retry later")
+		return e.Status, sendError(c, cl.rid, e)
+	}
+}
+
+func unavailable(msg string) *protocol.Error {
+	return protocol.NewError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "", msg)
+}
+
+// apiKey reads x-api-key, else Authorization: Bearer.
+func apiKey(c *fiber.Ctx) string {
+	if k := c.Get("x-api-key"); k != "" {
+		return strings.Clone(k)
+	}
+	a := c.Get(fiber.HeaderAuthorization)
+	if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.Clone(strings.TrimSpace(a[7:]))
+	}
+	return ""
+}
+
+// requestID returns the partner's X-Request-Id (1-128 printable ASCII) or a
+// new one, and sets it on the response.
+func requestID(c *fiber.Ctx) string {
+	rid := c.Get(fiber.HeaderXRequestID)
+	if rid == "" || len(rid) > 128 || !printable(rid) {
+		rid = uuid.NewString()
+	} else {
+		rid = strings.Clone(rid)
+	}
+	c.Set(fiber.HeaderXRequestID, rid)
+	return rid
+}
+
+func validIdemKey(k string) bool { return len(k) <= 255 && printable(k) }
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

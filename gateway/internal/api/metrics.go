@@ -1,0 +1,83 @@
+package api
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// Metrics of the API. Label values are bounded: method is one of
+// protocol.Methods or "unknown", code an HTTP status.
+type Metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	inFlight    prometheus.Gauge
+	pending     *prometheus.CounterVec
+	idempotency *prometheus.CounterVec
+	authFail    *prometheus.CounterVec
+	rateLimited prometheus.Counter
+	redisUp     prometheus.Gauge
+}
+
+// Latency buckets fitted to this service: a call is a few milliseconds through
+// broker, worker and database, and 4 s is the 202 deadline.
+var latencyBuckets = []float64{.001, .002, .003, .004, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1, 2, 4, 5}
+
+// NewMetrics registers the API metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	m := &Metrics{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "oneoffice_http_requests_total",
+			Help: "API calls answered, by API method and HTTP status code.",
+		}, []string{"method", "code"}),
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "oneoffice_http_request_duration_seconds",
+			Help:    "Time to answer an API call, by API method.",
+			Buckets: latencyBuckets,
+		}, []string{"method"}),
+		inFlight: f.NewGauge(prometheus.GaugeOpts{
+			Name: "oneoffice_http_in_flight_requests",
+			Help: "API calls being answered now.",
+		}),
+		pending: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "oneoffice_gateway_pending_total",
+			Help: "Calls answered 202 pending because no worker replied before RPC_TIMEOUT, by API method.",
+		}, []string{"method"}),
+		idempotency: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "oneoffice_idempotency_outcomes_total",
+			Help: "Idempotency checks by outcome (new, replayed, in_progress, mismatch).",
+		}, []string{"outcome"}),
+		authFail: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "oneoffice_auth_failures_total",
+			Help: "Calls refused 401, by reason (missing, invalid).",
+		}, []string{"reason"}),
+		rateLimited: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_rate_limited_total",
+			Help: "Calls refused 429 by the per-key rate limit.",
+		}),
+		redisUp: f.NewGauge(prometheus.GaugeOpts{
+			Name: "oneoffice_gateway_redis_up",
+			Help: "1 when the last Redis call of the gateway succeeded.",
+		}),
+	}
+	for _, method := range append([]string{"unknown"}, protocol.Methods...) {
+		m.duration.WithLabelValues(method)
+		m.requests.WithLabelValues(method, "200")
+	}
+	for _, o := range []string{"new", "replayed", "in_progress", "mismatch"} {
+		m.idempotency.WithLabelValues(o)
+	}
+	m.authFail.WithLabelValues("missing")
+	m.authFail.WithLabelValues("invalid")
+	m.redisUp.Set(1)
+	return m
+}
+
+func (m *Metrics) observe(method string, status int, seconds float64) {
+	m.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(method).Observe(seconds)
+}

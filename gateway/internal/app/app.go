@@ -1,0 +1,91 @@
+// Package app wires the gateway: database (keys), Redis (idempotency), the RPC
+// client, the HTTP API and the admin port; Serve runs them until ctx ends and
+// then tears them down in reverse order.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/oneoffice/provisioner/gateway/internal/api"
+	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/gateway/internal/rpc"
+	"github.com/oneoffice/provisioner/shared/admin"
+	"github.com/oneoffice/provisioner/shared/config"
+	"github.com/oneoffice/provisioner/shared/deps"
+	"github.com/oneoffice/provisioner/shared/idempotency"
+)
+
+// Serve runs the gateway until ctx ends.
+func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	log.InfoContext(ctx, "starting gateway", "config", cfg)
+	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, 16)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rdb, err := deps.OpenRedis(cfg.RedisURL, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	reg := admin.NewRegistry()
+	client := rpc.New(cfg.AMQPURL, log, rpc.NewMetrics(reg))
+	rpcCtx, stopRPC := context.WithCancel(context.WithoutCancel(ctx))
+	rpcDone := make(chan struct{})
+	go func() { client.Run(rpcCtx); close(rpcDone) }()
+	defer func() { stopRPC(); <-rpcDone }()
+
+	checks := []admin.Check{
+		{Name: "database", Ping: db.Ping},
+		{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		{Name: "broker", Ping: func(context.Context) error { return brokerReady(client) }},
+	}
+	adm, err := admin.Listen(cfg.MetricsAddr, reg, checks)
+	if err != nil {
+		return err
+	}
+	go adm.Serve(log)
+	defer adm.Stop(context.Background())
+
+	httpApp := api.New(api.Deps{
+		Auth:       auth.NewCache(lookup(db)),
+		Idem:       idempotency.NewStore(rdb, cfg.IdempotencyTTL),
+		RPC:        client,
+		Log:        log,
+		Metrics:    api.NewMetrics(reg),
+		RPCTimeout: cfg.RPCTimeout,
+		RateLimit:  cfg.RateLimitRPS,
+	})
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- httpApp.Listener(ln) }()
+	log.InfoContext(ctx, "gateway listening", "http_addr", ln.Addr().String(), "metrics_addr", adm.Addr())
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return err
+	}
+	log.InfoContext(ctx, "shutting down: draining calls", "timeout", cfg.ShutdownTimeout)
+	return httpApp.ShutdownWithTimeout(cfg.ShutdownTimeout)
+}
+
+func lookup(db *pgxpool.Pool) auth.Lookup {
+	return func(ctx context.Context, h [32]byte) (int64, error) { return auth.LookupKey(ctx, db, h) }
+}
+
+func brokerReady(c *rpc.Client) error {
+	if !c.Ready() {
+		return errors.New("not connected")
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+// Package rpc sends commands to the workers over RabbitMQ and waits for their
+// replies: one connection, one channel in confirm mode shared by all requests
+// (amqp091 serializes publishes on it), persistent mandatory publishes, and
+// replies through Direct Reply-to matched by correlation id.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+var (
+	// ErrUnavailable: the broker is unreachable or refused the command; it was
+	// not enqueued.
+	ErrUnavailable = errors.New("broker unavailable")
+	// ErrTimeout: the command was enqueued but no reply came before the deadline.
+	ErrTimeout = errors.New("no reply before the deadline")
+)
+
+type reply struct {
+	res      protocol.Result
+	returned bool
+}
+
+// session is one live connection's channel.
+type session struct {
+	ch     *amqp.Channel
+	closed chan struct{}
+}
+
+// Client is the gateway's RPC client. Run keeps it connected.
+type Client struct {
+	url string
+	log *slog.Logger
+	m   *Metrics
+
+	cur     atomic.Pointer[session]
+	seq     atomic.Uint64
+	mu      sync.Mutex
+	pending map[string]chan reply
+	replies sync.Pool
+}
+
+// New returns a client; call Run to connect.
+func New(url string, log *slog.Logger, m *Metrics) *Client {
+	c := &Client{url: url, log: log, m: m, pending: make(map[string]chan reply)}
+	c.replies.New = func() any { return make(chan reply, 1) }
+	return c
+}
+
+// Ready reports whether the client holds a live channel.
+func (c *Client) Ready() bool { return c.cur.Load() != nil }
+
+// Run connects and reconnects with backoff until ctx ends.
+func (c *Client) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		conn, err := amqpx.Dial(ctx, c.url, c.log)
+		if err != nil {
+			return
+		}
+		if err := c.serve(ctx, conn); err != nil && ctx.Err() == nil {
+			c.log.WarnContext(ctx, "broker session ended, reconnecting", "error", err)
+		}
+		conn.Close()
+	}
+}
+
+func (c *Client) serve(ctx context.Context, conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	if err := ch.Confirm(false); err != nil {
+		return fmt.Errorf("confirm mode: %w", err)
+	}
+	deliveries, err := ch.Consume(amqpx.DirectReplyTo, "", true, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume replies: %w", err)
+	}
+	returns := ch.NotifyReturn(make(chan amqp.Return, 16))
+	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	s := &session{ch: ch, closed: make(chan struct{})}
+	c.cur.Store(s)
+	c.m.connected.Set(1)
+	c.log.InfoContext(ctx, "broker connected")
+	defer func() {
+		c.cur.Store(nil)
+		c.m.connected.Set(0)
+		close(s.closed)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e := <-chClosed:
+			return fmt.Errorf("channel closed: %v", e)
+		case d, ok := <-deliveries:
+			if !ok {
+				return errors.New("reply consumer closed")
+			}
+			res, err := protocol.DecodeReply(&d)
+			if err != nil {
+				c.log.WarnContext(ctx, "bad reply dropped", "error", err)
+				continue
+			}
+			c.deliver(d.CorrelationId, reply{res: res})
+		case r := <-returns:
+			c.deliver(r.CorrelationId, reply{returned: true})
+		}
+	}
+}
+
+func (c *Client) deliver(id string, r reply) {
+	c.mu.Lock()
+	rc, ok := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	if ok {
+		rc <- r
+	}
+}
+
+// Call publishes cmd and waits for its result until deadline passes. It returns
+// ErrUnavailable when the command was not enqueued, ErrTimeout when it was but
+// did not complete in time.
+func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.Duration) (protocol.Result, error) {
+	s := c.cur.Load()
+	if s == nil {
+		return protocol.Result{}, ErrUnavailable
+	}
+	id := strconv.FormatUint(c.seq.Add(1), 36)
+	rc := c.replies.Get().(chan reply)
+	c.mu.Lock()
+	c.pending[id] = rc
+	c.mu.Unlock()
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+
+	start := time.Now()
+	res, err := c.await(ctx, s, cmd, id, rc, timer)
+	c.mu.Lock()
+	_, unanswered := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	// A channel goes back to the pool only when it is surely empty: answered and
+	// read, or never answered. A reply racing the deadline leaves it to the GC.
+	if err == nil || unanswered {
+		c.replies.Put(rc)
+	}
+	if err == nil {
+		c.m.roundTrip.Observe(time.Since(start).Seconds())
+	}
+	return res, err
+}
+
+func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, id string, rc chan reply, timer *time.Timer) (protocol.Result, error) {
+	start := time.Now()
+	dc, err := s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false,
+		cmd.Publishing(id, amqpx.DirectReplyTo))
+	if err != nil {
+		return protocol.Result{}, fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
+	}
+	select {
+	case <-dc.Done():
+		if !dc.Acked() {
+			return protocol.Result{}, fmt.Errorf("%w: broker nacked the command", ErrUnavailable)
+		}
+	case <-s.closed:
+		return protocol.Result{}, fmt.Errorf("%w: connection lost before the confirm", ErrUnavailable)
+	case <-timer.C:
+		return protocol.Result{}, fmt.Errorf("%w: no publisher confirm in time", ErrUnavailable)
+	case <-ctx.Done():
+		return protocol.Result{}, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+	c.m.confirm.Observe(time.Since(start).Seconds())
+	select {
+	case r := <-rc:
+		if r.returned {
+			return protocol.Result{}, fmt.Errorf("%w: command returned unroutable", ErrUnavailable)
+		}
+		return r.res, nil
+	case <-s.closed:
+		return protocol.Result{}, ErrTimeout
+	case <-timer.C:
+		return protocol.Result{}, ErrTimeout
+	case <-ctx.Done():
+		return protocol.Result{}, ErrTimeout
+	}
+}

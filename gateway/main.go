@@ -1,0 +1,98 @@
+// Command gateway serves the OneOffice provisioning API, and with arguments
+// runs the admin commands of SPEC section 9:
+//
+//	gateway                           serve the API
+//	gateway migrate                   apply the database migrations
+//	gateway keys create --partner N   create partner N if needed and a key; print only the key
+//	gateway keys revoke KEY           revoke a key
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/oneoffice/provisioner/gateway/internal/app"
+	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/shared/config"
+	"github.com/oneoffice/provisioner/shared/logging"
+	"github.com/oneoffice/provisioner/shared/store"
+)
+
+const usage = `usage:
+  gateway                           serve the API
+  gateway migrate                   apply the database migrations
+  gateway keys create --partner NAME
+  gateway keys revoke KEY
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load(os.Getenv, config.DefaultGatewayMetrics)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	if len(args) == 0 {
+		log := logging.New(stdout, cfg.LogLevel, "gateway")
+		if err := app.Serve(ctx, cfg, log); err != nil {
+			log.Error("gateway failed", "error", err)
+			return 1
+		}
+		return 0
+	}
+	if err := admin(ctx, cfg, args, stdout); err != nil {
+		fmt.Fprintf(stderr, "gateway %s: %v\n", args[0], err)
+		if err == errUsage {
+			fmt.Fprint(stderr, usage)
+		}
+		return 2
+	}
+	return 0
+}
+
+var errUsage = fmt.Errorf("bad arguments")
+
+// admin runs an admin subcommand; only its result goes to stdout.
+func admin(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	db, err := store.Open(ctx, cfg.DatabaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	switch {
+	case args[0] == "migrate" && len(args) == 1:
+		n, err := store.Migrate(ctx, db)
+		if err == nil {
+			fmt.Fprintf(stdout, "migrations applied: %d\n", n)
+		}
+		return err
+	case len(args) >= 2 && args[0] == "keys" && args[1] == "create":
+		fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
+		partner := fs.String("partner", "", "partner name")
+		if err := fs.Parse(args[2:]); err != nil || *partner == "" {
+			return errUsage
+		}
+		if _, err := store.Migrate(ctx, db); err != nil {
+			return err
+		}
+		key, err := auth.CreateKey(ctx, db, *partner)
+		if err == nil {
+			fmt.Fprintln(stdout, key)
+		}
+		return err
+	case len(args) == 3 && args[0] == "keys" && args[1] == "revoke":
+		return auth.RevokeKey(ctx, db, args[2])
+	}
+	return errUsage
+}

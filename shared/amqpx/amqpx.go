@@ -1,0 +1,94 @@
+// Package amqpx holds what the gateway and the workers share about RabbitMQ: the
+// queue topology of SPEC section 4 and dialing with backoff, so both sides
+// (re)declare the same durable exchange, quorum queue and dead-letter queue.
+package amqpx
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Names of the topology. Keep them stable: operators bind dashboards and
+// alerts to the queue names.
+const (
+	Exchange      = "oneoffice.commands"
+	Queue         = "oneoffice.commands"
+	RoutingKey    = "command"
+	DeadExchange  = "oneoffice.commands.dlx"
+	DeadQueue     = "oneoffice.commands.dlq"
+	DirectReplyTo = "amq.rabbitmq.reply-to"
+	// DeliveryLimit is how many times the broker hands out one command before it
+	// dead-letters it. Transient failures are retried inside the worker and do
+	// not count against it; only crashes mid-command do.
+	DeliveryLimit = 5
+)
+
+// Declare (re)declares the whole topology; it is idempotent.
+func Declare(ch *amqp.Channel) error {
+	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", Exchange, err)
+	}
+	if err := ch.ExchangeDeclare(DeadExchange, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", DeadExchange, err)
+	}
+	quorum := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+	if _, err := ch.QueueDeclare(DeadQueue, true, false, false, false, quorum); err != nil {
+		return fmt.Errorf("declare queue %s: %w", DeadQueue, err)
+	}
+	if err := ch.QueueBind(DeadQueue, "", DeadExchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %s: %w", DeadQueue, err)
+	}
+	args := amqp.Table{
+		amqp.QueueTypeArg:        amqp.QueueTypeQuorum,
+		"x-delivery-limit":       int32(DeliveryLimit),
+		"x-dead-letter-exchange": DeadExchange,
+		"x-dead-letter-strategy": "at-least-once",
+		"x-overflow":             "reject-publish",
+	}
+	if _, err := ch.QueueDeclare(Queue, true, false, false, false, args); err != nil {
+		return fmt.Errorf("declare queue %s: %w", Queue, err)
+	}
+	if err := ch.QueueBind(Queue, RoutingKey, Exchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %s: %w", Queue, err)
+	}
+	return nil
+}
+
+// Dial connects to the broker and declares the topology, retrying with
+// exponential backoff until it succeeds or ctx ends.
+func Dial(ctx context.Context, url string, log *slog.Logger) (*amqp.Connection, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	return backoff.RetryWithData(func() (*amqp.Connection, error) {
+		conn, err := dialOnce(url)
+		if err != nil {
+			log.WarnContext(ctx, "broker unreachable, retrying", "error", err)
+		}
+		return conn, err
+	}, backoff.WithContext(b, ctx))
+}
+
+func dialOnce(url string) (*amqp.Connection, error) {
+	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"})
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	defer ch.Close()
+	if err := Declare(ch); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}

@@ -1,0 +1,183 @@
+// Package config loads the environment variables shared by the gateway and the
+// worker (SPEC section 8). Every field documents its default; an invalid value is
+// an error at start, never a panic later.
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults, applied with cmp.Or when a variable is unset or empty.
+const (
+	DefaultDatabaseURL       = "postgres://postgres@127.0.0.1:5432/oneoffice?sslmode=disable"
+	DefaultRedisURL          = "redis://127.0.0.1:6379/0"
+	DefaultAMQPURL           = "amqp://guest:guest@127.0.0.1:5672/"
+	DefaultHTTPAddr          = "127.0.0.1:8080"
+	DefaultGatewayMetrics    = "127.0.0.1:9100"
+	DefaultWorkerMetrics     = "127.0.0.1:9101"
+	DefaultRPCTimeout        = 4 * time.Second
+	DefaultRenewalWindowDays = 15
+	DefaultIdempotencyTTL    = 24 * time.Hour
+	DefaultWorkerConcurrency = 32
+	DefaultWorkerPrefetch    = 64
+	DefaultRateLimitRPS      = 0
+	DefaultStorageRoot       = "var/tenants"
+	DefaultShutdownTimeout   = 10 * time.Second
+)
+
+// Config is the effective configuration of one process.
+type Config struct {
+	DatabaseURL string // DATABASE_URL, default DefaultDatabaseURL
+	RedisURL    string // REDIS_URL, default DefaultRedisURL
+	AMQPURL     string // AMQP_URL, default DefaultAMQPURL
+	HTTPAddr    string // HTTP_ADDR (gateway API), default DefaultHTTPAddr
+	MetricsAddr string // METRICS_ADDR (admin port), default per binary
+
+	RPCTimeout        time.Duration // RPC_TIMEOUT, default 4s: past it the gateway answers 202
+	RenewalWindowDays int           // RENEWAL_WINDOW_DAYS, default 15
+	IdempotencyTTL    time.Duration // IDEMPOTENCY_TTL, default 24h
+	WorkerConcurrency int           // WORKER_CONCURRENCY, default 32 commands at once per worker
+	WorkerPrefetch    int           // WORKER_PREFETCH, default 64 unacked messages per worker
+	RateLimitRPS      float64       // RATE_LIMIT_RPS per API key, default 0 (off)
+	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant
+	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
+	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
+}
+
+// Load reads the environment. metricsDefault is the binary's own admin address.
+func Load(getenv func(string) string, metricsDefault string) (Config, error) {
+	p := parser{getenv: getenv}
+	c := Config{
+		DatabaseURL:       cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL),
+		RedisURL:          cmp.Or(getenv("REDIS_URL"), DefaultRedisURL),
+		AMQPURL:           cmp.Or(getenv("AMQP_URL"), DefaultAMQPURL),
+		HTTPAddr:          cmp.Or(getenv("HTTP_ADDR"), DefaultHTTPAddr),
+		MetricsAddr:       cmp.Or(getenv("METRICS_ADDR"), metricsDefault),
+		RPCTimeout:        p.duration("RPC_TIMEOUT", DefaultRPCTimeout),
+		RenewalWindowDays: p.integer("RENEWAL_WINDOW_DAYS", DefaultRenewalWindowDays, 0, 3660),
+		IdempotencyTTL:    p.duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
+		WorkerConcurrency: p.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 4096),
+		WorkerPrefetch:    p.integer("WORKER_PREFETCH", DefaultWorkerPrefetch, 1, 65535),
+		RateLimitRPS:      p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
+		StorageRoot:       cmp.Or(getenv("STORAGE_ROOT"), DefaultStorageRoot),
+		ShutdownTimeout:   p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		LogLevel:          p.level("LOG_LEVEL"),
+	}
+	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
+	p.url("AMQP_URL", c.AMQPURL, "amqp", "amqps")
+	return c, errors.Join(p.errs...)
+}
+
+// LogValue prints the configuration with passwords masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("database_url", Mask(c.DatabaseURL)),
+		slog.String("redis_url", Mask(c.RedisURL)),
+		slog.String("amqp_url", Mask(c.AMQPURL)),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("metrics_addr", c.MetricsAddr),
+		slog.Duration("rpc_timeout", c.RPCTimeout),
+		slog.Int("renewal_window_days", c.RenewalWindowDays),
+		slog.Duration("idempotency_ttl", c.IdempotencyTTL),
+		slog.Int("worker_concurrency", c.WorkerConcurrency),
+		slog.Int("worker_prefetch", c.WorkerPrefetch),
+		slog.Float64("rate_limit_rps", c.RateLimitRPS),
+		slog.String("storage_root", c.StorageRoot),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.String("log_level", c.LogLevel.String()),
+	)
+}
+
+// Mask hides the password of a URL.
+func Mask(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (p *parser) fail(name, value, rule string) {
+	p.errs = append(p.errs, fmt.Errorf("%s=%q: must be %s", name, value, rule))
+}
+
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		p.fail(name, v, "a positive Go duration such as 4s or 24h")
+		return def
+	}
+	return d
+}
+
+func (p *parser) integer(name string, def, lo, hi int) int {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail(name, v, fmt.Sprintf("an integer from %d to %d", lo, hi))
+		return def
+	}
+	return n
+}
+
+func (p *parser) float(name string, def float64) float64 {
+	v := p.getenv(name)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 {
+		p.fail(name, v, "a number >= 0")
+		return def
+	}
+	return f
+}
+
+func (p *parser) level(name string) slog.Level {
+	v := p.getenv(name)
+	var l slog.Level
+	if v == "" {
+		return slog.LevelInfo
+	}
+	if err := l.UnmarshalText([]byte(strings.ToUpper(v))); err != nil {
+		p.fail(name, v, "one of debug, info, warn, error")
+	}
+	return l
+}
+
+func (p *parser) url(name, raw string, schemes ...string) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		p.fail(name, Mask(raw), "a URL")
+		return
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return
+		}
+	}
+	p.fail(name, Mask(raw), "a URL with scheme "+strings.Join(schemes, " or "))
+}

@@ -1,0 +1,156 @@
+// Package idempotency keeps the idempotency records of SPEC section 3 in Redis.
+// The gateway takes a record with SET NX PX and a random token before it enqueues
+// a command; the worker that runs the command writes the result into the record
+// (only while the token still holds it), so a retried call is answered from the
+// record. Redis is an efficiency lock: PostgreSQL stays the truth.
+package idempotency
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Outcome of taking a key.
+type Outcome int
+
+const (
+	New        Outcome = iota // the caller holds the key and must run the command
+	InProgress                // the same call is running
+	Replay                    // the same call finished: replay its result
+	Mismatch                  // the key was used with other params
+)
+
+// String names the outcome for metrics and logs.
+func (o Outcome) String() string {
+	return [...]string{"new", "in_progress", "replayed", "mismatch"}[o]
+}
+
+// PendingTTL bounds how long a taken key that has no result yet blocks retries:
+// if a command never completes (dead-lettered, say), the partner can retry after it.
+const PendingTTL = 15 * time.Minute
+
+// Record values are "P <token> <fp>" while pending and
+// "D <token> <fp> <status> <body>" once done, fields separated by NUL (which a
+// JSON body cannot hold raw).
+const sep = "\x00"
+
+var (
+	acquireScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])`)
+	completeScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == false or string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`)
+	releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+)
+
+// Store reads and writes idempotency records.
+type Store struct {
+	rdb *redis.Client
+	ttl time.Duration
+}
+
+// NewStore returns a store keeping finished results for ttl.
+func NewStore(rdb *redis.Client, ttl time.Duration) *Store {
+	return &Store{rdb: rdb, ttl: ttl}
+}
+
+// Key is the Redis key of an idempotency key of one partner. Header keys and the
+// keys derived from create calls live apart, and every key is scoped to the partner.
+func Key(partner int64, key string, derived bool) string {
+	kind := "h"
+	if derived {
+		kind = "d"
+	}
+	return "oo:idem:" + strconv.FormatInt(partner, 10) + ":" + kind + ":" + key
+}
+
+// Fingerprint identifies a call's method and canonical params.
+func Fingerprint(method string, canonical []byte) string {
+	h := sha256.New()
+	h.Write([]byte(method))
+	h.Write([]byte{0})
+	h.Write(canonical)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// NewToken returns a random lock token.
+func NewToken() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Result is a stored response.
+type Result struct {
+	Status int
+	Body   []byte
+}
+
+// Acquire takes key for the call with fingerprint fp, or reports what holds it.
+func (s *Store) Acquire(ctx context.Context, key, token, fp string) (Outcome, Result, error) {
+	v, err := acquireScript.Run(ctx, s.rdb, []string{key}, pending(token, fp), PendingTTL.Milliseconds()).Text()
+	if errors.Is(err, redis.Nil) {
+		return New, Result{}, nil
+	}
+	if err != nil {
+		return 0, Result{}, fmt.Errorf("idempotency acquire: %w", err)
+	}
+	return decode(v, fp)
+}
+
+func decode(v, fp string) (Outcome, Result, error) {
+	parts := strings.SplitN(v, sep, 5)
+	if len(parts) < 3 {
+		return 0, Result{}, fmt.Errorf("idempotency: malformed record")
+	}
+	if parts[2] != fp {
+		return Mismatch, Result{}, nil
+	}
+	if parts[0] == "P" || len(parts) < 5 {
+		return InProgress, Result{}, nil
+	}
+	status, err := strconv.Atoi(parts[3])
+	if err != nil {
+		return 0, Result{}, fmt.Errorf("idempotency: malformed status: %w", err)
+	}
+	return Replay, Result{Status: status, Body: []byte(parts[4])}, nil
+}
+
+// Complete stores the result of the call holding key with token. It writes
+// nothing when another holder took the key meanwhile (its own result will land).
+func (s *Store) Complete(ctx context.Context, key, token, fp string, r Result) error {
+	done := "D" + sep + token + sep + fp + sep + strconv.Itoa(r.Status) + sep + string(r.Body)
+	prefix := "P" + sep + token + sep
+	err := completeScript.Run(ctx, s.rdb, []string{key}, prefix, done, s.ttl.Milliseconds()).Err()
+	if err != nil {
+		return fmt.Errorf("idempotency complete: %w", err)
+	}
+	return nil
+}
+
+// Release frees a key still pending under token: the command was not enqueued,
+// so the partner may retry at once.
+func (s *Store) Release(ctx context.Context, key, token, fp string) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{key}, pending(token, fp)).Err(); err != nil {
+		return fmt.Errorf("idempotency release: %w", err)
+	}
+	return nil
+}
+
+func pending(token, fp string) string { return "P" + sep + token + sep + fp }

@@ -1,0 +1,152 @@
+// Package consumer is the worker's consume loop: it takes commands from the
+// quorum queue, runs them with bounded concurrency, stores the result in the
+// idempotency record, replies, and acks only then. Transient failures are
+// retried in place with backoff so they do not use up the delivery limit;
+// undecodable, invalid or panicking commands are dead-lettered.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// Handler runs one command.
+type Handler interface {
+	Handle(ctx context.Context, cmd *protocol.Command) (protocol.Result, error)
+}
+
+// Config of the consume loop.
+type Config struct {
+	AMQPURL         string
+	Concurrency     int           // commands run at once
+	Prefetch        int           // unacked deliveries the broker sends ahead
+	ShutdownTimeout time.Duration // how long in-flight commands may finish at stop
+	OnConnected     func(bool)    // told when the broker connection comes and goes
+}
+
+// Consumer consumes commands until its context ends.
+type Consumer struct {
+	cfg       Config
+	handler   Handler
+	transient func(error) bool
+	idem      *idempotency.Store
+	log       *slog.Logger
+	m         *Metrics
+}
+
+// New returns a consumer. transient classifies handler failures.
+func New(cfg Config, h Handler, transient func(error) bool, idem *idempotency.Store, log *slog.Logger, m *Metrics) *Consumer {
+	return &Consumer{cfg: cfg, handler: h, transient: transient, idem: idem, log: log, m: m}
+}
+
+// Run consumes, reconnecting with backoff, until ctx ends; then it drains.
+func (c *Consumer) Run(ctx context.Context) error {
+	for {
+		conn, err := amqpx.Dial(ctx, c.cfg.AMQPURL, c.log)
+		if err != nil {
+			return nil // ctx ended while dialing
+		}
+		c.setConnected(true)
+		err = c.session(ctx, conn)
+		c.setConnected(false)
+		conn.Close()
+		if ctx.Err() != nil {
+			return err
+		}
+		c.log.WarnContext(ctx, "broker connection lost, reconnecting", "error", err)
+	}
+}
+
+// session consumes on one connection until it closes or ctx ends.
+func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
+		return err
+	}
+	replies, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	const tag = "worker"
+	deliveries, err := ch.Consume(amqpx.Queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	c.log.InfoContext(ctx, "consuming", "queue", amqpx.Queue, "concurrency", c.cfg.Concurrency, "prefetch", c.cfg.Prefetch)
+
+	// Commands run on their own context: at shutdown they may finish for up to
+	// ShutdownTimeout after ctx ends, and only then are they cancelled.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	sem := make(chan struct{}, c.cfg.Concurrency)
+	var wg sync.WaitGroup
+	var lost error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case e := <-closed:
+			lost = fmt.Errorf("connection closed: %v", e)
+			break loop
+		case d, ok := <-deliveries:
+			if !ok {
+				lost = errors.New("delivery channel closed")
+				break loop
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				d.Nack(false, true)
+				break loop
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				c.process(work, &d, replies)
+			}()
+		}
+	}
+	ch.Cancel(tag, false)
+	c.drain(&wg, cancelWork)
+	return lost
+}
+
+// drain waits for in-flight commands, cancelling them after the timeout: a
+// cancelled command is nacked back to the queue for another worker.
+func (c *Consumer) drain(wg *sync.WaitGroup, cancel context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.cfg.ShutdownTimeout):
+		c.log.Warn("shutdown timeout: cancelling in-flight commands")
+		cancel()
+		<-done
+	}
+}
+
+func (c *Consumer) setConnected(up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	c.m.connected.Set(v)
+	if c.cfg.OnConnected != nil {
+		c.cfg.OnConnected(up)
+	}
+}

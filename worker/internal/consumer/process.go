@@ -1,0 +1,156 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// errPanic marks a command whose handler panicked.
+var errPanic = errors.New("handler panicked")
+
+// process runs one delivery to its ack, nack or dead-letter.
+func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, replies *amqp.Channel) {
+	start := time.Now()
+	c.m.inFlight.Inc()
+	defer c.m.inFlight.Dec()
+	if d.Redelivered {
+		c.m.redeliveries.Inc()
+	}
+	cmd, err := protocol.DecodeCommand(d)
+	if err != nil {
+		c.log.ErrorContext(ctx, "undecodable command dead-lettered", "error", err, "message_id", d.MessageId)
+		c.deadLetter(d, "decode")
+		return
+	}
+	log := c.log.With("request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method)
+	if cmd.Traceparent != "" {
+		log = log.With("traceparent", cmd.Traceparent)
+	}
+	res, err := c.run(ctx, &cmd)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		d.Nack(false, true)
+		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
+		log.WarnContext(ctx, "command requeued at shutdown")
+		return
+	default:
+		reason := "permanent"
+		if errors.Is(err, errPanic) {
+			reason = "panic"
+		} else if res.Status != 0 {
+			reason = "invalid"
+		}
+		log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err)
+		c.releaseKey(ctx, &cmd, log)
+		if res.Status != 0 {
+			c.reply(ctx, d, replies, res, log)
+		}
+		c.deadLetter(d, reason)
+		c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
+		return
+	}
+	if err := c.storeResult(ctx, &cmd, res); err != nil {
+		d.Nack(false, true)
+		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
+		return
+	}
+	c.reply(ctx, d, replies, res, log)
+	if err := d.Ack(false); err != nil {
+		log.WarnContext(ctx, "ack failed; the broker will redeliver", "error", err)
+	}
+	elapsed := time.Since(start)
+	c.m.duration.WithLabelValues(cmd.Method).Observe(elapsed.Seconds())
+	outcome := OutcomeOK
+	if res.Status >= 300 {
+		outcome = OutcomeRejected
+	}
+	c.m.commands.WithLabelValues(cmd.Method, outcome).Inc()
+	log.InfoContext(ctx, "command", "status", res.Status, "duration_ms", float64(elapsed.Microseconds())/1000,
+		"redelivered", d.Redelivered)
+}
+
+// run calls the handler, retrying transient failures with backoff until ctx
+// ends. A panic becomes a permanent failure.
+func (c *Consumer) run(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
+	return backoff.RetryWithData(func() (res protocol.Result, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = backoff.Permanent(fmt.Errorf("%w: %v\n%s", errPanic, r, debug.Stack()))
+			}
+		}()
+		res, err = c.handler.Handle(ctx, cmd)
+		if err != nil && c.transient(err) && ctx.Err() == nil {
+			c.m.retries.WithLabelValues("database").Inc()
+			c.log.WarnContext(ctx, "transient failure, retrying", "request_id", cmd.RequestID, "error", err)
+			return res, err
+		}
+		if err != nil {
+			return res, backoff.Permanent(err)
+		}
+		return res, nil
+	}, backoff.WithContext(newBackoff(), ctx))
+}
+
+// storeResult writes the result into the idempotency record before the reply,
+// so a lost reply, a gateway restart or a 202 never loses it.
+func (c *Consumer) storeResult(ctx context.Context, cmd *protocol.Command, res protocol.Result) error {
+	if cmd.IdemKey == "" {
+		return nil
+	}
+	r := idempotency.Result{Status: res.Status, Body: res.Body}
+	return backoff.Retry(func() error {
+		err := c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP, r)
+		if err != nil && ctx.Err() == nil {
+			c.m.retries.WithLabelValues("redis").Inc()
+			c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
+		}
+		return err
+	}, backoff.WithContext(newBackoff(), ctx))
+}
+
+// releaseKey frees the idempotency key of a command that will not complete, so
+// the partner's retry is not refused as in progress.
+func (c *Consumer) releaseKey(ctx context.Context, cmd *protocol.Command, log *slog.Logger) {
+	if cmd.IdemKey == "" {
+		return
+	}
+	if err := c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP); err != nil {
+		log.WarnContext(ctx, "releasing idempotency key failed", "error", err)
+	}
+}
+
+func (c *Consumer) reply(ctx context.Context, d *amqp.Delivery, ch *amqp.Channel, res protocol.Result, log *slog.Logger) {
+	if d.ReplyTo == "" {
+		return
+	}
+	// The result is already stored, so a reply lost here costs the partner a 202.
+	if err := ch.PublishWithContext(ctx, "", d.ReplyTo, false, false, res.ReplyPublishing(d.CorrelationId)); err != nil {
+		log.WarnContext(ctx, "reply not sent", "error", err)
+	}
+}
+
+func (c *Consumer) deadLetter(d *amqp.Delivery, reason string) {
+	c.m.deadLettered.WithLabelValues(reason).Inc()
+	if err := d.Reject(false); err != nil {
+		c.log.Warn("reject failed; the broker will redeliver", "error", err)
+	}
+}
+
+func newBackoff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	return b
+}

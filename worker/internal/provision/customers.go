@@ -1,0 +1,107 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// Customer is the createCustomer/getCustomer response (SPEC section 2).
+type Customer struct {
+	ID        int64          `json:"id"`
+	RemoteID  string         `json:"remoteId"`
+	Name      string         `json:"name"`
+	Partner   int64          `json:"partner"`
+	CreatedAt int64          `json:"createdAt"`
+	IsActive  bool           `json:"isActive"`
+	Admin     protocol.Admin `json:"admin"`
+}
+
+const customerColumns = `id, remote_id, name, partner_id, created_at, is_active,
+	admin_email, coalesce(admin_phone, ''), coalesce(admin_display_name, ''), request_fp`
+
+func scanCustomer(row pgx.Row) (Customer, string, error) {
+	var c Customer
+	var created time.Time
+	var fp *string
+	err := row.Scan(&c.ID, &c.RemoteID, &c.Name, &c.Partner, &created, &c.IsActive,
+		&c.Admin.Email, &c.Admin.Phone, &c.Admin.DisplayName, &fp)
+	c.CreatedAt = created.Unix()
+	if fp == nil {
+		return c, "", err
+	}
+	return c, *fp, err
+}
+
+func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
+	p := c.params.(*protocol.CreateCustomerParams)
+	var out Customer
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rel := tenantPath(c.partner, "c-"+p.ID)
+		row := tx.QueryRow(ctx, `INSERT INTO tenants
+			(partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
+			VALUES ($1, 'customer', $2, $3, $4, nullif($5, ''), nullif($6, ''), $7, $8, $9)
+			ON CONFLICT (partner_id, remote_id) DO NOTHING
+			RETURNING `+customerColumns,
+			c.partner, p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, rel, c.fp, c.now)
+		cust, _, err := scanCustomer(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			out, err = s.existingCustomer(ctx, tx, c, p.ID)
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		out = cust
+		return s.makeStorage(rel)
+	})
+	return out, err
+}
+
+// existingCustomer answers a create whose id is taken: the same call again
+// gets the customer, another one 409.
+func (s *Service) existingCustomer(ctx context.Context, tx pgx.Tx, c *call, id string) (Customer, error) {
+	cust, fp, err := scanCustomer(tx.QueryRow(ctx, `SELECT `+customerColumns+`
+		FROM tenants WHERE partner_id = $1 AND remote_id = $2`, c.partner, id))
+	if err != nil {
+		return cust, err
+	}
+	if fp != c.fp {
+		return cust, conflict(protocol.CodeAlreadyExists, "params.id",
+			fmt.Sprintf("customer %q already exists with other params", id))
+	}
+	return cust, nil
+}
+
+func (s *Service) getCustomer(ctx context.Context, c *call) (any, error) {
+	id := c.params.(*protocol.CustomerRef).ID
+	cust, _, err := scanCustomer(s.db.QueryRow(ctx, `SELECT `+customerColumns+`
+		FROM tenants WHERE partner_id = $1 AND remote_id = $2`, c.partner, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound(protocol.CodeCustomerNotFound, "params.id", "customer", id)
+	}
+	return cust, err
+}
+
+// tenantPath is a tenant's storage location relative to the storage root.
+func tenantPath(partner int64, name string) string {
+	return filepath.Join("p"+strconv.FormatInt(partner, 10), name)
+}
+
+// makeStorage creates a tenant's storage location. It runs inside the
+// transaction, so a failure leaves no tenant row; a directory left by a rolled
+// back transaction is reused by the retry.
+func (s *Service) makeStorage(rel string) error {
+	if err := os.MkdirAll(filepath.Join(s.cfg.StorageRoot, rel), 0o750); err != nil {
+		return fmt.Errorf("tenant storage: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package provision
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// changeOrder runs a mutation of one first order under its row lock, so that a
+// suspend and a cancel arriving together are applied one after the other and
+// each gets the order as its own change left it.
+func (s *Service) changeOrder(ctx context.Context, c *call, id string, change func(tx pgx.Tx, r *orderRow) error) (any, error) {
+	var out Order
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		r, err := s.loadOrder(ctx, tx, c, "params.id", id, true, false)
+		if err != nil {
+			return err
+		}
+		if err := change(tx, r); err != nil {
+			return err
+		}
+		r, err = s.loadOrder(ctx, tx, c, "params.id", id, false, false)
+		if err == nil {
+			out = r.view(c.now)
+		}
+		return err
+	})
+	return out, err
+}
+
+// setStatus moves an order to status unless it is there already.
+func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, c *call, r *orderRow, status string) error {
+	if r.status == status {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1`, r.pk, status, c.now)
+	return err
+}
+
+func (s *Service) cancelOrder(ctx context.Context, c *call) (any, error) {
+	return s.changeOrder(ctx, c, c.params.(*protocol.OrderRef).ID, func(tx pgx.Tx, r *orderRow) error {
+		return s.setStatus(ctx, tx, c, r, "cancelled")
+	})
+}
+
+func (s *Service) suspendOrder(ctx context.Context, c *call) (any, error) {
+	id := c.params.(*protocol.OrderRef).ID
+	return s.changeOrder(ctx, c, id, func(tx pgx.Tx, r *orderRow) error {
+		if r.status == "cancelled" {
+			return cancelled(id, "params.id")
+		}
+		return s.setStatus(ctx, tx, c, r, "suspended")
+	})
+}
+
+func (s *Service) resumeOrder(ctx context.Context, c *call) (any, error) {
+	id := c.params.(*protocol.OrderRef).ID
+	return s.changeOrder(ctx, c, id, func(tx pgx.Tx, r *orderRow) error {
+		if r.status == "cancelled" {
+			return cancelled(id, "params.id")
+		}
+		return s.setStatus(ctx, tx, c, r, "active")
+	})
+}
+
+func (s *Service) updateOrder(ctx context.Context, c *call) (any, error) {
+	p := c.params.(*protocol.UpdateOrderParams)
+	return s.changeOrder(ctx, c, p.ID, func(tx pgx.Tx, r *orderRow) error {
+		if r.status == "cancelled" {
+			return cancelled(p.ID, "params.id")
+		}
+		_, err := tx.Exec(ctx, `UPDATE orders SET licenses = coalesce($2, licenses),
+			product = coalesce($3, product), updated_at = $4 WHERE id = $1`, r.pk, p.Licenses, p.Product, c.now)
+		return err
+	})
+}

@@ -1,0 +1,119 @@
+// Package provision runs the API methods against PostgreSQL: customers (tenants
+// with their storage), orders with their terms and renewals, and the users of a
+// partner's consumer tenant. Every query is scoped by partner. Unique constraints
+// make a duplicate or redelivered command return the existing resource (same
+// params) or 409 (other params), never a second row.
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// Config of the provisioning service.
+type Config struct {
+	StorageRoot   string        // directory under which each tenant gets its own
+	RenewalWindow time.Duration // a renewal is refused while more is left on the term
+}
+
+// Service runs commands.
+type Service struct {
+	db  *pgxpool.Pool
+	cfg Config
+	now func() time.Time
+}
+
+// New returns a service on db.
+func New(db *pgxpool.Pool, cfg Config) *Service {
+	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// call is one command being run: its partner, validated params and fingerprint.
+type call struct {
+	partner int64
+	method  string
+	params  protocol.Params
+	fp      string
+	now     time.Time
+}
+
+type handler func(s *Service, ctx context.Context, c *call) (any, error)
+
+var handlers = map[string]handler{
+	protocol.CreateCustomer:     (*Service).createCustomer,
+	protocol.GetCustomer:        (*Service).getCustomer,
+	protocol.CreateFirstOrder:   (*Service).createFirstOrder,
+	protocol.CreateRenewalOrder: (*Service).createRenewalOrder,
+	protocol.CancelOrder:        (*Service).cancelOrder,
+	protocol.SuspendOrder:       (*Service).suspendOrder,
+	protocol.ResumeOrder:        (*Service).resumeOrder,
+	protocol.UpdateOrder:        (*Service).updateOrder,
+	protocol.GetOrder:           (*Service).getOrder,
+	protocol.CreateUser:         (*Service).createUser,
+	protocol.DeleteUser:         (*Service).deleteUser,
+	protocol.ResetUser:          (*Service).resetUser,
+}
+
+// ErrInvalidCommand marks a command whose params do not validate: the gateway
+// never sends one, so it is dead-lettered rather than answered.
+var ErrInvalidCommand = errors.New("invalid command")
+
+// Handle runs one command and returns the partner's answer. An API error (404,
+// 409, 422) is a result, not an error; the error is for failures, which
+// IsTransient classifies.
+func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
+	params, perr := protocol.DecodeParams(cmd.Method, cmd.Params)
+	if perr != nil {
+		return errorResult(perr, cmd.RequestID), fmt.Errorf("%w: %v", ErrInvalidCommand, perr)
+	}
+	h, ok := handlers[cmd.Method]
+	if !ok {
+		return protocol.Result{}, fmt.Errorf("%w: no handler for %q", ErrInvalidCommand, cmd.Method)
+	}
+	c := &call{
+		partner: cmd.Partner, method: cmd.Method, params: params, now: s.now(),
+		fp: idempotency.Fingerprint(cmd.Method, protocol.Canonical(params)),
+	}
+	v, err := h(s, ctx, c)
+	var apiErr *protocol.Error
+	if errors.As(err, &apiErr) {
+		return errorResult(apiErr, cmd.RequestID), nil
+	}
+	if err != nil {
+		return protocol.Result{}, err
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		return protocol.Result{}, fmt.Errorf("encode %s result: %w", cmd.Method, err)
+	}
+	return protocol.Result{Status: http.StatusOK, Body: body}, nil
+}
+
+func errorResult(e *protocol.Error, requestID string) protocol.Result {
+	return protocol.Result{Status: e.Status, Body: e.Body(requestID)}
+}
+
+// inTx runs fn in a transaction, committed when fn returns nil and rolled back
+// otherwise, API errors included: a refused command leaves nothing behind.
+func (s *Service) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.db, fn)
+}
+
+func notFound(code, field, what, id string) *protocol.Error {
+	return protocol.NewError(http.StatusNotFound, code, field,
+		fmt.Sprintf("%s %q does not exist", what, id))
+}
+
+func conflict(code, field, msg string) *protocol.Error {
+	return protocol.NewError(http.StatusConflict, code, field, msg)
+}

@@ -1,0 +1,114 @@
+package provision
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// ResetTokenTTL is how long a password reset token stays valid.
+const ResetTokenTTL = 24 * time.Hour
+
+// User is a user of the partner's consumer tenant.
+type User struct {
+	Email       string `json:"email"`
+	DisplayName string `json:"displayName"`
+	CreatedAt   int64  `json:"createdAt"`
+	IsActive    bool   `json:"isActive"`
+}
+
+// consumerTenant returns the partner's consumer tenant, creating it (and its
+// storage) on first use.
+func (s *Service) consumerTenant(ctx context.Context, tx pgx.Tx, partner int64) (int64, error) {
+	rel := tenantPath(partner, "consumer")
+	var id int64
+	err := tx.QueryRow(ctx, `INSERT INTO tenants (partner_id, kind, name, storage_path)
+		VALUES ($1, 'consumer', 'Consumers', $2)
+		ON CONFLICT (partner_id) WHERE kind = 'consumer' DO NOTHING RETURNING id`, partner, rel).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer'`, partner).Scan(&id)
+		return id, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	return id, s.makeStorage(rel)
+}
+
+func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
+	p := c.params.(*protocol.CreateUserParams)
+	var u User
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		tenant, err := s.consumerTenant(ctx, tx, c.partner)
+		if err != nil {
+			return err
+		}
+		var created time.Time
+		var fp string
+		// A separate SELECT after an insert that did nothing sees the row that a
+		// racing transaction committed meanwhile.
+		err = tx.QueryRow(ctx, `INSERT INTO users (tenant_id, email, display_name, request_fp, created_at)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, email) DO NOTHING
+			RETURNING display_name, created_at, request_fp`,
+			tenant, p.Email, p.DisplayName, c.fp, c.now).Scan(&u.DisplayName, &created, &fp)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = tx.QueryRow(ctx, `SELECT display_name, created_at, request_fp FROM users
+				WHERE tenant_id = $1 AND email = $2`, tenant, p.Email).Scan(&u.DisplayName, &created, &fp)
+		}
+		if err != nil {
+			return err
+		}
+		if fp != c.fp {
+			return conflict(protocol.CodeAlreadyExists, "params.email",
+				fmt.Sprintf("user %q already exists with other params", p.Email))
+		}
+		u.Email, u.CreatedAt, u.IsActive = p.Email, created.Unix(), true
+		return nil
+	})
+	return u, err
+}
+
+func (s *Service) deleteUser(ctx context.Context, c *call) (any, error) {
+	email := c.params.(*protocol.UserRef).Email
+	_, err := s.db.Exec(ctx, `DELETE FROM users WHERE email = $2 AND tenant_id =
+		(SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`, c.partner, email)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		Email   string `json:"email"`
+		Deleted bool   `json:"deleted"`
+	}{email, true}, nil
+}
+
+func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
+	email := c.params.(*protocol.UserRef).Email
+	var raw [32]byte
+	rand.Read(raw[:])
+	token := base64.RawURLEncoding.EncodeToString(raw[:])
+	hash := sha256.Sum256([]byte(token))
+	expires := c.now.Add(ResetTokenTTL)
+	tag, err := s.db.Exec(ctx, `UPDATE users SET reset_token_hash = $3, reset_expires_at = $4
+		WHERE email = $2 AND tenant_id = (SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`,
+		c.partner, email, hash[:], expires)
+	if err != nil {
+		return nil, err
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, protocol.NewError(404, protocol.CodeUserNotFound, "params.email",
+			fmt.Sprintf("user %q does not exist", email))
+	}
+	return struct {
+		Email      string `json:"email"`
+		ResetToken string `json:"resetToken"`
+		ExpiresAt  int64  `json:"expiresAt"`
+	}{email, token, expires.Unix()}, nil
+}
