@@ -9,10 +9,10 @@ import (
 
 // Outcomes of a command, the values of the outcome label.
 const (
-	OutcomeOK           = "ok"           // 2xx result
-	OutcomeRejected     = "rejected"     // 4xx result: the API refused it
+	OutcomeOK           = "ok"            // 2xx result
+	OutcomeRejected     = "rejected"      // 4xx result: the API refused it
 	OutcomeDeadLettered = "dead_lettered" // undecodable, invalid, panicked or failed permanently
-	OutcomeRequeued     = "requeued"     // given back to the broker at shutdown
+	OutcomeRequeued     = "requeued"      // given back to the broker at shutdown
 )
 
 // Metrics of one worker process.
