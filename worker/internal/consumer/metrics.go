@@ -24,6 +24,7 @@ type Metrics struct {
 	redeliveries prometheus.Counter
 	deadLettered *prometheus.CounterVec
 	retries      *prometheus.CounterVec
+	dbErrors     prometheus.Counter
 	connected    prometheus.Gauge
 }
 
@@ -60,6 +61,10 @@ func NewMetrics(reg prometheus.Registerer, concurrency int) *Metrics {
 			Name: "oneoffice_worker_retries_total",
 			Help: "Transient failures retried with backoff, by dependency (database, redis).",
 		}, []string{"dependency"}),
+		dbErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_worker_database_errors_total",
+			Help: "Failed attempts of a command against the database (transient or permanent).",
+		}),
 		connected: f.NewGauge(prometheus.GaugeOpts{
 			Name: "oneoffice_worker_broker_connected",
 			Help: "1 while the worker holds a connection to the broker.",

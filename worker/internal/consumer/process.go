@@ -90,6 +90,9 @@ func (c *Consumer) run(ctx context.Context, cmd *protocol.Command) (protocol.Res
 			}
 		}()
 		res, err = c.handler.Handle(ctx, cmd)
+		if err != nil && res.Status == 0 {
+			c.m.dbErrors.Inc()
+		}
 		if err != nil && c.transient(err) && ctx.Err() == nil {
 			c.m.retries.WithLabelValues("database").Inc()
 			c.log.WarnContext(ctx, "transient failure, retrying", "request_id", cmd.RequestID, "error", err)
