@@ -1,0 +1,273 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var primer = m{"id": "ABC", "name": "ABC Company", "admin": m{"email": "test3@example.com", "phone": "111111111", "displayName": "Isa Aswath"}}
+
+func TestEveryMethodOverHTTP(t *testing.T) {
+	// A window of 400 days lets a yearly order created now renew once.
+	s := NewStack(t, "RENEWAL_WINDOW_DAYS=400")
+	s.StartGateway()
+	s.StartWorker()
+	s.StartWorker()
+
+	r := s.Call("createCustomer", primer, "X-Request-Id", "req-1")
+	if r.Status != 200 || r.Header.Get("X-Request-Id") != "req-1" {
+		t.Fatalf("createCustomer: %d %v %s", r.Status, r.Header, r.Body)
+	}
+	c := r.JSON(t)
+	for k, want := range (m{"remoteId": "ABC", "name": "ABC Company", "isActive": true}) {
+		if c[k] != want {
+			t.Errorf("customer %s = %v, want %v", k, c[k], want)
+		}
+	}
+	if c["admin"].(m)["email"] != "test3@example.com" || c["id"].(float64) < 1 || c["createdAt"].(float64) < 1.7e9 {
+		t.Errorf("customer body %s", r.Body)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'ABC' AND name = 'ABC Company' AND admin_phone = '111111111'`); n != 1 {
+		t.Fatalf("tenant rows %d", n)
+	}
+
+	o := s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": "O1", "product": "oo-lite", "licenses": 20, "duration": "yearly"})
+	if o["id"] != "O1" || o["customer"] != "ABC" || o["status"] != "active" || o["licenses"] != float64(20) ||
+		time.Unix(int64(o["termEnd"].(float64)), 0).Sub(time.Unix(int64(o["termStart"].(float64)), 0)) < 365*24*time.Hour {
+		t.Fatalf("order %v", o)
+	}
+	rn := s.Want(200, "createRenewalOrder", m{"parent": "O1", "id": "R1"})
+	if len(rn["renewals"].([]any)) != 1 || rn["termEnd"].(float64) <= o["termEnd"].(float64) {
+		t.Fatalf("renewal %v", rn)
+	}
+	if r := s.Call("createRenewalOrder", m{"parent": "O1", "id": "R2"}); r.Status != 422 || r.ErrorCode(t) != "renewal_too_early" {
+		t.Fatalf("second renewal: %d %s", r.Status, r.Body)
+	}
+	if n := s.Count(`SELECT count(*) FROM renewals`); n != 1 {
+		t.Fatalf("renewal rows %d", n)
+	}
+	for _, step := range []struct{ method, status string }{
+		{"suspendOrder", "suspended"}, {"resumeOrder", "active"}, {"cancelOrder", "cancelled"},
+	} {
+		if got := s.Want(200, step.method, m{"id": "O1"}); got["status"] != step.status {
+			t.Fatalf("%s: status %v", step.method, got["status"])
+		}
+	}
+	var status string
+	s.DB().QueryRow(t.Context(), `SELECT status FROM orders WHERE remote_id = 'O1'`).Scan(&status)
+	if status != "cancelled" {
+		t.Fatalf("order row status %q", status)
+	}
+	s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": "O2", "product": "erp-std", "licenses": 3, "duration": "monthly"})
+	if u := s.Want(200, "updateOrder", m{"id": "O2", "licenses": 9}); u["licenses"] != float64(9) {
+		t.Fatalf("update %v", u)
+	}
+	if g := s.Want(200, "getOrder", m{"id": "R1"}); g["id"] != "O1" || g["status"] != "cancelled" {
+		t.Fatalf("getOrder by renewal id %v", g)
+	}
+	if g := s.Want(200, "getCustomer", m{"id": "ABC"}); g["id"] != c["id"] {
+		t.Fatalf("getCustomer %v", g)
+	}
+	if u := s.Want(200, "createUser", m{"email": "Ann@Example.com", "displayName": "Ann"}); u["email"] != "ann@example.com" || u["isActive"] != true {
+		t.Fatalf("createUser %v", u)
+	}
+	if rs := s.Want(200, "resetUser", m{"email": "ann@example.com"}); len(rs["resetToken"].(string)) < 32 {
+		t.Fatalf("resetUser %v", rs)
+	}
+	if d := s.Want(200, "deleteUser", m{"email": "ann@example.com"}); d["deleted"] != true {
+		t.Fatalf("deleteUser %v", d)
+	}
+	if n := s.Count(`SELECT count(*) FROM users`); n != 0 {
+		t.Fatalf("user rows after delete %d", n)
+	}
+	// POST works the same as GET.
+	if r := s.do(s.client, http.MethodPost, s.Key, envelope("getCustomer", m{"id": "ABC"})); r.Status != 200 {
+		t.Fatalf("POST: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestPartnerIsolation(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	keyB := s.NewKey("Partner B")
+	a := s.Want(200, "createCustomer", primer)
+	s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": "O1", "product": "oo-ent", "licenses": 1, "duration": "monthly"})
+	s.Want(200, "createUser", m{"email": "ann@example.com"})
+
+	asB := func(method string, params any) Response { return s.Do(keyB, envelope(method, params)) }
+	for _, c := range []struct {
+		method string
+		params any
+		code   string
+	}{
+		{"getCustomer", m{"id": "ABC"}, "customer_not_found"},
+		{"getOrder", m{"id": "O1"}, "order_not_found"},
+		{"cancelOrder", m{"id": "O1"}, "order_not_found"},
+		{"createFirstOrder", m{"customer": "ABC", "id": "O9", "product": "oo-ent", "licenses": 1, "duration": "monthly"}, "customer_not_found"},
+		{"resetUser", m{"email": "ann@example.com"}, "user_not_found"},
+	} {
+		if r := asB(c.method, c.params); r.Status != 404 || r.ErrorCode(t) != c.code {
+			t.Errorf("partner B %s: %d %s, want 404 %s", c.method, r.Status, r.Body, c.code)
+		}
+	}
+	// The same remote id can exist under both partners.
+	r := asB("createCustomer", primer)
+	if r.Status != 200 || r.JSON(t)["id"] == a["id"] || r.JSON(t)["partner"] == a["partner"] {
+		t.Fatalf("partner B createCustomer ABC: %d %s (A: %v)", r.Status, r.Body, a)
+	}
+	if g := s.Want(200, "getOrder", m{"id": "O1"}); g["status"] != "active" {
+		t.Fatalf("partner A's order changed: %v", g)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'ABC'`); n != 2 {
+		t.Fatalf("tenants ABC %d, want 2", n)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	body := envelope("getCustomer", m{"id": "ABC"})
+	for name, key := range map[string]string{"no key": "", "unknown key": "oo_not-a-key"} {
+		r := s.Do(key, body)
+		if r.Status != 401 || r.ErrorCode(t) != "unauthorized" {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	// 401 comes before anything else is looked at, even a malformed body.
+	if r := s.Do("", "{"); r.Status != 401 {
+		t.Errorf("no key, bad body: %d", r.Status)
+	}
+	if r := s.Do("", body, "Authorization", "Bearer "+s.Key); r.Status != 404 {
+		t.Errorf("bearer: %d %s", r.Status, r.Body)
+	}
+	key := s.NewKey("Partner A")
+	if r := s.Do(key, body); r.Status != 404 {
+		t.Fatalf("new key: %d %s", r.Status, r.Body)
+	}
+	s.admin("keys", "revoke", key)
+	revoked := time.Now()
+	for s.Do(key, body).Status != 401 {
+		if time.Since(revoked) > 5*time.Second {
+			t.Fatal("revoked key still works after 5s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := s.Do(s.Key, body); r.Status != 404 {
+		t.Fatalf("the other key of the partner stopped working: %d", r.Status)
+	}
+}
+
+func TestMalformedInput(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	cases := []struct {
+		name, body  string
+		status      int
+		code, field string
+		msgFragment string
+	}{
+		{"truncated JSON", `{"method":"getCustomer","params":{"id":"A"}`, 400, "invalid_json", "", "at byte"},
+		{"not JSON", `method=getCustomer`, 400, "invalid_json", "", "at byte 1"},
+		{"empty body", ``, 400, "invalid_json", "", "empty"},
+		{"array body", `[1,2]`, 400, "invalid_request", "", "JSON object"},
+		{"params string", `{"method":"getCustomer","params":"ABC"}`, 400, "invalid_request", "params", "params must be a JSON object"},
+		{"params number", `{"method":"getCustomer","params":7}`, 400, "invalid_request", "params", ""},
+		{"params array", `{"method":"getCustomer","params":["ABC"]}`, 400, "invalid_request", "params", ""},
+		{"params null", `{"method":"getCustomer","params":null}`, 400, "invalid_request", "params", ""},
+		{"no method", `{"params":{}}`, 400, "invalid_request", "method", ""},
+		{"unknown method", `{"method":"dropAll","params":{}}`, 400, "unknown_method", "method", "dropAll"},
+		{"bad param", `{"method":"createFirstOrder","params":{"customer":"C","id":"O","product":"oo-lite","licenses":0,"duration":"monthly"}}`,
+			400, "invalid_params", "params.licenses", "params.licenses must be an integer from 1 to 100000"},
+		{"primer empty email", `{"method":"createUser", "params":{"email":""}}`, 400, "invalid_params", "params.email", "params.email"},
+		{"oversized", `{"method":"getCustomer","params":{"id":"A","pad":"` + strings.Repeat("x", 70<<10) + `"}}`, 413, "body_too_large", "", "64 KiB"},
+	}
+	for _, c := range cases {
+		r := s.Do(s.Key, c.body)
+		body := r.JSON(t)
+		e, _ := body["error"].(m)
+		field, _ := e["field"].(string)
+		msg, _ := e["message"].(string)
+		if r.Status != c.status || e["code"] != c.code || field != c.field || !strings.Contains(msg, c.msgFragment) {
+			t.Errorf("%s: %d %s, want %d %s field %q message with %q", c.name, r.Status, r.Body, c.status, c.code, c.field, c.msgFragment)
+		}
+		if rid := r.Header.Get("X-Request-Id"); rid == "" || body["requestId"] != rid {
+			t.Errorf("%s: requestId %v, header %q", c.name, body["requestId"], rid)
+		}
+	}
+	if r := s.do(s.client, http.MethodPut, s.Key, `{}`); r.Status != 405 || r.ErrorCode(t) != "method_not_allowed" {
+		t.Errorf("PUT: %d %s", r.Status, r.Body)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants`); n != 0 {
+		t.Errorf("bad input provisioned %d tenants", n)
+	}
+}
+
+func TestParallelIdenticalCreatesProvisionOnce(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	s.StartWorker()
+	const calls = 40
+	var wg sync.WaitGroup
+	results := make([]Response, calls)
+	for i := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = s.Call("createCustomer", primer)
+		}()
+	}
+	wg.Wait()
+	mix := map[int]int{}
+	var first string
+	for _, r := range results {
+		mix[r.Status]++
+		if r.Status == 200 {
+			if first == "" {
+				first = string(r.Body)
+			} else if string(r.Body) != first {
+				t.Errorf("200 bodies differ:\n%s\n%s", first, r.Body)
+			}
+		} else if r.Status != 409 || r.ErrorCode(t) != "request_in_progress" {
+			t.Errorf("unexpected answer %d %s", r.Status, r.Body)
+		}
+	}
+	t.Logf("status mix of %d parallel creates: %v", calls, mix)
+	if n := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'ABC'`); n != 1 {
+		t.Fatalf("%d customers, want 1", n)
+	}
+	if mix[200] == 0 {
+		t.Fatal("no call got the customer")
+	}
+}
+
+func TestRestartKeepsData(t *testing.T) {
+	s := NewStack(t)
+	gw := s.StartGateway()
+	w1, w2 := s.StartWorker(), s.StartWorker()
+	c := s.Want(200, "createCustomer", primer)
+	s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": "O1", "product": "oo-lite", "licenses": 2, "duration": "monthly"})
+	gw.Stop()
+	w1.Stop()
+	w2.Stop()
+	s.StartGateway()
+	s.StartWorker()
+	s.StartWorker()
+	if g := s.Want(200, "getCustomer", m{"id": "ABC"}); g["id"] != c["id"] {
+		t.Fatalf("after restart: %v, before %v", g, c)
+	}
+	if g := s.Want(200, "getOrder", m{"id": "O1"}); g["licenses"] != float64(2) {
+		t.Fatalf("order after restart: %v", g)
+	}
+	s.Want(200, "createCustomer", primer) // replayed
+	s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": "O2", "product": "oo-lite", "licenses": 2, "duration": "monthly"})
+	if n := s.Count(`SELECT count(*) FROM orders`); n != 2 {
+		t.Fatalf("orders %d", n)
+	}
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Runs a k6 script against an isolated OneOffice stack and tears the stack down.
+#
+#   scripts/load.sh [SCRIPT [K6 RUN ARGS...]]      SCRIPT defaults to scripts/k6/load.js
+#   RATE=300 DURATION=30s scripts/load.sh scripts/k6/load.js
+#   scripts/load.sh scripts/k6/smoke.js            (CI: well under a minute)
+#   scripts/load.sh scripts/k6/idempotency.js
+#   PEAK=600 scripts/load.sh scripts/k6/spike.js
+#   DURATION=2h RATE=20 scripts/load.sh scripts/k6/soak.js
+#
+# What it does, from the project root:
+#   1. builds k6 into bin/ if missing (go install go.k6.io/k6@v1.8.1) and `make build`;
+#   2. creates its own PostgreSQL database and RabbitMQ vhost (both named load<PID>),
+#      uses its own Redis DB (LOAD_REDIS_DB, default 11, flushed before and after) and
+#      free loopback ports; runs `bin/gateway migrate` and
+#      `bin/gateway keys create --partner "Load <tag>"`;
+#   3. starts one gateway and two workers (logs in var/load/<tag>/, kept when k6 fails);
+#   4. runs `bin/k6 run [K6 RUN ARGS] SCRIPT` with BASE_URL, API_KEY and
+#      RENEWAL_WINDOW_DAYS exported (k6 reads the environment, so RATE, DURATION,
+#      PEAK, VUS, ... given to this script reach the k6 script as __ENV), and prints
+#      k6's end-of-test summary;
+#   5. stops the processes, drops the database and the vhost, flushes the Redis DB
+#      (a trap does it on any exit) and exits with k6's exit code (99 = thresholds
+#      crossed). Exit 1 (before k6 ran) means the stack could not be brought up.
+#
+# Stack settings (environment, with these defaults):
+#   RENEWAL_WINDOW_DAYS=400  the workers' renewal window: a yearly order created now
+#                            (~365 days left) can be renewed once, then the next
+#                            renewal is refused (~730 days left), so the scripts see
+#                            both accepted and refused (422 renewal_too_early) renewals
+#   WORKER_CONCURRENCY=16    per worker (the service default, 32, would let two workers
+#                            and the gateway hold 84 of PostgreSQL's 100 connections)
+#   WORKER_PREFETCH=64  RPC_TIMEOUT=4s  RATE_LIMIT_RPS=0 (off)  LOG_LEVEL=info
+#   LOAD_REDIS_DB=11         two load.sh runs at once must use different Redis DBs
+#   K6=bin/k6                the k6 binary
+# Needs PostgreSQL, Redis and RabbitMQ on loopback (`make services`), the postgres
+# superuser without password, guest/guest on RabbitMQ, psql, redis-cli, rabbitmqctl.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+proj=$PWD
+
+script=${1:-scripts/k6/load.js}
+[ $# -gt 0 ] && shift
+[ -f "$script" ] || { echo "load.sh: no such k6 script: $script" >&2; exit 2; }
+
+K6=${K6:-bin/k6}
+redis_db=${LOAD_REDIS_DB:-11}
+tag=load$$
+work=$proj/var/load/$tag
+pids=()
+k6rc=1
+keep_logs=0
+
+log() { printf 'load.sh: %s\n' "$*" >&2; }
+die() { log "$*"; keep_logs=1; exit 1; }
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.2
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1
+  rabbitmqctl delete_vhost "$tag" >/dev/null 2>&1
+  redis-cli -n "$redis_db" flushdb >/dev/null 2>&1
+  if [ "$keep_logs" = 1 ] || [ "$rc" != 0 ]; then
+    [ -d "$work" ] && log "logs kept in $work"
+    rm -rf "$work/tenants"
+  else
+    rm -rf "$work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+taken=" "
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 10000))
+    case "$taken" in *" $p "*) continue ;; esac
+    if port_free "$p"; then taken="$taken$p "; echo "$p"; return 0; fi
+  done
+  return 1
+}
+
+wait_ready() { # URL SECONDS
+  local deadline=$((SECONDS + $2))
+  until curl -fs -o /dev/null "$1"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
+for t in psql redis-cli rabbitmqctl curl; do
+  command -v "$t" >/dev/null || die "$t not found (make services installs the servers and their clients)"
+done
+pg_isready -q -h 127.0.0.1 2>/dev/null || psql -h 127.0.0.1 -U postgres -qtAc 'SELECT 1' >/dev/null 2>&1 ||
+  die "PostgreSQL does not answer on 127.0.0.1:5432 (run: make services)"
+redis-cli -n "$redis_db" ping >/dev/null 2>&1 || die "Redis does not answer on 127.0.0.1:6379 (run: make services)"
+
+if [ ! -x "$K6" ]; then
+  log "building k6 v1.8.1 into bin/ (once)"
+  GOBIN=$proj/bin go install go.k6.io/k6@v1.8.1 || die "go install go.k6.io/k6@v1.8.1 failed"
+  K6=bin/k6
+fi
+
+mkdir -p "$work"
+make build >"$work/build.log" 2>&1 || { tail -20 "$work/build.log" >&2; die "make build failed"; }
+
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $tag" >/dev/null || die "cannot create database $tag"
+rabbitmqctl add_vhost "$tag" >/dev/null 2>&1 && rabbitmqctl set_permissions -p "$tag" guest '.*' '.*' '.*' >/dev/null 2>&1 ||
+  die "cannot create RabbitMQ vhost $tag"
+redis-cli -n "$redis_db" flushdb >/dev/null || die "cannot flush Redis DB $redis_db"
+
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag?sslmode=disable"
+export REDIS_URL="redis://127.0.0.1:6379/$redis_db"
+export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$tag"
+export RENEWAL_WINDOW_DAYS=${RENEWAL_WINDOW_DAYS:-400}
+export WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-16}
+export WORKER_PREFETCH=${WORKER_PREFETCH:-64}
+export RPC_TIMEOUT=${RPC_TIMEOUT:-4s}
+export RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-0}
+export LOG_LEVEL=${LOG_LEVEL:-info}
+export STORAGE_ROOT=$work/tenants
+api_port=$(free_port) && gw_port=$(free_port) && w1_port=$(free_port) && w2_port=$(free_port) || die "no free port"
+export HTTP_ADDR=127.0.0.1:$api_port
+
+bin/gateway migrate >"$work/migrate.log" 2>&1 || { tail -5 "$work/migrate.log" >&2; die "bin/gateway migrate failed"; }
+key=$(bin/gateway keys create --partner "Load $tag" 2>"$work/keys.log") && [ -n "$key" ] ||
+  { cat "$work/keys.log" >&2; die "bin/gateway keys create failed"; }
+
+METRICS_ADDR=127.0.0.1:$gw_port bin/gateway >"$work/gateway.log" 2>&1 & pids+=($!)
+METRICS_ADDR=127.0.0.1:$w1_port bin/worker >"$work/worker1.log" 2>&1 & pids+=($!)
+METRICS_ADDR=127.0.0.1:$w2_port bin/worker >"$work/worker2.log" 2>&1 & pids+=($!)
+for p in "$gw_port" "$w1_port" "$w2_port"; do
+  wait_ready "http://127.0.0.1:$p/readyz" 30 || die "a process on metrics port $p is not ready after 30s (see $work)"
+done
+log "stack $tag up: API http://$HTTP_ADDR/ (gateway metrics :$gw_port, workers :$w1_port :$w2_port)," \
+  "Redis DB $redis_db, RENEWAL_WINDOW_DAYS=$RENEWAL_WINDOW_DAYS, WORKER_CONCURRENCY=$WORKER_CONCURRENCY"
+
+export BASE_URL="http://$HTTP_ADDR"
+export API_KEY=$key
+"$K6" run "$@" "$script"
+k6rc=$?
+for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { log "a stack process died during the run (see $work)"; keep_logs=1; }
+done
+[ "$k6rc" = 0 ] || keep_logs=1
+exit "$k6rc"
