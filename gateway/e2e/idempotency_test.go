@@ -1,0 +1,383 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+func TestReplayAndMismatch(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	first := s.Call("createCustomer", primer)
+	again := s.Call("createCustomer", primer)
+	if first.Status != 200 || again.Status != first.Status || string(again.Body) != string(first.Body) {
+		t.Fatalf("replay differs:\n%d %s\n%d %s", first.Status, first.Body, again.Status, again.Body)
+	}
+	if first.Header.Get("Idempotent-Replayed") != "" || again.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay header: first %q, again %q", first.Header.Get("Idempotent-Replayed"), again.Header.Get("Idempotent-Replayed"))
+	}
+	// A derived create key with other params: 409 already_exists.
+	other := m{"id": "ABC", "name": "Another name", "admin": m{"email": "test3@example.com"}}
+	if r := s.Call("createCustomer", other); r.Status != 409 || r.ErrorCode(t) != "already_exists" {
+		t.Fatalf("create with other params: %d %s", r.Status, r.Body)
+	}
+	s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": "O1", "product": "oo-lite", "licenses": 1, "duration": "monthly"})
+	// An Idempotency-Key replays a call that has no derived key...
+	k := []string{"Idempotency-Key", "suspend-O1-1"}
+	s1 := s.Call("suspendOrder", m{"id": "O1"}, k...)
+	s.Want(200, "resumeOrder", m{"id": "O1"})
+	s2 := s.Call("suspendOrder", m{"id": "O1"}, k...)
+	if s2.Header.Get("Idempotent-Replayed") != "true" || string(s2.Body) != string(s1.Body) {
+		t.Fatalf("keyed suspend not replayed: %s", s2.Body)
+	}
+	// ...and refuses another payload under the same key.
+	if r := s.Call("suspendOrder", m{"id": "O2"}, k...); r.Status != 422 || r.ErrorCode(t) != "idempotency_key_reused" {
+		t.Fatalf("reused key: %d %s", r.Status, r.Body)
+	}
+	// Without a key a call is not replayed: a suspend after a resume suspends again.
+	if g := s.Want(200, "getOrder", m{"id": "O1"}); g["status"] != "active" {
+		t.Fatalf("the replay changed the order: %v", g)
+	}
+	r := s.Call("suspendOrder", m{"id": "O1"})
+	if r.Header.Get("Idempotent-Replayed") != "" || r.JSON(t)["status"] != "suspended" {
+		t.Fatalf("unkeyed suspend: %v %s", r.Header, r.Body)
+	}
+	// Keys are scoped to the partner: B's same key and call run for B.
+	keyB := s.NewKey("Partner B")
+	if r := s.Do(keyB, envelope("createCustomer", primer)); r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "" ||
+		r.JSON(t)["id"] == first.JSON(t)["id"] {
+		t.Fatalf("partner B got partner A's result: %s", r.Body)
+	}
+}
+
+func TestHundredParallelCallsFromSeparateConnections(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	s.StartWorker()
+	const calls = 100
+	results := make([]Response, calls)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			<-start
+			results[i] = s.do(client, http.MethodGet, s.Key, envelope("createCustomer", primer))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	mix := map[int]int{}
+	var body string
+	for _, r := range results {
+		mix[r.Status]++
+		switch {
+		case r.Status == 200 && body == "":
+			body = string(r.Body)
+		case r.Status == 200 && string(r.Body) != body:
+			t.Errorf("200 bodies differ:\n%s\n%s", body, r.Body)
+		case r.Status == 409 && r.ErrorCode(t) != "request_in_progress", r.Status != 200 && r.Status != 409:
+			t.Errorf("unexpected %d %s", r.Status, r.Body)
+		}
+	}
+	rows := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'ABC'`)
+	t.Logf("%d parallel calls: status mix %v, customer rows %d", calls, mix, rows)
+	if rows != 1 || mix[200] == 0 {
+		t.Fatalf("rows %d, mix %v", rows, mix)
+	}
+}
+
+func TestDatabaseIsTheTruthWhenRedisIsFlushed(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	rdb := redisClient(t, s.RedisURL)
+	first := s.Want(200, "createCustomer", primer)
+	rdb.FlushDB(t.Context())
+	again := s.Call("createCustomer", primer)
+	if again.Status != 200 || again.JSON(t)["id"] != first["id"] || again.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("create after flush: %d %s", again.Status, again.Body)
+	}
+	rdb.FlushDB(t.Context())
+	other := m{"id": "ABC", "name": "Another name", "admin": m{"email": "test3@example.com"}}
+	if r := s.Call("createCustomer", other); r.Status != 409 || r.ErrorCode(t) != "already_exists" {
+		t.Fatalf("other params after flush: %d %s", r.Status, r.Body)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants`); n != 1 {
+		t.Fatalf("%d tenants, want 1", n)
+	}
+}
+
+func TestRedeliveredCommandsProvisionOnce(t *testing.T) {
+	s := NewStack(t, "RENEWAL_WINDOW_DAYS=400")
+	s.StartGateway()
+	w := s.StartWorker()
+	s.Want(200, "createCustomer", primer)
+	order := s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": "O1", "product": "oo-lite", "licenses": 1, "duration": "yearly"})
+	w.Stop()
+
+	var partner int64
+	s.DB().QueryRow(t.Context(), `SELECT id FROM partners WHERE name = 'Partner A'`).Scan(&partner)
+	conn, err := amqp.Dial(s.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, _ := conn.Channel()
+	// The same message twice, as a crashed worker's unacked message comes back.
+	for _, c := range []protocol.Command{
+		{Method: "createRenewalOrder", Partner: partner, RequestID: "redeliver-1", Params: []byte(`{"parent":"O1","id":"R1"}`)},
+		{Method: "createCustomer", Partner: partner, RequestID: "redeliver-2", Params: []byte(`{"id":"C2","name":"C2","admin":{"email":"c2@example.com"}}`)},
+	} {
+		for range 2 {
+			if err := ch.Publish(amqpx.Exchange, amqpx.RoutingKey, true, false, c.Publishing("", "")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.StartWorker()
+	s.StartWorker()
+	waitQueueEmpty(t, ch)
+	if n := s.Count(`SELECT count(*) FROM renewals`); n != 1 {
+		t.Fatalf("%d renewal terms, want 1", n)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'C2'`); n != 1 {
+		t.Fatalf("%d customers C2, want 1", n)
+	}
+	g := s.Want(200, "getOrder", m{"id": "O1"})
+	oneTerm := order["termEnd"].(float64) - order["termStart"].(float64)
+	if got := g["termEnd"].(float64) - order["termStart"].(float64); got < 1.9*oneTerm || got > 2.1*oneTerm {
+		t.Fatalf("termEnd moved by %v terms, want 2 in all", got/oneTerm)
+	}
+}
+
+func waitQueueEmpty(t *testing.T, ch *amqp.Channel) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		q, err := ch.QueueDeclarePassive(amqpx.Queue, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Messages == 0 {
+			time.Sleep(300 * time.Millisecond) // let the last acks land
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("command queue not drained in 10s")
+}
+
+func TestPendingThenResult(t *testing.T) {
+	s := NewStack(t, "RPC_TIMEOUT=1s")
+	s.StartGateway()
+	start := time.Now()
+	r := s.Call("createCustomer", primer)
+	elapsed := time.Since(start)
+	if r.Status != 202 || r.JSON(t)["status"] != "pending" || r.JSON(t)["requestId"] != r.Header.Get("X-Request-Id") {
+		t.Fatalf("no worker: %d %s", r.Status, r.Body)
+	}
+	if elapsed > 2*time.Second {
+		t.Fatalf("202 after %v, want within RPC_TIMEOUT + 1s", elapsed)
+	}
+	if r := s.Call("createCustomer", primer); r.Status != 409 || r.ErrorCode(t) != "request_in_progress" {
+		t.Fatalf("repeat while pending: %d %s", r.Status, r.Body)
+	}
+	s.StartWorker()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := s.Call("createCustomer", primer)
+		if r.Status == 200 {
+			if r.JSON(t)["remoteId"] != "ABC" || r.Header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("result after 202: %s", r.Body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no result 10s after a worker started: %d %s", r.Status, r.Body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants`); n != 1 {
+		t.Fatalf("%d tenants", n)
+	}
+}
+
+// serialOutcome simulates calls on an active order in one serial order and
+// returns each call's status code and resulting order status, and the final status.
+func serialOutcome(order []string) (map[string]string, string) {
+	state, out := "active", map[string]string{}
+	for _, op := range order {
+		switch {
+		case state == "cancelled" && op != "cancelOrder":
+			out[op] = "409"
+		case op == "cancelOrder":
+			state = "cancelled"
+		case op == "suspendOrder":
+			state = "suspended"
+		case op == "resumeOrder":
+			state = "active"
+		}
+		if out[op] == "" {
+			out[op] = state
+		}
+	}
+	return out, state
+}
+
+func permutations(a []string) [][]string {
+	if len(a) <= 1 {
+		return [][]string{a}
+	}
+	var out [][]string
+	for i := range a {
+		rest := append(append([]string{}, a[:i]...), a[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]string{a[i]}, p...))
+		}
+	}
+	return out
+}
+
+func TestRacingMutationsOfOneOrder(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	s.StartWorker()
+	s.Want(200, "createCustomer", primer)
+	ops := []string{"suspendOrder", "cancelOrder", "resumeOrder"}
+	sets := [][]string{ops, {"suspendOrder", "resumeOrder"}}
+	for round := range 50 {
+		set := sets[round%2]
+		id := "O" + strings.Repeat("x", round%3) + time.Now().Format("150405.000000")
+		s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": id, "product": "oo-lite", "licenses": 1, "duration": "monthly"})
+		got := map[string]string{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, op := range set {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := s.Call(op, m{"id": id})
+				v := "409"
+				if r.Status == 200 {
+					v = r.JSON(t)["status"].(string)
+				} else if r.Status != 409 || r.ErrorCode(t) != "order_cancelled" {
+					t.Errorf("%s: %d %s", op, r.Status, r.Body)
+				}
+				mu.Lock()
+				got[op] = v
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		var final string
+		s.DB().QueryRow(t.Context(), `SELECT status FROM orders WHERE remote_id = $1`, id).Scan(&final)
+		ok := false
+		for _, p := range permutations(set) {
+			want, wantFinal := serialOutcome(p)
+			if wantFinal == final && equalMaps(want, got) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			t.Fatalf("round %d: answers %v and final %q match no serial order of %v", round, got, final, set)
+		}
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func redisClient(t *testing.T, url string) *redis.Client {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedisDownAnswers503AndEnqueuesNothing(t *testing.T) {
+	s := NewStack(t)
+	opt, _ := redis.ParseURL(s.RedisURL)
+	proxy := NewProxy(t, opt.Addr)
+	s.StartGateway("REDIS_URL=redis://" + proxy.Addr + "/" + strings.TrimPrefix(s.RedisURL[strings.LastIndex(s.RedisURL, "/"):], "/"))
+	s.StartWorker()
+	s.Want(200, "createCustomer", primer)
+	proxy.Cut()
+	r := s.Call("createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
+	if r.Status != 503 || r.ErrorCode(t) != "unavailable" {
+		t.Fatalf("Redis down: %d %s", r.Status, r.Body)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'C2'`); n != 0 {
+		t.Fatal("a command was enqueued while Redis was down")
+	}
+	proxy.Restore()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := s.Call("createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
+		if r.Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway did not recover from Redis: %d %s", r.Status, r.Body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestBrokerDownAnswers503(t *testing.T) {
+	s := NewStack(t)
+	proxy := NewProxy(t, "127.0.0.1:5672")
+	vhost := s.AMQPURL[strings.LastIndex(s.AMQPURL, "/"):]
+	s.StartGateway("AMQP_URL=amqp://guest:guest@" + proxy.Addr + vhost)
+	s.StartWorker()
+	s.Want(200, "createCustomer", primer)
+	proxy.Cut()
+	start := time.Now()
+	r := s.Call("createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
+	if r.Status != 503 || r.ErrorCode(t) != "unavailable" || time.Since(start) > 5*time.Second {
+		t.Fatalf("broker down: %d %s after %v", r.Status, r.Body, time.Since(start))
+	}
+	proxy.Restore()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := s.Call("createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
+		if r.Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway did not recover from the broker: %d %s", r.Status, r.Body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants`); n != 2 {
+		t.Fatalf("%d tenants, want 2", n)
+	}
+}
