@@ -67,6 +67,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, method := range append([]string{"unknown"}, protocol.Methods...) {
 		m.duration.WithLabelValues(method)
 		m.requests.WithLabelValues(method, "200")
+		m.pending.WithLabelValues(method)
 	}
 	for _, o := range []string{"new", "replayed", "in_progress", "mismatch"} {
 		m.idempotency.WithLabelValues(o)

@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape fetches and parses a process's /metrics.
+func scrape(t *testing.T, p *Proc) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + p.Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
+}
+
+// value returns the counter value, gauge value or histogram count of the
+// series of family name whose labels include want.
+func value(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	mf, ok := mfs[name]
+	if !ok {
+		return -1
+	}
+	var sum float64
+	for _, mt := range mf.Metric {
+		labels := map[string]string{}
+		for _, l := range mt.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for k, v := range want {
+			if labels[k] != v {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case mt.Counter != nil:
+			sum += mt.Counter.GetValue()
+		case mt.Gauge != nil:
+			sum += mt.Gauge.GetValue()
+		case mt.Histogram != nil:
+			sum += float64(mt.Histogram.GetSampleCount())
+		}
+	}
+	return sum
+}
+
+func TestMetricsCountEveryCall(t *testing.T) {
+	s := NewStack(t)
+	gw := s.StartGateway()
+	w := s.StartWorker()
+	for _, id := range []string{"A", "B", "C"} {
+		s.Want(200, "createCustomer", m{"id": id, "name": id, "admin": m{"email": "a@example.com"}})
+	}
+	s.Want(200, "createCustomer", m{"id": "A", "name": "A", "admin": m{"email": "a@example.com"}}) // replayed
+	s.Want(404, "getCustomer", m{"id": "nope"})
+	s.Want(400, "createFirstOrder", m{"customer": "A", "id": "O", "product": "x", "licenses": 1, "duration": "monthly"})
+	if r := s.Do("", envelope("getCustomer", m{"id": "A"})); r.Status != 401 {
+		t.Fatalf("no key: %d", r.Status)
+	}
+	if r := s.Do("oo_wrong", envelope("getCustomer", m{"id": "A"})); r.Status != 401 {
+		t.Fatalf("bad key: %d", r.Status)
+	}
+	time.Sleep(100 * time.Millisecond) // the worker observes after it replies
+
+	g := scrape(t, gw)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"oneoffice_http_requests_total", map[string]string{"method": "createCustomer", "code": "200"}, 4},
+		{"oneoffice_http_requests_total", map[string]string{"method": "getCustomer", "code": "404"}, 1},
+		{"oneoffice_http_requests_total", map[string]string{"method": "createFirstOrder", "code": "400"}, 1},
+		{"oneoffice_http_requests_total", map[string]string{"method": "unknown", "code": "401"}, 2},
+		{"oneoffice_http_requests_total", nil, 8},
+		{"oneoffice_http_request_duration_seconds", map[string]string{"method": "createCustomer"}, 4},
+		{"oneoffice_http_request_duration_seconds", map[string]string{"method": "getCustomer"}, 1},
+		{"oneoffice_idempotency_outcomes_total", map[string]string{"outcome": "new"}, 3},
+		{"oneoffice_idempotency_outcomes_total", map[string]string{"outcome": "replayed"}, 1},
+		{"oneoffice_idempotency_outcomes_total", map[string]string{"outcome": "mismatch"}, 0},
+		{"oneoffice_auth_failures_total", map[string]string{"reason": "missing"}, 1},
+		{"oneoffice_auth_failures_total", map[string]string{"reason": "invalid"}, 1},
+		{"oneoffice_gateway_rpc_duration_seconds", nil, 4},
+		{"oneoffice_gateway_publish_confirm_seconds", nil, 4},
+		{"oneoffice_gateway_pending_total", nil, 0},
+		{"oneoffice_http_in_flight_requests", nil, 0},
+		{"oneoffice_gateway_broker_connected", nil, 1},
+		{"oneoffice_gateway_redis_up", nil, 1},
+	} {
+		if got := value(g, c.name, c.labels); got != c.want {
+			t.Errorf("gateway %s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	wm := scrape(t, w)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"oneoffice_worker_commands_total", map[string]string{"method": "createCustomer", "outcome": "ok"}, 3},
+		{"oneoffice_worker_commands_total", map[string]string{"method": "getCustomer", "outcome": "rejected"}, 1},
+		{"oneoffice_worker_commands_total", nil, 4},
+		{"oneoffice_worker_command_duration_seconds", nil, 4},
+		{"oneoffice_worker_dead_lettered_total", nil, 0},
+		{"oneoffice_worker_in_flight", nil, 0},
+		{"oneoffice_worker_concurrency", nil, 32},
+		{"oneoffice_worker_broker_connected", nil, 1},
+	} {
+		if got := value(wm, c.name, c.labels); got != c.want {
+			t.Errorf("worker %s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if value(g, "process_cpu_seconds_total", nil) <= 0 || value(wm, "go_goroutines", nil) <= 0 {
+		t.Error("runtime and process collectors missing")
+	}
+}
+
+// logLines returns the JSON log lines of a process that carry request_id rid.
+func logLines(t *testing.T, p *Proc, rid string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(p.Log()))
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["request_id"] == rid {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
+	s := NewStack(t)
+	gw := s.StartGateway()
+	w := s.StartWorker()
+	const trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	s.Want(200, "createCustomer", primer, "X-Request-Id", "follow-me-1", "traceparent", trace)
+	s.Want(200, "createUser", m{"email": "ann@example.com"}, "X-Request-Id", "follow-me-2")
+	reset := s.Want(200, "resetUser", m{"email": "ann@example.com"}, "X-Request-Id", "follow-me-3")
+	time.Sleep(100 * time.Millisecond)
+
+	gl, wl := logLines(t, gw, "follow-me-1"), logLines(t, w, "follow-me-1")
+	if len(gl) != 1 || len(wl) != 1 {
+		t.Fatalf("log lines for the request: gateway %d, worker %d", len(gl), len(wl))
+	}
+	for _, l := range []map[string]any{gl[0], wl[0]} {
+		if l["method"] != "createCustomer" || l["partner"] == nil || !strings.HasPrefix(l["traceparent"].(string), trace[:36]) {
+			t.Errorf("log line %v", l)
+		}
+	}
+	if gl[0]["status"] != float64(200) || gl[0]["duration_ms"] == nil || gl[0]["idempotency"] != "new" {
+		t.Errorf("gateway line %v", gl[0])
+	}
+	for _, p := range []*Proc{gw, w} {
+		if strings.Contains(p.Log(), s.Key) || strings.Contains(p.Log(), reset["resetToken"].(string)) {
+			t.Errorf("%s logged a secret", p.cmd.Path)
+		}
+	}
+}
