@@ -381,3 +381,38 @@ func TestBrokerDownAnswers503(t *testing.T) {
 		t.Fatalf("%d tenants, want 2", n)
 	}
 }
+
+func TestDatabaseOutageLosesNoCommand(t *testing.T) {
+	s := NewStack(t, "RPC_TIMEOUT=1s")
+	proxy := NewProxy(t, "127.0.0.1:5432")
+	s.StartGateway()
+	dbName := s.DBURL[strings.LastIndex(s.DBURL, "/"):]
+	w := s.StartWorker("DATABASE_URL=postgres://postgres@" + proxy.Addr + dbName)
+	s.Want(200, "createCustomer", primer)
+	proxy.Cut()
+	c2 := m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}}
+	if r := s.Call("createCustomer", c2); r.Status != 202 {
+		t.Fatalf("database down: %d %s, want 202", r.Status, r.Body)
+	}
+	time.Sleep(3 * time.Second)
+	proxy.Restore()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := s.Call("createCustomer", c2)
+		if r.Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no result after the database came back: %d %s", r.Status, r.Body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := s.Count(`SELECT count(*) FROM tenants`); n != 2 {
+		t.Fatalf("%d tenants, want 2", n)
+	}
+	wm := scrape(t, w)
+	if value(wm, "oneoffice_worker_dead_lettered_total", nil) != 0 || value(wm, "oneoffice_worker_retries_total", map[string]string{"dependency": "database"}) < 1 {
+		t.Fatalf("dead-lettered %v, retries %v", value(wm, "oneoffice_worker_dead_lettered_total", nil),
+			value(wm, "oneoffice_worker_retries_total", map[string]string{"dependency": "database"}))
+	}
+}

@@ -1,0 +1,43 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(nil), DefaultWorkerMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RPCTimeout != 4*time.Second || c.RenewalWindowDays != 15 || c.IdempotencyTTL != 24*time.Hour ||
+		c.HTTPAddr != "127.0.0.1:8080" || c.MetricsAddr != DefaultWorkerMetrics || c.RateLimitRPS != 0 {
+		t.Fatalf("defaults %+v", c)
+	}
+}
+
+func TestInvalidValuesAreRefused(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"RPC_TIMEOUT": "soon", "WORKER_CONCURRENCY": "0", "RATE_LIMIT_RPS": "-1",
+		"AMQP_URL": "http://x", "LOG_LEVEL": "loud",
+	}), DefaultGatewayMetrics)
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, name := range []string{"RPC_TIMEOUT", "WORKER_CONCURRENCY", "RATE_LIMIT_RPS", "AMQP_URL", "LOG_LEVEL"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}
+
+func TestMaskHidesPasswords(t *testing.T) {
+	if got := Mask("amqp://guest:secret@127.0.0.1:5672/v"); strings.Contains(got, "secret") {
+		t.Fatalf("Mask = %s", got)
+	}
+}
