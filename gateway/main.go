@@ -5,6 +5,8 @@
 //	gateway migrate                   apply the database migrations
 //	gateway keys create --partner N   create partner N if needed and a key; print only the key
 //	gateway keys revoke KEY           revoke a key
+//	gateway dlq list [N]              show up to N dead-lettered commands (default 100)
+//	gateway dlq replay [N]            put up to N dead-lettered commands back on the queue
 package main
 
 import (
@@ -14,11 +16,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/oneoffice/provisioner/gateway/internal/app"
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/gateway/internal/dlq"
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
 	"github.com/oneoffice/provisioner/shared/store"
@@ -29,6 +33,8 @@ const usage = `usage:
   gateway migrate                   apply the database migrations
   gateway keys create --partner NAME
   gateway keys revoke KEY
+  gateway dlq list [N]
+  gateway dlq replay [N]
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -65,6 +71,9 @@ var errUsage = fmt.Errorf("bad arguments")
 func admin(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	if args[0] == "dlq" {
+		return deadLetters(ctx, cfg, args[1:], stdout)
+	}
 	db, err := store.Open(ctx, cfg.DatabaseURL, 2)
 	if err != nil {
 		return err
@@ -93,6 +102,24 @@ func admin(ctx context.Context, cfg config.Config, args []string, stdout io.Writ
 		return err
 	case len(args) == 3 && args[0] == "keys" && args[1] == "revoke":
 		return auth.RevokeKey(ctx, db, args[2])
+	}
+	return errUsage
+}
+
+func deadLetters(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
+	limit := 100
+	if len(args) == 2 {
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 1 {
+			return errUsage
+		}
+		limit = n
+	}
+	switch {
+	case len(args) >= 1 && len(args) <= 2 && args[0] == "list":
+		return dlq.List(ctx, cfg.AMQPURL, limit, stdout)
+	case len(args) >= 1 && len(args) <= 2 && args[0] == "replay":
+		return dlq.Replay(ctx, cfg.AMQPURL, limit, stdout)
 	}
 	return errUsage
 }

@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+func TestDeadLettersCanBeListedAndReplayed(t *testing.T) {
+	s := NewStack(t)
+	s.StartWorker()
+	conn, err := amqp.Dial(s.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, _ := conn.Channel()
+	// A command for a partner the database does not know fails permanently.
+	cmd := protocol.Command{Method: protocol.CreateCustomer, Partner: 999, RequestID: "dead-1",
+		Params: []byte(`{"id":"LATE","name":"Late","admin":{"email":"late@example.com"}}`)}
+	if err := ch.Publish(amqpx.Exchange, amqpx.RoutingKey, true, false, cmd.Publishing("", "")); err != nil {
+		t.Fatal(err)
+	}
+	depth := func() int {
+		q, err := ch.QueueDeclarePassive(amqpx.DeadQueue, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.Messages
+	}
+	for deadline := time.Now().Add(10 * time.Second); depth() != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the failing command was not dead-lettered")
+		}
+	}
+	list := s.admin("dlq", "list")
+	if !strings.Contains(list, "method=createCustomer") || !strings.Contains(list, "request_id=dead-1") {
+		t.Fatalf("dlq list: %q", list)
+	}
+	if depth() != 1 {
+		t.Fatal("listing removed the message")
+	}
+	// The operator fixes the cause, then replays.
+	if _, err := s.DB().Exec(t.Context(), `INSERT INTO partners (id, name) VALUES (999, 'Late partner')`); err != nil {
+		t.Fatal(err)
+	}
+	if out := s.admin("dlq", "replay"); out != "replayed 1" {
+		t.Fatalf("dlq replay: %q", out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'LATE'`) != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed command was not provisioned")
+		}
+	}
+	if depth() != 0 {
+		t.Fatal("the DLQ still holds the replayed message")
+	}
+}
