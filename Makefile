@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 K6_VERSION := v1.8.1
 
-.PHONY: help build services migrate run test test-go smoke load bench fmt vet clean
+.PHONY: help build services migrate run test smoke load bench prom-check fmt vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,15 @@ test: services ## everything the tests need, then all the tests
 
 smoke: services ## the operations-contract smoke check (needs ../shared/tools)
 	bash ../shared/tools/contract-smoke.sh
+
+load: services ## k6 load test against an isolated stack (builds k6 into bin/ if missing; SCRIPT=, RATE=, DURATION=)
+	bash scripts/load.sh $(or $(SCRIPT),scripts/k6/load.js)
+
+bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request
+	$(GO) run ./scripts/bench $(BENCH_FLAGS)
+
+prom-check: services ## promtool checks, then every dashboard query and alert against a real Prometheus
+	bash scripts/prom-check.sh
 
 vet: ## go vet
 	$(GO) vet ./...
