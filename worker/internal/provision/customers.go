@@ -41,35 +41,31 @@ func scanCustomer(row pgx.Row) (Customer, string, error) {
 	return c, *fp, err
 }
 
+// createCustomer makes the tenant's storage first, then inserts its row in one
+// statement (one database round trip): a tenant row never exists without its
+// storage, and a directory left by a failed insert is reused by the retry.
 func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	p := c.params.(*protocol.CreateCustomerParams)
-	var out Customer
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		rel := tenantPath(c.partner, "c-"+p.ID)
-		row := tx.QueryRow(ctx, `INSERT INTO tenants
-			(partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
-			VALUES ($1, 'customer', $2, $3, $4, nullif($5, ''), nullif($6, ''), $7, $8, $9)
-			ON CONFLICT (partner_id, remote_id) DO NOTHING
-			RETURNING `+customerColumns,
-			c.partner, p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, rel, c.fp, c.now)
-		cust, _, err := scanCustomer(row)
-		if errors.Is(err, pgx.ErrNoRows) {
-			out, err = s.existingCustomer(ctx, tx, c, p.ID)
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		out = cust
-		return s.makeStorage(rel)
-	})
-	return out, err
+	rel := tenantPath(c.partner, "c-"+p.ID)
+	if err := s.makeStorage(rel); err != nil {
+		return nil, err
+	}
+	cust, _, err := scanCustomer(s.db.QueryRow(ctx, `INSERT INTO tenants
+		(partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
+		VALUES ($1, 'customer', $2, $3, $4, nullif($5, ''), nullif($6, ''), $7, $8, $9)
+		ON CONFLICT (partner_id, remote_id) DO NOTHING
+		RETURNING `+customerColumns,
+		c.partner, p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, rel, c.fp, c.now))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s.existingCustomer(ctx, s.db, c, p.ID)
+	}
+	return cust, err
 }
 
 // existingCustomer answers a create whose id is taken: the same call again
 // gets the customer, another one 409.
-func (s *Service) existingCustomer(ctx context.Context, tx pgx.Tx, c *call, id string) (Customer, error) {
-	cust, fp, err := scanCustomer(tx.QueryRow(ctx, `SELECT `+customerColumns+`
+func (s *Service) existingCustomer(ctx context.Context, q querier, c *call, id string) (Customer, error) {
+	cust, fp, err := scanCustomer(q.QueryRow(ctx, `SELECT `+customerColumns+`
 		FROM tenants WHERE partner_id = $1 AND remote_id = $2`, c.partner, id))
 	if err != nil {
 		return cust, err

@@ -95,23 +95,17 @@ func (r *orderRow) view(now time.Time) Order {
 // loadOrder reads a first order by the partner's id, locking it when lock is
 // set. A renewal id gets not_a_first_order unless resolve is set, in which case
 // it resolves to its first order.
-func (s *Service) loadOrder(ctx context.Context, q pgx.Tx, c *call, field, id string, lock, resolve bool) (*orderRow, error) {
+func (s *Service) loadOrder(ctx context.Context, q querier, c *call, field, id string, lock, resolve bool) (*orderRow, error) {
 	sql := orderSelect
 	if lock {
 		sql += " FOR UPDATE OF o"
 	}
-	var row pgx.Row
-	if q != nil {
-		row = q.QueryRow(ctx, sql, c.partner, id)
-	} else {
-		row = s.db.QueryRow(ctx, sql, c.partner, id)
-	}
-	r, err := scanOrder(row)
+	r, err := scanOrder(q.QueryRow(ctx, sql, c.partner, id))
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return r, err
 	}
 	var parent string
-	err = s.queryRow(ctx, q, `SELECT o.remote_id FROM renewals r JOIN orders o ON o.id = r.order_id
+	err = q.QueryRow(ctx, `SELECT o.remote_id FROM renewals r JOIN orders o ON o.id = r.order_id
 		WHERE r.partner_id = $1 AND r.remote_id = $2`, c.partner, id).Scan(&parent)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -125,15 +119,8 @@ func (s *Service) loadOrder(ctx context.Context, q pgx.Tx, c *call, field, id st
 		fmt.Sprintf("%s %q is a renewal of order %q; name the first order", field, id, parent))
 }
 
-func (s *Service) queryRow(ctx context.Context, q pgx.Tx, sql string, args ...any) pgx.Row {
-	if q != nil {
-		return q.QueryRow(ctx, sql, args...)
-	}
-	return s.db.QueryRow(ctx, sql, args...)
-}
-
 func (s *Service) getOrder(ctx context.Context, c *call) (any, error) {
-	r, err := s.loadOrder(ctx, nil, c, "params.id", c.params.(*protocol.OrderRef).ID, false, true)
+	r, err := s.loadOrder(ctx, s.db, c, "params.id", c.params.(*protocol.OrderRef).ID, false, true)
 	if err != nil {
 		return nil, err
 	}

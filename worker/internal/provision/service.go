@@ -103,6 +103,11 @@ func errorResult(e *protocol.Error, requestID string) protocol.Result {
 	return protocol.Result{Status: e.Status, Body: e.Body(requestID)}
 }
 
+// querier is what a pool and a transaction have in common.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // inTx runs fn in a transaction, committed when fn returns nil and rolled back
 // otherwise, API errors included: a refused command leaves nothing behind.
 func (s *Service) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
