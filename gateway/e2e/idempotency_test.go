@@ -416,3 +416,25 @@ func TestDatabaseOutageLosesNoCommand(t *testing.T) {
 			value(wm, "oneoffice_worker_retries_total", map[string]string{"dependency": "database"}))
 	}
 }
+
+func TestRefusedCreateIsNotReplayed(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway()
+	s.StartWorker()
+	order := m{"customer": "ABC", "id": "O1", "product": "oo-lite", "licenses": 1, "duration": "monthly"}
+	if r := s.Call("createFirstOrder", order); r.Status != 404 || r.ErrorCode(t) != "customer_not_found" {
+		t.Fatalf("order before its customer: %d %s", r.Status, r.Body)
+	}
+	s.Want(200, "createCustomer", primer)
+	// The marketplace's retry of the same call now succeeds.
+	if r := s.Call("createFirstOrder", order); r.Status != 200 || r.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("retry after the cause was fixed: %d %s", r.Status, r.Body)
+	}
+	// With an explicit key, the partner asked for the first answer: it is kept.
+	k := []string{"Idempotency-Key", "explicit-1"}
+	first := s.Call("createFirstOrder", m{"customer": "NOPE", "id": "O2", "product": "oo-lite", "licenses": 1, "duration": "monthly"}, k...)
+	again := s.Call("createFirstOrder", m{"customer": "NOPE", "id": "O2", "product": "oo-lite", "licenses": 1, "duration": "monthly"}, k...)
+	if first.Status != 404 || again.Status != 404 || again.Header.Get("Idempotent-Replayed") != "true" || string(again.Body) != string(first.Body) {
+		t.Fatalf("explicit key: %d %s / %d %s", first.Status, first.Body, again.Status, again.Body)
+	}
+}

@@ -80,6 +80,13 @@ func Key(partner int64, key string, derived bool) string {
 	return "oo:idem:" + strconv.FormatInt(partner, 10) + ":" + kind + ":" + key
 }
 
+// Derived reports whether a Redis key holds a key derived from a create call
+// rather than a partner's Idempotency-Key header.
+func Derived(key string) bool {
+	parts := strings.SplitN(key, ":", 5)
+	return len(parts) == 5 && parts[3] == "d"
+}
+
 // Fingerprint identifies a call's method and canonical params.
 func Fingerprint(method string, canonical []byte) string {
 	h := sha256.New()

@@ -66,6 +66,9 @@ func TestKeysAreScopedToThePartner(t *testing.T) {
 	if Key(1, "k", false) == Key(2, "k", false) || Key(1, "k", false) == Key(1, "k", true) {
 		t.Fatal("keys collide across partners or kinds")
 	}
+	if !Derived(Key(3, "order:X", true)) || Derived(Key(3, "order:X", false)) || Derived(Key(3, "d:x", false)) {
+		t.Fatal("Derived misreads keys")
+	}
 	if Fingerprint("a", []byte("{}")) == Fingerprint("b", []byte("{}")) {
 		t.Fatal("fingerprint ignores the method")
 	}

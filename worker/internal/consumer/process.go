@@ -106,14 +106,23 @@ func (c *Consumer) run(ctx context.Context, cmd *protocol.Command) (protocol.Res
 }
 
 // storeResult writes the result into the idempotency record before the reply,
-// so a lost reply, a gateway restart or a 202 never loses it.
+// so a lost reply, a gateway restart or a 202 never loses it. A refusal under a
+// key derived from a create call (customer_not_found, renewal_too_early) is
+// not kept: the key is released, so the marketplace's retry after the partner
+// fixed the cause runs again instead of replaying the refusal for a day.
 func (c *Consumer) storeResult(ctx context.Context, cmd *protocol.Command, res protocol.Result) error {
 	if cmd.IdemKey == "" {
 		return nil
 	}
 	r := idempotency.Result{Status: res.Status, Body: res.Body}
+	release := res.Status >= 300 && idempotency.Derived(cmd.IdemKey)
 	return backoff.Retry(func() error {
-		err := c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP, r)
+		var err error
+		if release {
+			err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+		} else {
+			err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP, r)
+		}
 		if err != nil && ctx.Err() == nil {
 			c.m.retries.WithLabelValues("redis").Inc()
 			c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
