@@ -197,19 +197,9 @@ func TestPendingThenResult(t *testing.T) {
 		t.Fatalf("repeat while pending: %d %s", r.Status, r.Body)
 	}
 	s.StartWorker()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r := s.Call("createCustomer", primer)
-		if r.Status == 200 {
-			if r.JSON(t)["remoteId"] != "ABC" || r.Header.Get("Idempotent-Replayed") != "true" {
-				t.Fatalf("result after 202: %s", r.Body)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no result 10s after a worker started: %d %s", r.Status, r.Body)
-		}
-		time.Sleep(100 * time.Millisecond)
+	r = s.Eventually(200, 10*time.Second, "createCustomer", primer)
+	if r.JSON(t)["remoteId"] != "ABC" || r.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("result after 202: %s", r.Body)
 	}
 	if n := s.Count(`SELECT count(*) FROM tenants`); n != 1 {
 		t.Fatalf("%d tenants", n)
@@ -339,17 +329,7 @@ func TestRedisDownAnswers503AndEnqueuesNothing(t *testing.T) {
 		t.Fatal("a command was enqueued while Redis was down")
 	}
 	proxy.Restore()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r := s.Call("createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
-		if r.Status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not recover from Redis: %d %s", r.Status, r.Body)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	s.Eventually(200, 10*time.Second, "createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
 }
 
 func TestBrokerDownAnswers503(t *testing.T) {
@@ -366,17 +346,7 @@ func TestBrokerDownAnswers503(t *testing.T) {
 		t.Fatalf("broker down: %d %s after %v", r.Status, r.Body, time.Since(start))
 	}
 	proxy.Restore()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r := s.Call("createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
-		if r.Status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not recover from the broker: %d %s", r.Status, r.Body)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	s.Eventually(200, 15*time.Second, "createCustomer", m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}})
 	if n := s.Count(`SELECT count(*) FROM tenants`); n != 2 {
 		t.Fatalf("%d tenants, want 2", n)
 	}
@@ -396,17 +366,7 @@ func TestDatabaseOutageLosesNoCommand(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	proxy.Restore()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r := s.Call("createCustomer", c2)
-		if r.Status == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no result after the database came back: %d %s", r.Status, r.Body)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	s.Eventually(200, 15*time.Second, "createCustomer", c2)
 	if n := s.Count(`SELECT count(*) FROM tenants`); n != 2 {
 		t.Fatalf("%d tenants, want 2", n)
 	}

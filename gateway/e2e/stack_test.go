@@ -234,6 +234,22 @@ func (s *Stack) Want(status int, method string, params any, headers ...string) m
 	return r.JSON(s.t)
 }
 
+// Eventually repeats a call until it answers status, failing after within.
+func (s *Stack) Eventually(status int, within time.Duration, method string, params any) Response {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := s.Call(method, params)
+		if r.Status == status {
+			return r
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: still %d %s after %v, want %d", method, r.Status, r.Body, within, status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func envelope(method string, params any) string {
 	b, _ := json.Marshal(map[string]any{"method": method, "params": params})
 	return string(b)
