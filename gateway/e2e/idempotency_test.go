@@ -372,6 +372,7 @@ func TestDatabaseOutageLosesNoCommand(t *testing.T) {
 	}
 	wm := scrape(t, w)
 	if value(wm, "oneoffice_worker_dead_lettered_total", nil) != 0 || value(wm, "oneoffice_worker_retries_total", map[string]string{"dependency": "database"}) < 1 {
+		t.Log(w.Log())
 		t.Fatalf("dead-lettered %v, retries %v", value(wm, "oneoffice_worker_dead_lettered_total", nil),
 			value(wm, "oneoffice_worker_retries_total", map[string]string{"dependency": "database"}))
 	}

@@ -30,6 +30,7 @@ const (
 	DefaultRateLimitRPS      = 0
 	DefaultStorageRoot       = "var/tenants"
 	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultDatabaseMaxConns  = 10
 )
 
 // Config is the effective configuration of one process.
@@ -48,6 +49,7 @@ type Config struct {
 	RateLimitRPS      float64       // RATE_LIMIT_RPS per API key, default 0 (off)
 	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
+	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway uses at most 4)
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
 }
 
@@ -68,6 +70,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		RateLimitRPS:      p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
 		StorageRoot:       cmp.Or(getenv("STORAGE_ROOT"), DefaultStorageRoot),
 		ShutdownTimeout:   p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		DatabaseMaxConns:  p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
 		LogLevel:          p.level("LOG_LEVEL"),
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
@@ -92,6 +95,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("rate_limit_rps", c.RateLimitRPS),
 		slog.String("storage_root", c.StorageRoot),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+		slog.Int("database_max_conns", c.DatabaseMaxConns),
 		slog.String("log_level", c.LogLevel.String()),
 	)
 }

@@ -21,7 +21,7 @@ import (
 // Run runs the worker until ctx ends.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.InfoContext(ctx, "starting worker", "config", cfg)
-	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.WorkerConcurrency+2))
+	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns))
 	if err != nil {
 		return err
 	}

@@ -3,20 +3,22 @@ package provision
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // IsTransient reports whether a failure may pass by itself (the database is
-// unreachable, restarting or overloaded, a serialization conflict) so that the
-// command should be retried rather than dead-lettered.
+// unreachable, restarting or overloaded, the connection broke, a serialization
+// conflict) so that the command should be retried rather than dead-lettered.
+// Retrying is safe even when a broken connection hides whether the statement
+// committed: every method is idempotent by its unique constraints and state.
 func IsTransient(err error) bool {
 	if err == nil || errors.Is(err, ErrInvalidCommand) {
 		return false
-	}
-	if errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
-		return true
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -27,6 +29,13 @@ func IsTransient(err error) bool {
 		return pgErr.Code == "40001" || pgErr.Code == "40P01"
 	}
 	var connErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connErr) || errors.As(err, &netErr) || errors.Is(err, net.ErrClosed)
+	var opErr *net.OpError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), pgconn.SafeToRetry(err), pgconn.Timeout(err),
+		errors.As(err, &connErr), errors.As(err, &opErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	return strings.Contains(err.Error(), "conn closed")
 }
