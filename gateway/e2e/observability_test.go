@@ -104,7 +104,9 @@ func TestMetricsCountEveryCall(t *testing.T) {
 		{"oneoffice_gateway_pending_total", nil, 0},
 		{"oneoffice_http_in_flight_requests", nil, 0},
 		{"oneoffice_gateway_broker_connected", nil, 1},
-		{"oneoffice_gateway_redis_up", nil, 1},
+		{"oneoffice_dependency_up", map[string]string{"dependency": "redis"}, 1},
+		{"oneoffice_dependency_up", map[string]string{"dependency": "database"}, 1},
+		{"oneoffice_dependency_up", map[string]string{"dependency": "broker"}, 1},
 	} {
 		if got := value(g, c.name, c.labels); got != c.want {
 			t.Errorf("gateway %s%v = %v, want %v", c.name, c.labels, got, c.want)
@@ -124,6 +126,7 @@ func TestMetricsCountEveryCall(t *testing.T) {
 		{"oneoffice_worker_in_flight", nil, 0},
 		{"oneoffice_worker_concurrency", nil, 32},
 		{"oneoffice_worker_broker_connected", nil, 1},
+		{"oneoffice_dependency_up", nil, 3},
 	} {
 		if got := value(wm, c.name, c.labels); got != c.want {
 			t.Errorf("worker %s%v = %v, want %v", c.name, c.labels, got, c.want)

@@ -83,7 +83,7 @@ func (h *handler) fiberError(c *fiber.Ctx, err error) error {
 			e.Code, e.Message = protocol.CodeBodyTooLarge, "the body is larger than the 64 KiB limit"
 		}
 	}
-	h.Metrics.observe("unknown", e.Status, 0)
+	h.Metrics.count("unknown", e.Status)
 	return sendError(c, requestID(c), e)
 }
 

@@ -110,11 +110,9 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, cmd *protocol.Command, params 
 	cmd.IdemFP = idempotency.Fingerprint(cmd.Method, cmd.Params)
 	outcome, rec, err := h.Idem.Acquire(c.UserContext(), cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
 	if err != nil {
-		h.Metrics.redisUp.Set(0)
 		e := unavailable("the idempotency store is unreachable; nothing was done")
 		return true, e.Status, sendError(c, cl.rid, e)
 	}
-	h.Metrics.redisUp.Set(1)
 	cl.idem = outcome.String()
 	h.Metrics.idempotency.WithLabelValues(cl.idem).Inc()
 	var e *protocol.Error

@@ -19,7 +19,6 @@ type Metrics struct {
 	idempotency *prometheus.CounterVec
 	authFail    *prometheus.CounterVec
 	rateLimited prometheus.Counter
-	redisUp     prometheus.Gauge
 }
 
 // Latency buckets fitted to this service: a call is a few milliseconds through
@@ -59,10 +58,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "oneoffice_rate_limited_total",
 			Help: "Calls refused 429 by the per-key rate limit.",
 		}),
-		redisUp: f.NewGauge(prometheus.GaugeOpts{
-			Name: "oneoffice_gateway_redis_up",
-			Help: "1 when the last Redis call of the gateway succeeded.",
-		}),
 	}
 	for _, method := range append([]string{"unknown"}, protocol.Methods...) {
 		m.duration.WithLabelValues(method)
@@ -74,11 +69,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.authFail.WithLabelValues("missing")
 	m.authFail.WithLabelValues("invalid")
-	m.redisUp.Set(1)
 	return m
 }
 
 func (m *Metrics) observe(method string, status int, seconds float64) {
-	m.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	m.count(method, status)
 	m.duration.WithLabelValues(method).Observe(seconds)
+}
+
+// count counts a call whose duration is unknown (refused before the handler).
+func (m *Metrics) count(method string, status int) {
+	m.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
 }
