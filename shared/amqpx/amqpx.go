@@ -24,8 +24,10 @@ const (
 	DirectReplyTo = "amq.rabbitmq.reply-to"
 	// DeliveryLimit is how many times the broker hands out one command before it
 	// dead-letters it. Transient failures are retried inside the worker and do
-	// not count against it; only crashes mid-command do.
-	DeliveryLimit = 5
+	// not count against it; a worker that dies, or stops with commands
+	// prefetched, does. 20 leaves room for rolling restarts while a command that
+	// kills every worker it reaches still ends in the dead-letter queue.
+	DeliveryLimit = 20
 )
 
 // Declare (re)declares the whole topology; it is idempotent.
