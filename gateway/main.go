@@ -48,7 +48,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(args) == 0 {
-		log := logging.New(stdout, cfg.LogLevel, "gateway")
+		out := logging.NewWriter(stdout)
+		defer out.Close()
+		log := logging.New(out, cfg.LogLevel, "gateway")
 		if err := app.Serve(ctx, cfg, log); err != nil {
 			log.Error("gateway failed", "error", err)
 			return 1

@@ -24,7 +24,9 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "worker: invalid configuration:\n%v\n", err)
 		return 2
 	}
-	log := logging.New(os.Stdout, cfg.LogLevel, "worker")
+	out := logging.NewWriter(os.Stdout)
+	defer out.Close()
+	log := logging.New(out, cfg.LogLevel, "worker")
 	if err := app.Run(ctx, cfg, log); err != nil {
 		log.Error("worker failed", "error", err)
 		return 1

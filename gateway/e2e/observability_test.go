@@ -159,9 +159,13 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 	s.Want(200, "createCustomer", primer, "X-Request-Id", "follow-me-1", "traceparent", trace)
 	s.Want(200, "createUser", m{"email": "ann@example.com"}, "X-Request-Id", "follow-me-2")
 	reset := s.Want(200, "resetUser", m{"email": "ann@example.com"}, "X-Request-Id", "follow-me-3")
-	time.Sleep(100 * time.Millisecond)
-
-	gl, wl := logLines(t, gw, "follow-me-1"), logLines(t, w, "follow-me-1")
+	// Log lines are flushed every 100 ms.
+	var gl, wl []map[string]any
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if gl, wl = logLines(t, gw, "follow-me-1"), logLines(t, w, "follow-me-1"); len(gl) > 0 && len(wl) > 0 {
+			break
+		}
+	}
 	if len(gl) != 1 || len(wl) != 1 {
 		t.Fatalf("log lines for the request: gateway %d, worker %d", len(gl), len(wl))
 	}

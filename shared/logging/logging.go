@@ -1,10 +1,75 @@
 // Package logging builds the JSON slog logger every process writes to stdout.
+// Lines are buffered and flushed every FlushInterval (or when the buffer fills)
+// instead of one write system call per line: under load that is one syscall
+// less per request in each process, for at most FlushInterval of lines lost if
+// the process is killed outright.
 package logging
 
 import (
+	"bufio"
 	"io"
 	"log/slog"
+	"sync"
+	"time"
 )
+
+// FlushInterval bounds how long a log line waits in the buffer.
+const FlushInterval = 100 * time.Millisecond
+
+// Writer buffers writes to an underlying writer and flushes them periodically.
+type Writer struct {
+	mu   sync.Mutex
+	buf  *bufio.Writer
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewWriter starts a buffered writer on w; Close flushes and stops it.
+func NewWriter(w io.Writer) *Writer {
+	bw := &Writer{buf: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	go bw.loop()
+	return bw
+}
+
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+// Flush writes out what is buffered.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Flush()
+}
+
+func (w *Writer) loop() {
+	defer close(w.done)
+	t := time.NewTicker(FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			w.Flush()
+		case <-w.stop:
+			w.Flush()
+			return
+		}
+	}
+}
+
+// Close flushes and stops the writer; it is safe to call twice.
+func (w *Writer) Close() error {
+	select {
+	case <-w.done:
+		return nil
+	default:
+	}
+	close(w.stop)
+	<-w.done
+	return nil
+}
 
 // New returns a JSON logger at level, tagged with the process's role.
 func New(w io.Writer, level slog.Level, role string) *slog.Logger {

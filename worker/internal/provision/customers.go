@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,7 +97,13 @@ func tenantPath(partner int64, name string) string {
 // transaction, so a failure leaves no tenant row; a directory left by a rolled
 // back transaction is reused by the retry.
 func (s *Service) makeStorage(rel string) error {
-	if err := os.MkdirAll(filepath.Join(s.cfg.StorageRoot, rel), 0o750); err != nil {
+	dir := filepath.Join(s.cfg.StorageRoot, rel)
+	// One mkdir on the hot path; the parents only when they are missing.
+	err := os.Mkdir(dir, 0o750)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = os.MkdirAll(dir, 0o750)
+	}
+	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("tenant storage: %w", err)
 	}
 	return nil
