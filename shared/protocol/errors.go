@@ -40,7 +40,7 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-// Errorf builds an Error; field may be empty.
+// NewError builds an Error; field may be empty.
 func NewError(status int, code, field, message string) *Error {
 	return &Error{Status: status, Code: code, Field: field, Message: message}
 }
