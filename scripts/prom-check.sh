@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# Checks the shipped monitoring files against a live stack (SPEC section 7):
+#   deploy/prometheus/prometheus.yml, deploy/prometheus/rules/{recording,alerts}.yml,
+#   deploy/grafana/oneoffice-dashboard.json.
+# 1. prometheus/promtool present (scripts/services.sh --prometheus), promtool check
+#    config and rules.
+# 2. An isolated stack like shared/tools/contract-smoke.sh: own database, own AMQP
+#    vhost, Redis DB 12, free loopback ports; make build, migrate, a key, one gateway
+#    and two workers.
+# 3. A real Prometheus on a free loopback port, with a temp copy of the config whose
+#    targets point at this stack, scraping and evaluating every second.
+# 4. ~40 s of bounded curl load (creates, reads, duplicates, bad keys, bad params).
+# 5. Every dashboard query (variables substituted), every template-variable query,
+#    every alert and recording rule evaluated through /api/v1/query: each must parse;
+#    Traffic and Latency panels must return series with values.
+# Prints "panel/alert -> series count" lines, then "N passed, M failed"; exits non-zero
+# on failure. Cleans everything up on exit. Needs PostgreSQL, Redis and RabbitMQ on
+# loopback (postgres superuser without password, guest/guest, rabbitmqctl).
+#   PROM_CHECK_LOAD_SECONDS  load duration (default 40)
+#   PROM_CHECK_KEEP=1        keep the temp dir (logs, config) for debugging
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+tag=promcheck$$
+redis_db=12
+load_seconds=${PROM_CHECK_LOAD_SECONDS:-40}
+time_limit=280 # seconds; the whole check must end well within 5 minutes
+work=$(mktemp -d "${TMPDIR:-/tmp}/prom-check.XXXXXX")
+pids=()
+watchdog=""
+db_created=0 vhost_created=0
+pass=0 fail=0
+exec </dev/null
+
+cleanup() {
+  local rc=$? p alive
+  trap - EXIT INT TERM
+  [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for _ in $(seq 1 40); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.2
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [ "$db_created" = 1 ]; then
+    timeout 30 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1
+  fi
+  if [ "$vhost_created" = 1 ]; then
+    timeout 30 rabbitmqctl -q delete_vhost "$tag" >/dev/null 2>&1
+  fi
+  timeout 10 redis-cli -n "$redis_db" flushdb >/dev/null 2>&1
+  if [ "${PROM_CHECK_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Watchdog: a bounded loop, so killing it leaves no long sleep behind.
+( for _ in $(seq 1 "$time_limit"); do sleep 1; done
+  echo "prom-check: time limit of ${time_limit}s reached, aborting" >&2
+  kill -TERM $$ 2>/dev/null ) &
+watchdog=$!
+
+ok()  { pass=$((pass + 1)); printf 'ok   %s\n' "$*"; }
+bad() { fail=$((fail + 1)); printf 'FAIL %s\n' "$*"; }
+die() { bad "$*"; echo "$pass passed, $fail failed"; exit 1; }
+step() { printf '\n== %s\n' "$*"; }
+
+# port_free PORT: no socket of any state uses 127.0.0.1:PORT.
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && ! ss -Htan "sport = :$1" 2>/dev/null | grep -q .
+}
+# pick_ports N: N distinct free ports from a random start below the kernel's
+# ephemeral range (outgoing connections of the stack could take those meanwhile).
+pick_ports() {
+  local n=$1 lo=20000 hi got=() p
+  hi=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "${hi:-0}" -gt $((lo + 1000)) ] || { lo=10000; hi=20000; }
+  p=$((lo + (RANDOM * 7 + $$) % (hi - lo - 100)))
+  while [ "${#got[@]}" -lt "$n" ] && [ "$p" -lt "$hi" ]; do
+    port_free "$p" && got+=("$p")
+    p=$((p + 1))
+  done
+  echo "${got[@]}"
+}
+
+# ------------------------------------------------------------------ 1. tools, static checks
+step "tools and static checks"
+if timeout 240 bash scripts/services.sh --prometheus >"$work/services.log" 2>&1; then
+  ok "services (postgres, redis, rabbitmq) and prometheus/promtool"
+else
+  tail -5 "$work/services.log"
+  die "scripts/services.sh --prometheus"
+fi
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then die "prometheus/promtool on PATH"; fi
+for t in jq curl psql rabbitmqctl redis-cli ss; do
+  command -v "$t" >/dev/null || die "$t is required"
+done
+
+if promtool check config deploy/prometheus/prometheus.yml >"$work/check.log" 2>&1; then
+  ok "promtool check config deploy/prometheus/prometheus.yml"
+else
+  bad "promtool check config deploy/prometheus/prometheus.yml"; sed 's/^/     /' "$work/check.log"
+fi
+for f in deploy/prometheus/rules/recording.yml deploy/prometheus/rules/alerts.yml; do
+  if promtool check rules "$f" >"$work/check.log" 2>&1; then
+    ok "promtool check rules $f ($(grep -o '[0-9]* rules found' "$work/check.log" | head -1))"
+  else
+    bad "promtool check rules $f"; sed 's/^/     /' "$work/check.log"
+  fi
+done
+
+dash=deploy/grafana/oneoffice-dashboard.json
+jq -e . "$dash" >/dev/null 2>&1 || die "$dash is valid JSON"
+if jq -e '.uid == "oneoffice-provisioner" and .id == null' "$dash" >/dev/null; then
+  ok "dashboard uid oneoffice-provisioner (provisioning-ready, id null)"; else bad "dashboard uid oneoffice-provisioner"; fi
+if jq -e '[.templating.list[] | select(.name == "datasource" and .type == "datasource" and .query == "prometheus")] | length == 1' "$dash" >/dev/null; then
+  ok "dashboard variable datasource (type datasource, prometheus)"; else bad "dashboard variable datasource"; fi
+if jq -e '[.templating.list[] | select(.name == "instance" and .type == "query")] | length == 1' "$dash" >/dev/null; then
+  ok "dashboard variable instance"; else bad "dashboard variable instance"; fi
+rows=$(jq -r '[.panels[] | select(.type == "row") | .title] | join(",")' "$dash")
+if [ "$rows" = "Traffic,Latency,Errors,Queue,Workers,Dependencies" ]; then
+  ok "dashboard rows $rows"; else bad "dashboard rows (got '$rows', want Traffic,Latency,Errors,Queue,Workers,Dependencies)"; fi
+nods=$(jq '[.. | objects | select(has("targets")) | .datasource.uid, (.targets[].datasource.uid)] | map(select(. != "${datasource}")) | length' "$dash")
+if [ "$nods" = 0 ]; then ok "every panel and query uses \${datasource}"; else bad "$nods panels/queries do not use \${datasource}"; fi
+for f in deploy/grafana/provisioning/dashboards.yml deploy/grafana/provisioning/datasources.yml; do
+  if [ -f "$f" ] && python3 -c 'import sys,yaml; d=yaml.safe_load(open(sys.argv[1])); assert d["apiVersion"]==1' "$f" 2>/dev/null; then
+    ok "$f parses (apiVersion 1)"
+  elif [ -f "$f" ] && yq -e '.apiVersion == 1' "$f" >/dev/null 2>&1; then
+    ok "$f parses (apiVersion 1)"
+  elif [ -f "$f" ] && ! command -v yq >/dev/null && grep -q '^apiVersion: 1$' "$f"; then
+    ok "$f has apiVersion 1 (no YAML parser here to check more)"
+  else
+    bad "$f parses (apiVersion 1)"
+  fi
+done
+
+# ------------------------------------------------------------------ 2. isolated stack
+step "isolated stack ($tag)"
+read -r http_port gw_port w1_port w2_port prom_port <<<"$(pick_ports 5)"
+[ -n "${prom_port:-}" ] || die "five free loopback ports"
+timeout 30 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $tag" >/dev/null 2>"$work/psql.log" ||
+  { cat "$work/psql.log"; die "create database $tag"; }
+db_created=1
+timeout 60 rabbitmqctl -q add_vhost "$tag" >/dev/null 2>&1 || die "rabbitmqctl add_vhost $tag"
+vhost_created=1
+timeout 60 rabbitmqctl -q set_permissions -p "$tag" guest '.*' '.*' '.*' >/dev/null 2>&1 || die "rabbitmqctl set_permissions -p $tag"
+timeout 10 redis-cli -n "$redis_db" flushdb >/dev/null 2>&1 || die "redis-cli -n $redis_db flushdb"
+ok "database, vhost $tag and Redis DB $redis_db"
+
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag?sslmode=disable"
+export REDIS_URL="redis://127.0.0.1:6379/$redis_db"
+export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$tag"
+export HTTP_ADDR="127.0.0.1:$http_port" SHUTDOWN_TIMEOUT=3s STORAGE_ROOT="$work/tenants"
+URL="http://$HTTP_ADDR/"
+
+timeout 200 make build >"$work/build.log" 2>&1 || { tail -20 "$work/build.log"; die "make build"; }
+ok "make build"
+timeout 60 bin/gateway migrate >"$work/migrate.log" 2>&1 || { tail -5 "$work/migrate.log"; die "bin/gateway migrate"; }
+ok "bin/gateway migrate"
+key=$(timeout 30 bin/gateway keys create --partner "Prom check $tag" 2>"$work/keys.log")
+[ "${#key}" -ge 20 ] || { cat "$work/keys.log"; die "bin/gateway keys create"; }
+ok "bin/gateway keys create"
+
+METRICS_ADDR="127.0.0.1:$gw_port" bin/gateway >"$work/gateway.log" 2>&1 & pids+=($!)
+METRICS_ADDR="127.0.0.1:$w1_port" bin/worker >"$work/worker1.log" 2>&1 & pids+=($!)
+METRICS_ADDR="127.0.0.1:$w2_port" bin/worker >"$work/worker2.log" 2>&1 & pids+=($!)
+for port in "$gw_port" "$w1_port" "$w2_port"; do
+  ready=0
+  for _ in $(seq 1 100); do
+    curl -fs --max-time 2 "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && { ready=1; break; }
+    sleep 0.2
+  done
+  [ "$ready" = 1 ] || { tail -n 5 "$work"/gateway.log "$work"/worker1.log "$work"/worker2.log; die "127.0.0.1:$port/readyz"; }
+done
+ok "gateway (api :$http_port, metrics :$gw_port) and workers (metrics :$w1_port, :$w2_port) ready"
+
+# ------------------------------------------------------------------ 3. Prometheus
+step "prometheus on 127.0.0.1:$prom_port"
+mkdir -p "$work/prom" "$work/tsdb"
+cp -r deploy/prometheus/. "$work/prom/"
+sed -i -E \
+  -e "s/127\.0\.0\.1:9100\b/127.0.0.1:$gw_port/g" \
+  -e "s/127\.0\.0\.1:9101\b/127.0.0.1:$w1_port/g" \
+  -e "s/127\.0\.0\.1:9102\b/127.0.0.1:$w2_port/g" \
+  -e "s/^([[:space:]]*)(scrape_interval|scrape_timeout|evaluation_interval):.*/\1\2: 1s/" \
+  "$work/prom/prometheus.yml"
+if ! grep -q "127.0.0.1:$gw_port" "$work/prom/prometheus.yml" || ! grep -q "127.0.0.1:$w2_port" "$work/prom/prometheus.yml"; then
+  die "temp config points at this stack's ports"
+fi
+promtool check config "$work/prom/prometheus.yml" >"$work/check.log" 2>&1 ||
+  { cat "$work/check.log"; die "promtool check config (temp copy)"; }
+ok "temp config: targets :$gw_port :$w1_port :$w2_port :15692, scrape and evaluation every 1s"
+prometheus --config.file="$work/prom/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --storage.tsdb.retention.time=1h --web.listen-address="127.0.0.1:$prom_port" \
+  --log.level=warn >"$work/prometheus.log" 2>&1 & pids+=($!)
+PROM="http://127.0.0.1:$prom_port"
+ready=0
+for _ in $(seq 1 100); do
+  curl -fs --max-time 2 "$PROM/-/ready" >/dev/null 2>&1 && { ready=1; break; }
+  sleep 0.3
+done
+[ "$ready" = 1 ] || { tail -20 "$work/prometheus.log"; die "prometheus ready"; }
+ok "prometheus ready"
+
+# ------------------------------------------------------------------ 4. load
+step "load: ${load_seconds}s, 3 parallel curl loops"
+# call KEY BODY: one API call; appends its status code to the loop's file.
+call() {
+  curl -s -o /dev/null -w '%{http_code}\n' --max-time 6 -X GET "$URL" \
+    -H "x-api-key: $1" -H 'Content-Type: application/json' --data "$2" >>"$out" 2>/dev/null || echo 000 >>"$out"
+}
+load_loop() {
+  local n=$1 i=0 id end=$((SECONDS + load_seconds))
+  local out="$work/load$n.codes"
+  : >"$out"
+  while [ "$SECONDS" -lt "$end" ]; do
+    i=$((i + 1)); id="L${n}C$i"
+    call "$key" '{"method":"createCustomer","params":{"id":"'"$id"'","name":"'"$id"' Co","admin":{"email":"'"$id"'@example.com"}}}'
+    call "$key" '{"method":"createFirstOrder","params":{"customer":"'"$id"'","id":"'"$id"'O1","product":"oo-lite","licenses":5,"duration":"monthly"}}'
+    call "$key" '{"method":"getOrder","params":{"id":"'"$id"'O1"}}'
+    # the same create again: answered from the idempotency record (replayed)
+    call "$key" '{"method":"createCustomer","params":{"id":"'"$id"'","name":"'"$id"' Co","admin":{"email":"'"$id"'@example.com"}}}'
+    call "$key" '{"method":"getCustomer","params":{"id":"'"$id"'"}}'
+    if [ $((i % 3)) = 0 ]; then
+      call "not-a-valid-key-$n-$i" '{"method":"getCustomer","params":{"id":"ABC"}}'   # 401 invalid
+      call "" '{"method":"getCustomer","params":{"id":"ABC"}}'                        # 401 missing
+    fi
+    if [ $((i % 4)) = 0 ]; then
+      call "$key" '{"method":"createCustomer","params":{"id":"'"$id"'","name":"Other","admin":{"email":"x@example.com"}}}' # 409 mismatch
+      call "$key" '{"method":"createUser","params":{"email":""}}'                        # 400 invalid params
+      call "$key" '{"method":"noSuchMethod","params":{}}'                                # 400 unknown
+    fi
+    sleep 0.05
+  done
+}
+load_pids=()
+for n in 1 2 3; do
+  load_loop "$n" & load_pids+=($!); pids+=($!)
+done
+wait "${load_pids[@]}" 2>/dev/null
+qtime=$(date +%s)
+sleep 3 # one more scrape and rule evaluation after the last call
+codes=$(cat "$work"/load*.codes | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}')
+total=$(cat "$work"/load*.codes | wc -l)
+if [ "$total" -gt 50 ]; then ok "load: $total calls ($codes)"; else bad "load: only $total calls ($codes)"; fi
+
+# ------------------------------------------------------------------ 5. queries
+step "queries at the end of the load (time=$qtime)"
+# query EXPR: prints "STATUS SERIES WITHVALUES" or "ERR message".
+query() {
+  curl -s --max-time 15 -X POST "$PROM/api/v1/query" --data-urlencode "query=$1" --data-urlencode "time=$qtime" |
+    jq -r 'if .status == "success" then
+             (if .data.resultType == "vector" or .data.resultType == "matrix" then
+                "ok \(.data.result | length) \([.data.result[] | select((.value[1] // "NaN") != "NaN")] | length)"
+              else "ok 1 \(if .data.result[1] == "NaN" then 0 else 1 end)" end)
+           else "ERR \(.error // "no answer")" end' 2>/dev/null || echo "ERR no answer from prometheus"
+}
+# row LABEL RESULT NEED: NEED=values demands a series with a value, NEED=parse only parsing.
+report() {
+  local label=$1 res=$2 need=$3 st series vals
+  read -r st series vals <<<"$res"
+  if [ "$st" != ok ]; then
+    bad "$(printf '%-82.82s -> %s' "$label" "${res#ERR }")"
+  elif [ "$need" = values ] && [ "${vals:-0}" -lt 1 ]; then
+    bad "$(printf '%-82.82s -> %s series, %s with values (needs >= 1 with a value)' "$label" "$series" "$vals")"
+  elif [ "$need" = series ] && [ "${series:-0}" -lt 1 ]; then
+    bad "$(printf '%-82.82s -> 0 series (needs >= 1)' "$label")"
+  else
+    ok "$(printf '%-82.82s -> %s series (%s with values)' "$label" "$series" "$vals")"
+  fi
+}
+
+inst_re="127.0.0.1:($gw_port|$w1_port|$w2_port)"
+subst() {
+  sed -E \
+    -e "s/\\$\\{instance(:[a-z]+)?\\}|\\\$instance\b/$inst_re/g" \
+    -e "s/\\$\\{vhost(:[a-z]+)?\\}|\\\$vhost\b/$tag/g" \
+    -e 's/\$\{?__rate_interval\}?/30s/g' \
+    -e 's/\$\{?__interval_ms\}?/5000/g' \
+    -e 's/\$\{?__interval\}?/5s/g' \
+    -e 's/\$\{?__range_s\}?/300/g' \
+    -e 's/\$\{?__range\}?/5m/g'
+}
+
+echo "-- targets"
+for want in "oneoffice-gateway 1" "oneoffice-worker 2" "rabbitmq 1"; do
+  read -r job n <<<"$want"
+  up_count=$(curl -s --max-time 10 -X POST "$PROM/api/v1/query" --data-urlencode "query=sum(up{job=\"$job\"})" \
+    --data-urlencode "time=$qtime" | jq -r '.data.result[0].value[1] // "0"' 2>/dev/null)
+  if [ "$up_count" = "$n" ]; then
+    ok "$(printf '%-82.82s -> %s up' "target job $job" "$up_count")"
+  else
+    bad "$(printf '%-82.82s -> %s up, want %s' "target job $job" "${up_count:-none}" "$n")"
+  fi
+done
+res=$(query "sum(increase(oneoffice_idempotency_outcomes_total{outcome=\"replayed\"}[2m])) > 0")
+report "load produced idempotency replays" "$res" values
+res=$(query "sum(increase(oneoffice_auth_failures_total[2m])) > 0")
+report "load produced 401s" "$res" values
+res=$(query "sum(rabbitmq_queue_consumers{vhost=\"$tag\",queue=\"oneoffice.commands\"}) > 0")
+report "rabbitmq per-object metrics show this vhost's consumers" "$res" values
+
+echo "-- dashboard panels (Traffic and Latency need a series with a value; the others must parse)"
+jq -r '
+  foreach .panels[] as $p ("";
+    if $p.type == "row" then $p.title else . end;
+    . as $row
+    | (if $p.type == "row" then ($p.panels // [])[] else $p end) as $c
+    | ($c.targets // [])[] | select((.expr // "") != "")
+    | [$row, $c.title, .refId, (.expr | @base64)] | @tsv)
+' "$dash" >"$work/panels.tsv"
+[ -s "$work/panels.tsv" ] || bad "no panel query found in $dash"
+while IFS=$'\t' read -r row title ref expr64; do
+  expr=$(printf '%s' "$expr64" | base64 -d | subst)
+  label="$row / $title [$ref]"
+  # shellcheck disable=SC2016 # a literal $ in a regex
+  if grep -qE '\$(\{[A-Za-z_]|[A-Za-z_])' <<<"$expr"; then
+    bad "$(printf '%-82.82s -> unknown variable left in: %s' "$label" "$expr")"; continue
+  fi
+  case "$row" in Traffic | Latency) need=values ;; *) need=parse ;; esac
+  report "$label" "$(query "$expr")" "$need"
+done <"$work/panels.tsv"
+
+echo "-- dashboard annotations and template variables"
+jq -r '.annotations.list[] | select((.expr // "") != "") | ["annotation", .name, (.expr | @base64)] | @tsv' "$dash" >"$work/extra.tsv"
+jq -r '.templating.list[] | select(.type == "query")
+       | ["variable", .name, ((if (.query | type) == "object" then .query.query else .query end) // .definition | @base64)] | @tsv' \
+  "$dash" >>"$work/extra.tsv"
+while IFS=$'\t' read -r kind name expr64; do
+  expr=$(printf '%s' "$expr64" | base64 -d)
+  need=parse
+  if [ "$kind" = variable ]; then
+    need=series
+    # label_values(SELECTOR, label) -> SELECTOR; query_result(EXPR) -> EXPR
+    expr=$(sed -E -e 's/^[[:space:]]*label_values\((.*),[[:space:]]*[A-Za-z_][A-Za-z0-9_]*[[:space:]]*\)[[:space:]]*$/\1/' \
+      -e 's/^[[:space:]]*query_result\((.*)\)[[:space:]]*$/\1/' <<<"$expr")
+  fi
+  expr=$(subst <<<"$expr")
+  report "$kind $name" "$(query "$expr")" "$need"
+done <"$work/extra.tsv"
+
+echo "-- rules loaded by prometheus (recording and alerting; each must parse and evaluate)"
+curl -s --max-time 15 "$PROM/api/v1/rules" |
+  jq -r '.data.groups[] | .name as $g | .rules[] | [.type, .name, .health, (.query | @base64), (.lastError // "-" | gsub("[\t\n]"; " "))] | @tsv' \
+    >"$work/rules.tsv" 2>/dev/null
+want_rules=$(cat deploy/prometheus/rules/recording.yml deploy/prometheus/rules/alerts.yml | grep -cE '^[[:space:]]*- (record|alert):')
+got_rules=$(wc -l <"$work/rules.tsv")
+if [ "$got_rules" = "$want_rules" ]; then
+  ok "$(printf '%-82.82s -> %s' "prometheus loaded every rule" "$got_rules rules")"
+else
+  bad "prometheus loaded $got_rules rules, the files have $want_rules"
+fi
+while IFS=$'\t' read -r type name health expr64 lasterr; do
+  expr=$(printf '%s' "$expr64" | base64 -d)
+  kind=record; [ "$type" = alerting ] && kind=alert
+  if [ "$health" = err ]; then
+    bad "$(printf '%-82.82s -> rule health err: %s' "$kind $name" "$lasterr")"; continue
+  fi
+  report "$kind $name" "$(query "$expr")" parse
+done <"$work/rules.tsv"
+
+echo
+if [ "$fail" -ne 0 ]; then
+  echo "logs: gateway/worker/prometheus logs were in $work (set PROM_CHECK_KEEP=1 to keep them)"
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
