@@ -28,11 +28,13 @@
 #                            (~365 days left) can be renewed once, then the next
 #                            renewal is refused (~730 days left), so the scripts see
 #                            both accepted and refused (422 renewal_too_early) renewals
-#   WORKER_CONCURRENCY=16    per worker (the service default, 32, would let two workers
-#                            and the gateway hold 84 of PostgreSQL's 100 connections)
-#   WORKER_PREFETCH=64  RPC_TIMEOUT=4s  RATE_LIMIT_RPS=0 (off)  LOG_LEVEL=info
+#   WORKER_CONCURRENCY=32  WORKER_PREFETCH=64  DATABASE_MAX_CONNS=10 (the service's
+#                            defaults: a stack holds at most 24 PostgreSQL connections)
+#   RPC_TIMEOUT=4s  RATE_LIMIT_RPS=0 (off)  LOG_LEVEL=info
 #   LOAD_REDIS_DB=11         two load.sh runs at once must use different Redis DBs
 #   K6=bin/k6                the k6 binary
+#   KEEP_LOGS=1              keep var/load/<tag>/ (process logs) after a passing run too
+#   K6_PROGRESS=1            k6's progress lines even when stdout is not a terminal
 # Needs PostgreSQL, Redis and RabbitMQ on loopback (`make services`), the postgres
 # superuser without password, guest/guest on RabbitMQ, psql, redis-cli, rabbitmqctl.
 set -uo pipefail
@@ -49,7 +51,8 @@ tag=load$$
 work=$proj/var/load/$tag
 pids=()
 k6rc=1
-keep_logs=0
+k6pid=
+keep_logs=${KEEP_LOGS:-0}
 
 log() { printf 'load.sh: %s\n' "$*" >&2; }
 die() { log "$*"; keep_logs=1; exit 1; }
@@ -57,6 +60,11 @@ die() { log "$*"; keep_logs=1; exit 1; }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "$k6pid" ] && kill -0 "$k6pid" 2>/dev/null; then # interrupted: k6 first
+    kill -TERM "$k6pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$k6pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$k6pid" 2>/dev/null
+  fi
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for _ in $(seq 1 50); do
     local alive=0
@@ -66,7 +74,8 @@ cleanup() {
   done
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
   wait 2>/dev/null
-  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1 ||
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag" >/dev/null 2>&1
   rabbitmqctl delete_vhost "$tag" >/dev/null 2>&1
   redis-cli -n "$redis_db" flushdb >/dev/null 2>&1
   if [ "$keep_logs" = 1 ] || [ "$rc" != 0 ]; then
@@ -126,7 +135,7 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag?sslmode=disable"
 export REDIS_URL="redis://127.0.0.1:6379/$redis_db"
 export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$tag"
 export RENEWAL_WINDOW_DAYS=${RENEWAL_WINDOW_DAYS:-400}
-export WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-16}
+export WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-32}
 export WORKER_PREFETCH=${WORKER_PREFETCH:-64}
 export RPC_TIMEOUT=${RPC_TIMEOUT:-4s}
 export RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-0}
@@ -150,8 +159,16 @@ log "stack $tag up: API http://$HTTP_ADDR/ (gateway metrics :$gw_port, workers :
 
 export BASE_URL="http://$HTTP_ADDR"
 export API_KEY=$key
-"$K6" run "$@" "$script"
+# k6 prints a progress line a second when stdout is not a terminal (CI logs):
+# quiet then, unless K6_PROGRESS=1. The end-of-test summary is printed either way.
+quiet=()
+[ -t 1 ] || [ "${K6_PROGRESS:-0}" = 1 ] || quiet=(--quiet)
+# In the background, so that a signal to this script runs the trap at once.
+"$K6" run "${quiet[@]}" "$@" "$script" </dev/null &
+k6pid=$!
+wait "$k6pid"
 k6rc=$?
+k6pid=
 for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { log "a stack process died during the run (see $work)"; keep_logs=1; }
 done

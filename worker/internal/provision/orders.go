@@ -49,9 +49,9 @@ type orderRow struct {
 const orderSelect = `SELECT o.id, o.remote_id, t.remote_id, o.product, o.licenses, o.duration,
 	o.status, o.term_start, o.term_end, o.created_at, o.updated_at, o.request_fp,
 	coalesce((SELECT json_agg(json_build_object('id', r.remote_id,
-		'termStart', extract(epoch FROM r.term_start)::bigint,
-		'termEnd', extract(epoch FROM r.term_end)::bigint,
-		'createdAt', extract(epoch FROM r.created_at)::bigint) ORDER BY r.term_start, r.id)
+		'termStart', floor(extract(epoch FROM r.term_start))::bigint,
+		'termEnd', floor(extract(epoch FROM r.term_end))::bigint,
+		'createdAt', floor(extract(epoch FROM r.created_at))::bigint) ORDER BY r.term_start, r.id)
 		FROM renewals r WHERE r.order_id = o.id), '[]')
 	FROM orders o JOIN tenants t ON t.id = o.tenant_id
 	WHERE o.partner_id = $1 AND o.remote_id = $2`

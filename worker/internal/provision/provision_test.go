@@ -239,3 +239,17 @@ func TestConsumerUsers(t *testing.T) {
 		t.Fatalf("reset absent %v", b)
 	}
 }
+
+func TestRenewalTimesAgreeToTheSecond(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.clock = day("2025-03-10T10:00:00Z").Add(700 * time.Millisecond) // rounds up, truncates down
+	f.want(protocol.CreateCustomer, m{"id": "C1", "name": "C1", "admin": m{"email": "a@example.com"}}, 200)
+	o := f.want(protocol.CreateFirstOrder, m{"customer": "C1", "id": "O1", "product": "oo-std", "licenses": 5, "duration": "monthly"}, 200)
+	f.clock = f.clock.Add(20 * 24 * time.Hour)
+	r := f.want(protocol.CreateRenewalOrder, m{"parent": "O1", "id": "R1"}, 200)
+	rn := r["renewals"].([]any)[0].(m)
+	if rn["termStart"] != o["termEnd"] || rn["termEnd"] != r["termEnd"] || rn["createdAt"] != float64(f.clock.Unix()) {
+		t.Fatalf("renewal %v of order %v (first term ended %v)", rn, r, o["termEnd"])
+	}
+}
