@@ -42,7 +42,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// redisDBs hands each stack its own Redis DB (1-9); the stacks of this
+// redisDBs hands each stack its own Redis DB (1-8; 9 and 10 belong to the
+// idempotency and consumer tests, 11-13 to the scripts); the stacks of this
 // package run one after the other.
 var redisDBs atomic.Int32
 
@@ -70,7 +71,7 @@ func NewStack(t *testing.T, extra ...string) *Stack {
 		client: &http.Client{Timeout: 15 * time.Second}}
 	s.DBURL = testenv.Database(t)
 	s.AMQPURL = testenv.Vhost(t)
-	s.RedisURL = testenv.Redis(t, int(redisDBs.Add(1)%9)+1)
+	s.RedisURL = testenv.Redis(t, int(redisDBs.Add(1)%8)+1)
 	s.env = append([]string{
 		"DATABASE_URL=" + s.DBURL, "AMQP_URL=" + s.AMQPURL, "REDIS_URL=" + s.RedisURL,
 		"HTTP_ADDR=" + s.HTTPAddr, "STORAGE_ROOT=" + s.Storage, "LOG_LEVEL=debug",
