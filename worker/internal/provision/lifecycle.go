@@ -46,22 +46,21 @@ func (s *Service) cancelOrder(ctx context.Context, c *call) (any, error) {
 }
 
 func (s *Service) suspendOrder(ctx context.Context, c *call) (any, error) {
-	id := c.params.(*protocol.OrderRef).ID
-	return s.changeOrder(ctx, c, id, func(tx pgx.Tx, r *orderRow) error {
-		if r.status == "cancelled" {
-			return cancelled(id, "params.id")
-		}
-		return s.setStatus(ctx, tx, c, r, "suspended")
-	})
+	return s.moveLiveOrder(ctx, c, "suspended")
 }
 
 func (s *Service) resumeOrder(ctx context.Context, c *call) (any, error) {
+	return s.moveLiveOrder(ctx, c, "active")
+}
+
+// moveLiveOrder suspends or resumes an order; a cancelled one stays cancelled.
+func (s *Service) moveLiveOrder(ctx context.Context, c *call, status string) (any, error) {
 	id := c.params.(*protocol.OrderRef).ID
 	return s.changeOrder(ctx, c, id, func(tx pgx.Tx, r *orderRow) error {
 		if r.status == "cancelled" {
 			return cancelled(id, "params.id")
 		}
-		return s.setStatus(ctx, tx, c, r, "active")
+		return s.setStatus(ctx, tx, c, r, status)
 	})
 }
 
