@@ -200,6 +200,10 @@ func TestMalformedInput(t *testing.T) {
 			t.Errorf("%s: requestId %v, header %q", c.name, body["requestId"], rid)
 		}
 	}
+	// 401 comes first even for a body over the limit.
+	if r := s.Do("", `{"pad":"`+strings.Repeat("x", 70<<10)+`"}`); r.Status != 401 {
+		t.Errorf("oversized without key: %d", r.Status)
+	}
 	if r := s.do(s.client, http.MethodPut, s.Key, `{}`); r.Status != 405 || r.ErrorCode(t) != "method_not_allowed" {
 		t.Errorf("PUT: %d %s", r.Status, r.Body)
 	}

@@ -19,8 +19,14 @@ import (
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
-// BodyLimit is the largest request body accepted (413 beyond).
-const BodyLimit = 64 << 10
+// BodyLimit is the largest request body accepted (413 beyond). The handler
+// enforces it after authentication, on a body the server read whole, so the
+// partner always gets the 413 answer; the HTTP server itself only refuses
+// bodies over hardBodyLimit unread, closing the connection.
+const (
+	BodyLimit     = 64 << 10
+	hardBodyLimit = 1 << 20
+)
 
 // Server timeouts: a slow client cannot pin a connection.
 const (
@@ -50,7 +56,7 @@ func New(d Deps) *fiber.App {
 	h := &handler{Deps: d, limits: newLimiter(d.RateLimit)}
 	app := fiber.New(fiber.Config{
 		AppName:               "oneoffice-gateway",
-		BodyLimit:             BodyLimit,
+		BodyLimit:             hardBodyLimit,
 		ReadTimeout:           ReadTimeout,
 		WriteTimeout:          WriteTimeout,
 		IdleTimeout:           IdleTimeout,
@@ -80,11 +86,16 @@ func (h *handler) fiberError(c *fiber.Ctx, err error) error {
 		e.Status, e.Message = fe.Code, strings.ToLower(fe.Message[:1])+fe.Message[1:]
 		e.Code = protocol.CodeInvalidRequest
 		if fe.Code == http.StatusRequestEntityTooLarge {
-			e.Code, e.Message = protocol.CodeBodyTooLarge, "the body is larger than the 64 KiB limit"
+			e = tooLarge()
 		}
 	}
 	h.Metrics.count("unknown", e.Status)
 	return sendError(c, requestID(c), e)
+}
+
+func tooLarge() *protocol.Error {
+	return protocol.NewError(http.StatusRequestEntityTooLarge, protocol.CodeBodyTooLarge, "",
+		"the body is larger than the 64 KiB limit")
 }
 
 func sendError(c *fiber.Ctx, rid string, e *protocol.Error) error {

@@ -66,6 +66,9 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 		return fail(protocol.NewError(http.StatusTooManyRequests, protocol.CodeRateLimited, "",
 			"too many calls for this API key; retry after the Retry-After seconds"))
 	}
+	if len(c.Body()) > BodyLimit {
+		return fail(tooLarge())
+	}
 	method, raw, perr := parseEnvelope(c.Body())
 	if method != "" && protocol.Known(method) {
 		cl.method = method
