@@ -275,3 +275,33 @@ func TestRestartKeepsData(t *testing.T) {
 		t.Fatalf("orders %d", n)
 	}
 }
+
+func TestRateLimitPerKey(t *testing.T) {
+	s := NewStack(t, "RATE_LIMIT_RPS=3")
+	gw := s.StartGateway()
+	s.StartWorker()
+	keyB := s.NewKey("Partner B")
+	limited := 0
+	for range 10 {
+		r := s.Call("getCustomer", m{"id": "ABC"})
+		switch {
+		case r.Status == 429:
+			limited++
+			if r.ErrorCode(t) != "rate_limited" || r.Header.Get("Retry-After") == "" {
+				t.Fatalf("429 without code or Retry-After: %v %s", r.Header, r.Body)
+			}
+		case r.Status != 404:
+			t.Fatalf("unexpected %d %s", r.Status, r.Body)
+		}
+	}
+	if limited < 5 {
+		t.Fatalf("%d of 10 back-to-back calls limited at 3/s, want at least 5", limited)
+	}
+	// The limit is per key: another key is not affected.
+	if r := s.Do(keyB, envelope("getCustomer", m{"id": "ABC"})); r.Status != 404 {
+		t.Fatalf("other key: %d %s", r.Status, r.Body)
+	}
+	if got := value(scrape(t, gw), "oneoffice_rate_limited_total", nil); got != float64(limited) {
+		t.Fatalf("oneoffice_rate_limited_total = %v, want %d", got, limited)
+	}
+}
