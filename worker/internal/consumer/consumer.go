@@ -7,7 +7,6 @@ package consumer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -86,49 +85,47 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 		return fmt.Errorf("consume: %w", err)
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	c.log.InfoContext(ctx, "consuming", "queue", amqpx.Queue, "concurrency", c.cfg.Concurrency, "prefetch", c.cfg.Prefetch)
 
 	// Commands run on their own context: at shutdown they may finish for up to
 	// ShutdownTimeout after ctx ends, and only then are they cancelled.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	sem := make(chan struct{}, c.cfg.Concurrency)
+	// A fixed pool reads the deliveries itself: one goroutine hand-off per
+	// command, and Concurrency bounds the commands running at once.
 	var wg sync.WaitGroup
-	var lost error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case e := <-closed:
-			lost = fmt.Errorf("connection closed: %v", e)
-			break loop
-		case d, ok := <-deliveries:
-			if !ok {
-				lost = errors.New("delivery channel closed")
-				break loop
-			}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				d.Nack(false, true)
-				break loop
-			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
+	for range c.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range deliveries {
+				if ctx.Err() != nil {
+					d.Nack(false, true) // stopping: prefetched, not started
+					continue
+				}
 				c.process(work, &d, replies)
-			}()
-		}
+			}
+		}()
 	}
+	var lost error
+	select {
+	case <-ctx.Done():
+	case e := <-closed:
+		lost = fmt.Errorf("connection closed: %v", e)
+	case e := <-chClosed:
+		lost = fmt.Errorf("channel closed: %v", e)
+	}
+	// Cancelling the consumer closes deliveries, which ends the pool once the
+	// commands in flight are done.
 	ch.Cancel(tag, false)
-	c.drain(&wg, cancelWork)
+	c.drain(&wg, func() { cancelWork(); ch.Close() })
 	return lost
 }
 
 // drain waits for in-flight commands, cancelling them after the timeout: a
 // cancelled command is nacked back to the queue for another worker.
-func (c *Consumer) drain(wg *sync.WaitGroup, cancel context.CancelFunc) {
+func (c *Consumer) drain(wg *sync.WaitGroup, cancel func()) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
