@@ -399,3 +399,20 @@ func TestRefusedCreateIsNotReplayed(t *testing.T) {
 		t.Fatalf("explicit key: %d %s / %d %s", first.Status, first.Body, again.Status, again.Body)
 	}
 }
+
+func TestWorkerWaitsForTheDatabaseAtStart(t *testing.T) {
+	s := NewStack(t)
+	proxy := NewProxy(t, "127.0.0.1:5432")
+	proxy.Cut()
+	s.StartGateway()
+	go func() {
+		time.Sleep(2 * time.Second)
+		proxy.Restore()
+	}()
+	dbName := s.DBURL[strings.LastIndex(s.DBURL, "/"):]
+	w := s.StartWorker("DATABASE_URL=postgres://postgres@" + proxy.Addr + dbName)
+	if !strings.Contains(w.Log(), "database not ready, retrying") {
+		t.Fatalf("the worker did not wait for the database:\n%s", w.Log())
+	}
+	s.Want(200, "createCustomer", primer)
+}

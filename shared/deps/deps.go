@@ -6,23 +6,37 @@ package deps
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
-// OpenDB opens the pool and applies the migrations.
-func OpenDB(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+// OpenDB opens the pool and applies the migrations. A database that is not up
+// yet (a deploy that starts everything at once) is waited for with backoff
+// until ctx ends, rather than failing the process.
+func OpenDB(ctx context.Context, url string, maxConns int32, log *slog.Logger) (*pgxpool.Pool, error) {
 	db, err := store.Open(ctx, url, maxConns)
 	if err != nil {
 		return nil, err
 	}
-	mctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if _, err := store.Migrate(mctx, db); err != nil {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 200 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	err = backoff.RetryNotify(func() error {
+		mctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		_, err := store.Migrate(mctx, db)
+		return err
+	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		log.WarnContext(ctx, "database not ready, retrying", "error", err, "retry_in", wait)
+	})
+	if err != nil {
 		db.Close()
 		return nil, err
 	}

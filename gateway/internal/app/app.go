@@ -24,7 +24,7 @@ import (
 // Serve runs the gateway until ctx ends.
 func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.InfoContext(ctx, "starting gateway", "config", cfg)
-	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, 4)
+	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, 4, log)
 	if err != nil {
 		return err
 	}
