@@ -26,6 +26,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.InfoContext(ctx, "starting gateway", "config", cfg)
 	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, 4, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the database
+		}
 		return err
 	}
 	defer db.Close()

@@ -21,8 +21,11 @@ import (
 // Run runs the worker until ctx ends.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.InfoContext(ctx, "starting worker", "config", cfg)
-	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns))
+	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns), log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for the database
+		}
 		return err
 	}
 	defer db.Close()
