@@ -45,19 +45,7 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, replies *amqp.
 		log.WarnContext(ctx, "command requeued at shutdown")
 		return
 	default:
-		reason := "permanent"
-		if errors.Is(err, errPanic) {
-			reason = "panic"
-		} else if res.Status != 0 {
-			reason = "invalid"
-		}
-		log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err)
-		c.releaseKey(ctx, &cmd, log)
-		if res.Status != 0 {
-			c.reply(ctx, d, replies, res, log)
-		}
-		c.deadLetter(d, reason)
-		c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
+		c.giveUp(ctx, d, replies, &cmd, res, err, log)
 		return
 	}
 	if err := c.storeResult(ctx, &cmd, res); err != nil {
@@ -78,6 +66,26 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, replies *amqp.
 	c.m.commands.WithLabelValues(cmd.Method, outcome).Inc()
 	log.InfoContext(ctx, "command", "status", res.Status, "duration_ms", float64(elapsed.Microseconds())/1000,
 		"redelivered", d.Redelivered)
+}
+
+// giveUp dead-letters a command that failed permanently (invalid, panicked or
+// refused by the database), releasing its idempotency key so the partner's
+// retry is not answered "in progress", and replying when there is an answer.
+func (c *Consumer) giveUp(ctx context.Context, d *amqp.Delivery, replies *amqp.Channel, cmd *protocol.Command,
+	res protocol.Result, err error, log *slog.Logger) {
+	reason := "permanent"
+	if errors.Is(err, errPanic) {
+		reason = "panic"
+	} else if res.Status != 0 {
+		reason = "invalid"
+	}
+	log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err)
+	c.releaseKey(ctx, cmd, log)
+	if res.Status != 0 {
+		c.reply(ctx, d, replies, res, log)
+	}
+	c.deadLetter(d, reason)
+	c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
 }
 
 // run calls the handler, retrying transient failures with backoff until ctx
