@@ -79,7 +79,13 @@ func TestMetricsCountEveryCall(t *testing.T) {
 	if r := s.Do("oo_wrong", envelope("getCustomer", m{"id": "A"})); r.Status != 401 {
 		t.Fatalf("bad key: %d", r.Status)
 	}
-	time.Sleep(100 * time.Millisecond) // the worker observes after it replies
+	// The worker counts a command after its reply, so wait for the last one.
+	var wm map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if wm = scrape(t, w); value(wm, "oneoffice_worker_commands_total", nil) >= 4 || time.Now().After(deadline) {
+			break
+		}
+	}
 
 	g := scrape(t, gw)
 	for _, c := range []struct {
@@ -112,7 +118,6 @@ func TestMetricsCountEveryCall(t *testing.T) {
 			t.Errorf("gateway %s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	wm := scrape(t, w)
 	for _, c := range []struct {
 		name   string
 		labels map[string]string
