@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -61,43 +60,7 @@ func TestReplayAndMismatch(t *testing.T) {
 }
 
 func TestHundredParallelCallsFromSeparateConnections(t *testing.T) {
-	s := NewStack(t)
-	s.StartGateway()
-	s.StartWorker()
-	s.StartWorker()
-	const calls = 100
-	results := make([]Response, calls)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-			<-start
-			results[i] = s.do(client, http.MethodGet, s.Key, envelope("createCustomer", primer))
-		}()
-	}
-	close(start)
-	wg.Wait()
-	mix := map[int]int{}
-	var body string
-	for _, r := range results {
-		mix[r.Status]++
-		switch {
-		case r.Status == 200 && body == "":
-			body = string(r.Body)
-		case r.Status == 200 && string(r.Body) != body:
-			t.Errorf("200 bodies differ:\n%s\n%s", body, r.Body)
-		case r.Status == 409 && r.ErrorCode(t) != "request_in_progress", r.Status != 200 && r.Status != 409:
-			t.Errorf("unexpected %d %s", r.Status, r.Body)
-		}
-	}
-	rows := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'ABC'`)
-	t.Logf("%d parallel calls: status mix %v, customer rows %d", calls, mix, rows)
-	if rows != 1 || mix[200] == 0 {
-		t.Fatalf("rows %d, mix %v", rows, mix)
-	}
+	parallelCreates(t, 100, true)
 }
 
 func TestDatabaseIsTheTruthWhenRedisIsFlushed(t *testing.T) {
