@@ -92,6 +92,9 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 	// ShutdownTimeout after ctx ends, and only then are they cancelled.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	out := &outbox{replies: replies, settle: newSettler(ch, c.cfg.Prefetch/4, ackFlushAfter, func(err error) {
+		c.log.Warn("ack failed; the broker will redeliver", "error", err)
+	})}
 	// A fixed pool reads the deliveries itself: one goroutine hand-off per
 	// command, and Concurrency bounds the commands running at once.
 	var wg sync.WaitGroup
@@ -100,11 +103,12 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 		go func() {
 			defer wg.Done()
 			for d := range deliveries {
+				out.settle.start()
 				if ctx.Err() != nil {
-					d.Nack(false, true) // stopping: prefetched, not started
+					out.settle.reject(&d, true) // stopping: prefetched, not started
 					continue
 				}
-				c.process(work, &d, replies)
+				c.process(work, &d, out)
 			}
 		}()
 	}
@@ -120,7 +124,18 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 	// commands in flight are done.
 	ch.Cancel(tag, false)
 	c.drain(&wg, func() { cancelWork(); ch.Close() })
+	out.settle.flush()
 	return lost
+}
+
+// ackFlushAfter bounds how long a finished command's ack is held back.
+const ackFlushAfter = 10 * time.Millisecond
+
+// outbox is where a command's answers go: the reply channel and the settler
+// of the consuming channel.
+type outbox struct {
+	replies *amqp.Channel
+	settle  *settler
 }
 
 // drain waits for in-flight commands, cancelling them after the timeout: a

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -27,13 +28,14 @@ var errFlaky = errors.New("database unreachable")
 // the first flaky calls of getOrder, and answers everything else.
 type faultyHandler struct {
 	flaky atomic.Int32
+	gate  chan struct{} // updateOrder waits for it to close
 	mu    sync.Mutex
 	seen  map[string]int
 }
 
 var _ Handler = (*faultyHandler)(nil)
 
-func (h *faultyHandler) Handle(_ context.Context, cmd *protocol.Command) (protocol.Result, error) {
+func (h *faultyHandler) Handle(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
 	h.mu.Lock()
 	h.seen[cmd.RequestID]++
 	h.mu.Unlock()
@@ -44,11 +46,18 @@ func (h *faultyHandler) Handle(_ context.Context, cmd *protocol.Command) (protoc
 		if h.flaky.Add(-1) >= 0 {
 			return protocol.Result{}, errFlaky
 		}
+	case protocol.UpdateOrder:
+		select {
+		case <-h.gate:
+		case <-ctx.Done():
+			return protocol.Result{}, ctx.Err()
+		}
 	}
 	return protocol.Result{Status: 200, Body: []byte(`{"ok":true}`)}, nil
 }
 
 type harness struct {
+	stop func() // stops the consumer and waits for it
 	h    *faultyHandler
 	m    *Metrics
 	ch   *amqp.Channel
@@ -62,7 +71,7 @@ func start(t *testing.T) *harness {
 	opt, _ := redis.ParseURL(testenv.Redis(t, 10))
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
-	hs := &harness{h: &faultyHandler{seen: map[string]int{}}, m: NewMetrics(prometheus.NewRegistry(), 4), rdb: rdb,
+	hs := &harness{h: &faultyHandler{seen: map[string]int{}, gate: make(chan struct{})}, m: NewMetrics(prometheus.NewRegistry(), 4), rdb: rdb,
 		idem: idempotency.NewStore(rdb, time.Hour)}
 	hs.h.flaky.Store(3)
 	c := New(Config{AMQPURL: url, Concurrency: 4, Prefetch: 8, ShutdownTimeout: 5 * time.Second}, hs.h,
@@ -71,12 +80,13 @@ func start(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
+	hs.stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	t.Cleanup(hs.stop)
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		t.Fatal(err)
@@ -171,4 +181,71 @@ func TestTransientFailuresAreRetriedInPlace(t *testing.T) {
 	if err != nil || out != idempotency.Replay || res.Status != 200 || string(res.Body) != `{"ok":true}` {
 		t.Fatalf("stored result: %v %+v %v", out, res, err)
 	}
+}
+
+// publishMany publishes n getCustomer commands with request ids prefix-0...
+func (hs *harness) publishMany(t *testing.T, prefix string, n int) {
+	t.Helper()
+	for i := range n {
+		c := command(protocol.GetCustomer, fmt.Sprintf("%s-%d", prefix, i))
+		hs.publish(t, c.Publishing("", ""))
+	}
+}
+
+// afterStop stops the consumer and checks that nothing went back to the
+// queue: every finished command was acked, none ran twice.
+func (hs *harness) afterStop(t *testing.T) {
+	t.Helper()
+	hs.stop()
+	// The broker returns a closed channel's unacked deliveries to the queue as
+	// it removes the consumer.
+	eventually(t, "the consumer gone", func() bool {
+		q, err := hs.ch.QueueDeclarePassive(amqpx.Queue, true, false, false, false, nil)
+		return err == nil && q.Consumers == 0
+	})
+	if n := hs.depth(t, amqpx.Queue); n != 0 {
+		t.Errorf("%d commands back in the queue after the worker stopped: acks were lost", n)
+	}
+	hs.h.mu.Lock()
+	defer hs.h.mu.Unlock()
+	for id, n := range hs.h.seen {
+		if n != 1 {
+			t.Errorf("command %s ran %d times", id, n)
+		}
+	}
+	if got := testutil.ToFloat64(hs.m.redeliveries); got != 0 {
+		t.Errorf("%v redeliveries", got)
+	}
+}
+
+// Acks are coalesced: every finished command must still be acked exactly once,
+// including the last ones held when the worker stops. An odd count leaves one
+// past the last full batch.
+func TestEveryFinishedCommandIsAcked(t *testing.T) {
+	hs := start(t)
+	hs.publishMany(t, "burst", 61)
+	ok := hs.m.commands.WithLabelValues(protocol.GetCustomer, OutcomeOK)
+	eventually(t, "61 commands done", func() bool { return testutil.ToFloat64(ok) == 61 })
+	hs.afterStop(t)
+}
+
+// A slow command must not hold back the acks of the commands that finish after
+// it: with a prefetch of 8, the broker would stop delivering after 8 unacked.
+func TestASlowCommandDoesNotStallTheOthers(t *testing.T) {
+	hs := start(t)
+	slow := command(protocol.UpdateOrder, "slow")
+	hs.publish(t, slow.Publishing("", ""))
+	eventually(t, "the slow command to start", func() bool {
+		hs.h.mu.Lock()
+		defer hs.h.mu.Unlock()
+		return hs.h.seen["slow"] == 1
+	})
+	hs.publishMany(t, "quick", 30)
+	ok := hs.m.commands.WithLabelValues(protocol.GetCustomer, OutcomeOK)
+	eventually(t, "30 quick commands done while the slow one runs", func() bool { return testutil.ToFloat64(ok) == 30 })
+	close(hs.h.gate)
+	eventually(t, "the slow command done", func() bool {
+		return testutil.ToFloat64(hs.m.commands.WithLabelValues(protocol.UpdateOrder, OutcomeOK)) == 1
+	})
+	hs.afterStop(t)
 }

@@ -19,7 +19,7 @@ import (
 var errPanic = errors.New("handler panicked")
 
 // process runs one delivery to its ack, nack or dead-letter.
-func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, replies *amqp.Channel) {
+func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
 	start := time.Now()
 	c.m.inFlight.Inc()
 	defer c.m.inFlight.Dec()
@@ -29,7 +29,7 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, replies *amqp.
 	cmd, err := protocol.DecodeCommand(d)
 	if err != nil {
 		c.log.ErrorContext(ctx, "undecodable command dead-lettered", "error", err, "message_id", d.MessageId)
-		c.deadLetter(d, "decode")
+		c.deadLetter(d, out, "decode")
 		return
 	}
 	log := c.log.With("request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method)
@@ -40,23 +40,21 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, replies *amqp.
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		d.Nack(false, true)
+		out.settle.reject(d, true)
 		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
 		log.WarnContext(ctx, "command requeued at shutdown")
 		return
 	default:
-		c.giveUp(ctx, d, replies, &cmd, res, err, log)
+		c.giveUp(ctx, d, out, &cmd, res, err, log)
 		return
 	}
 	if err := c.storeResult(ctx, &cmd, res); err != nil {
-		d.Nack(false, true)
+		out.settle.reject(d, true)
 		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
 		return
 	}
-	c.reply(ctx, d, replies, res, log)
-	if err := d.Ack(false); err != nil {
-		log.WarnContext(ctx, "ack failed; the broker will redeliver", "error", err)
-	}
+	c.reply(ctx, d, out.replies, res, log)
+	out.settle.ack(d.DeliveryTag)
 	elapsed := time.Since(start)
 	c.m.duration.WithLabelValues(cmd.Method).Observe(elapsed.Seconds())
 	outcome := OutcomeOK
@@ -71,7 +69,7 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, replies *amqp.
 // giveUp dead-letters a command that failed permanently (invalid, panicked or
 // refused by the database), releasing its idempotency key so the partner's
 // retry is not answered "in progress", and replying when there is an answer.
-func (c *Consumer) giveUp(ctx context.Context, d *amqp.Delivery, replies *amqp.Channel, cmd *protocol.Command,
+func (c *Consumer) giveUp(ctx context.Context, d *amqp.Delivery, out *outbox, cmd *protocol.Command,
 	res protocol.Result, err error, log *slog.Logger) {
 	reason := "permanent"
 	if errors.Is(err, errPanic) {
@@ -82,9 +80,9 @@ func (c *Consumer) giveUp(ctx context.Context, d *amqp.Delivery, replies *amqp.C
 	log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err)
 	c.releaseKey(ctx, cmd, log)
 	if res.Status != 0 {
-		c.reply(ctx, d, replies, res, log)
+		c.reply(ctx, d, out.replies, res, log)
 	}
-	c.deadLetter(d, reason)
+	c.deadLetter(d, out, reason)
 	c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
 }
 
@@ -160,9 +158,9 @@ func (c *Consumer) reply(ctx context.Context, d *amqp.Delivery, ch *amqp.Channel
 	}
 }
 
-func (c *Consumer) deadLetter(d *amqp.Delivery, reason string) {
+func (c *Consumer) deadLetter(d *amqp.Delivery, out *outbox, reason string) {
 	c.m.deadLettered.WithLabelValues(reason).Inc()
-	if err := d.Reject(false); err != nil {
+	if err := out.settle.reject(d, false); err != nil {
 		c.log.Warn("reject failed; the broker will redeliver", "error", err)
 	}
 }
