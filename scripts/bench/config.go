@@ -15,6 +15,7 @@ type config struct {
 	concurrency int // WORKER_CONCURRENCY of each worker
 	prefetch    int // WORKER_PREFETCH of each worker
 	c           int // requests in flight in phases 1 and 2 (and 6)
+	gomaxprocs  int // GOMAXPROCS of the gateway and the workers; 0 leaves the Go default
 
 	duration       time.Duration // phases 1 and 2
 	rateDuration   time.Duration // each arrival rate of phase 3
@@ -40,6 +41,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 32, "WORKER_CONCURRENCY of each worker")
 	fs.IntVar(&c.prefetch, "prefetch", 64, "WORKER_PREFETCH of each worker")
 	fs.IntVar(&c.c, "c", 64, "requests in flight in the closed-loop phases")
+	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of the gateway and the workers (0: the Go default, one per core)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of the ceiling and end-to-end phases")
 	fs.DurationVar(&c.rateDuration, "rate-duration", 8*time.Second, "length of each fixed-rate phase")
 	fs.DurationVar(&c.singleDuration, "single-duration", 5*time.Second, "length of the single-caller phases")
@@ -85,6 +87,9 @@ func (c config) validate() error {
 	}
 	if c.warmUp < 0 || c.warmUp > time.Minute {
 		errs = append(errs, errors.New("-warmup must be between 0 and 1m"))
+	}
+	if c.gomaxprocs < 0 {
+		errs = append(errs, errors.New("-gomaxprocs must be 0 or more"))
 	}
 	if c.redisDB < 0 || c.redisDB > 15 {
 		errs = append(errs, errors.New("-redis-db must be from 0 to 15"))

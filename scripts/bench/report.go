@@ -40,6 +40,7 @@ type Settings struct {
 	Concurrency int     `json:"workerConcurrency"`
 	Prefetch    int     `json:"workerPrefetch"`
 	C           int     `json:"inFlight"`
+	GOMAXPROCS  int     `json:"gomaxprocs"` // of the gateway and workers; 0 is the Go default
 	Duration    float64 `json:"durationSec"`
 	Runs        int     `json:"runs"`
 	Command     string  `json:"command"`
@@ -66,7 +67,7 @@ func newReport(cfg config) *Report {
 		Started: time.Now(),
 		Machine: Machine{Cores: runtime.NumCPU(), CPUModel: cpuModel(), Go: runtime.Version(), LoadAvgFrom: loadAvg()},
 		Settings: Settings{Workers: cfg.workers, Concurrency: cfg.concurrency, Prefetch: cfg.prefetch,
-			C: cfg.c, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
+			C: cfg.c, GOMAXPROCS: cfg.gomaxprocs, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
 			Command: strings.Join(append([]string{"go run ./scripts/bench"}, os.Args[1:]...), " ")},
 	}
 }
@@ -135,8 +136,12 @@ func ratios(rows []Row, runs [][]Row) []Ratio {
 
 func (r *Report) print(out io.Writer) {
 	s := r.Settings
-	fmt.Fprintf(out, "\nOneOffice provisioner bench: %d workers x concurrency %d x prefetch %d, %d in flight, %s\n",
-		s.Workers, s.Concurrency, s.Prefetch, s.C, r.Started.Format(time.RFC3339))
+	procs := "GOMAXPROCS default"
+	if s.GOMAXPROCS > 0 {
+		procs = fmt.Sprintf("GOMAXPROCS=%d", s.GOMAXPROCS)
+	}
+	fmt.Fprintf(out, "\nOneOffice provisioner bench: %d workers x concurrency %d x prefetch %d, %s, %d in flight, %s\n",
+		s.Workers, s.Concurrency, s.Prefetch, procs, s.C, r.Started.Format(time.RFC3339))
 	fmt.Fprintf(out, "machine: %d cores, %s, %s; load average %s at start, %s at end\n",
 		r.Machine.Cores, r.Machine.CPUModel, r.Machine.Go, r.Machine.LoadAvgFrom, r.Machine.LoadAvgTo)
 	fmt.Fprintf(out, "idle CPU (no load, %.0f s, resolution %.1f ms/s): gateway %.1f ms/s, workers %.1f ms/s\n",

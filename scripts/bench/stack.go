@@ -205,7 +205,7 @@ func moduleRoot(ctx context.Context) (string, error) {
 
 // env is what every process of the stack gets on top of the bench's own.
 func (s *stack) env() []string {
-	return []string{
+	env := []string{
 		"DATABASE_URL=" + s.dbURL,
 		"AMQP_URL=" + s.amqpURL,
 		"REDIS_URL=" + s.redisURL,
@@ -217,6 +217,10 @@ func (s *stack) env() []string {
 		// The per-request log line is part of the real cost: keep it.
 		"LOG_LEVEL=info",
 	}
+	if s.cfg.gomaxprocs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(s.cfg.gomaxprocs))
+	}
+	return env
 }
 
 func (s *stack) migrate(ctx context.Context) error {

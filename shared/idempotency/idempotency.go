@@ -61,13 +61,21 @@ return 0`)
 
 // Store reads and writes idempotency records.
 type Store struct {
-	rdb *redis.Client
+	rdb redis.Scripter
 	ttl time.Duration
 }
 
-// NewStore returns a store keeping finished results for ttl.
+// NewStore returns a store keeping finished results for ttl. Its calls go
+// through the client's automatic pipeline: the records taken and completed by
+// concurrent requests travel to Redis in one write and come back in one read,
+// while a lone call still makes a single round trip. Each call stays one
+// atomic script, so batching changes no outcome.
 func NewStore(rdb *redis.Client, ttl time.Duration) *Store {
-	return &Store{rdb: rdb, ttl: ttl}
+	s := &Store{rdb: rdb, ttl: ttl}
+	if ap, err := rdb.AutoPipeline(); err == nil {
+		s.rdb = ap
+	}
+	return s
 }
 
 // Key is the Redis key of an idempotency key of one partner. Header keys and the

@@ -2,6 +2,8 @@ package idempotency
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,4 +74,62 @@ func TestKeysAreScopedToThePartner(t *testing.T) {
 	if Fingerprint("a", []byte("{}")) == Fingerprint("b", []byte("{}")) {
 		t.Fatal("fingerprint ignores the method")
 	}
+}
+
+// Calls from many goroutines share pipelined round trips; each must still get
+// its own answer: one taker per key, the others in progress, then replays.
+func TestConcurrentCallsKeepTheirOwnAnswers(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	const keys, callers = 20, 10
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	taken := map[string]string{} // key -> token that took it
+	others := 0
+	for k := range keys {
+		key := Key(8, fmt.Sprintf("concurrent-%d", k), false)
+		for c := range callers {
+			wg.Go(func() {
+				token := fmt.Sprintf("t%d", c)
+				got, _, err := s.Acquire(ctx, key, token, "fp")
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					t.Errorf("Acquire: %v", err)
+				case got == New:
+					if prev, dup := taken[key]; dup {
+						t.Errorf("%s taken twice, by %s and %s", key, prev, token)
+					}
+					taken[key] = token
+				case got == InProgress:
+					others++
+				default:
+					t.Errorf("Acquire %s: %v", key, got)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if len(taken) != keys || others != keys*(callers-1) {
+		t.Fatalf("%d keys taken and %d in progress, want %d and %d", len(taken), others, keys, keys*(callers-1))
+	}
+	for key, token := range taken {
+		wg.Go(func() {
+			body := []byte(`{"key":"` + key + `"}`)
+			if err := s.Complete(ctx, key, token, "fp", Result{Status: 200, Body: body}); err != nil {
+				t.Errorf("Complete: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	for key := range taken {
+		wg.Go(func() {
+			got, res, err := s.Acquire(ctx, key, "late", "fp")
+			if err != nil || got != Replay || string(res.Body) != `{"key":"`+key+`"}` {
+				t.Errorf("replay of %s: %v %s %v", key, got, res.Body, err)
+			}
+		})
+	}
+	wg.Wait()
 }
