@@ -27,6 +27,7 @@ type config struct {
 
 	jsonPath string // write the results there too
 	keep     bool   // keep the work directory (binaries, process logs)
+	storage  string // parent of STORAGE_ROOT; "" puts it in the work directory
 
 	postgresURL string // admin URL of the shared PostgreSQL
 	amqpURL     string // guest URL of the shared RabbitMQ, without vhost
@@ -51,6 +52,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5 this many times and report the medians")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results to this JSON file")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (binaries and process logs)")
+	fs.StringVar(&c.storage, "storage", "", "directory under which the tenants' storage root is made (default: the work directory, in the temp dir)")
 	fs.StringVar(&c.postgresURL, "postgres", cmp.Or(os.Getenv("TEST_POSTGRES_URL"),
 		"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "admin URL of PostgreSQL")
 	fs.StringVar(&c.amqpURL, "amqp", cmp.Or(os.Getenv("TEST_AMQP_URL"), "amqp://guest:guest@127.0.0.1:5672/"),

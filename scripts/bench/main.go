@@ -77,6 +77,11 @@ func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
 	}
 	for i := 1; i <= cfg.runs; i++ {
 		progress("run %d of %d", i, cfg.runs)
+		cost, err := mkdirCost(st.root)
+		if err != nil {
+			return fmt.Errorf("mkdir calibration: %w", err)
+		}
+		rep.MkdirMicros = append(rep.MkdirMicros, float64(cost)/float64(time.Microsecond))
 		rows, err := runOnce(ctx, st, api, cfg)
 		if err != nil {
 			return fmt.Errorf("run %d: %w", i, err)

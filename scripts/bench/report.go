@@ -19,7 +19,8 @@ type Report struct {
 	Settings    Settings    `json:"settings"`
 	Idle        Idle        `json:"idleOwnCpu"`
 	Runs        [][]Row     `json:"runs"`
-	Median      []Row       `json:"median,omitempty"` // with -runs > 1
+	MkdirMicros []float64   `json:"mkdirCpuMicrosPerRun"` // tenant directory cost before each run
+	Median      []Row       `json:"median,omitempty"`     // with -runs > 1
 	Idempotency *IdemResult `json:"idempotency"`
 	Estimate    []Estimate  `json:"withoutIdempotencyEstimate"`
 	Ratios      []Ratio     `json:"ratios"`
@@ -40,7 +41,8 @@ type Settings struct {
 	Concurrency int     `json:"workerConcurrency"`
 	Prefetch    int     `json:"workerPrefetch"`
 	C           int     `json:"inFlight"`
-	GOMAXPROCS  int     `json:"gomaxprocs"` // of the gateway and workers; 0 is the Go default
+	GOMAXPROCS  int     `json:"gomaxprocs"`    // of the gateway and workers; 0 is the Go default
+	Storage     string  `json:"storageParent"` // where tenant directories went; "" is the work directory
 	Duration    float64 `json:"durationSec"`
 	Runs        int     `json:"runs"`
 	Command     string  `json:"command"`
@@ -67,7 +69,7 @@ func newReport(cfg config) *Report {
 		Started: time.Now(),
 		Machine: Machine{Cores: runtime.NumCPU(), CPUModel: cpuModel(), Go: runtime.Version(), LoadAvgFrom: loadAvg()},
 		Settings: Settings{Workers: cfg.workers, Concurrency: cfg.concurrency, Prefetch: cfg.prefetch,
-			C: cfg.c, GOMAXPROCS: cfg.gomaxprocs, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
+			C: cfg.c, GOMAXPROCS: cfg.gomaxprocs, Storage: cfg.storage, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
 			Command: strings.Join(append([]string{"go run ./scripts/bench"}, os.Args[1:]...), " ")},
 	}
 }
@@ -142,12 +144,18 @@ func (r *Report) print(out io.Writer) {
 	}
 	fmt.Fprintf(out, "\nOneOffice provisioner bench: %d workers x concurrency %d x prefetch %d, %s, %d in flight, %s\n",
 		s.Workers, s.Concurrency, s.Prefetch, procs, s.C, r.Started.Format(time.RFC3339))
+	if s.Storage != "" {
+		fmt.Fprintf(out, "tenant storage under %s\n", s.Storage)
+	}
 	fmt.Fprintf(out, "machine: %d cores, %s, %s; load average %s at start, %s at end\n",
 		r.Machine.Cores, r.Machine.CPUModel, r.Machine.Go, r.Machine.LoadAvgFrom, r.Machine.LoadAvgTo)
 	fmt.Fprintf(out, "idle CPU (no load, %.0f s, resolution %.1f ms/s): gateway %.1f ms/s, workers %.1f ms/s\n",
 		r.Idle.Seconds, float64(clockTick/time.Millisecond)/r.Idle.Seconds, r.Idle.GatewayMsPerSec, r.Idle.WorkersMsPerSec)
 	for i, rows := range r.Runs {
 		fmt.Fprintf(out, "\nrun %d\n", i+1)
+		if i < len(r.MkdirMicros) {
+			fmt.Fprintf(out, "file system before the run: one tenant directory (mkdir) costs %.0f us of CPU\n", r.MkdirMicros[i])
+		}
 		printRows(out, rows, true)
 		if ceiling, ok := find(rows, keyCeiling); ok && ceiling.CPU != nil {
 			printCeilingCPU(out, ceiling)

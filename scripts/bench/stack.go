@@ -29,6 +29,7 @@ type stack struct {
 	cfg  config
 	name string // of the database and the vhost
 	dir  string // binaries, process logs, tenant storage
+	root string // STORAGE_ROOT of the workers
 
 	dbURL, amqpURL, redisURL, httpAddr string
 	key                                string
@@ -97,7 +98,16 @@ func (s *stack) makeDir(context.Context) error {
 		}
 		return os.RemoveAll(dir)
 	})
-	return nil
+	s.root = filepath.Join(dir, "tenants")
+	if s.cfg.storage != "" {
+		root, err := os.MkdirTemp(s.cfg.storage, "oneoffice-bench-tenants-")
+		if err != nil {
+			return err
+		}
+		s.root = root
+		s.undo = append(s.undo, func() error { return os.RemoveAll(root) })
+	}
+	return os.MkdirAll(s.root, 0o750)
 }
 
 func (s *stack) createDatabase(ctx context.Context) error {
@@ -210,7 +220,7 @@ func (s *stack) env() []string {
 		"AMQP_URL=" + s.amqpURL,
 		"REDIS_URL=" + s.redisURL,
 		"HTTP_ADDR=" + s.httpAddr,
-		"STORAGE_ROOT=" + filepath.Join(s.dir, "tenants"),
+		"STORAGE_ROOT=" + s.root,
 		"WORKER_CONCURRENCY=" + strconv.Itoa(s.cfg.concurrency),
 		"WORKER_PREFETCH=" + strconv.Itoa(s.cfg.prefetch),
 		"RATE_LIMIT_RPS=0",
