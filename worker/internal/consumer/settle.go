@@ -31,7 +31,8 @@ type settler struct {
 	held    int             // acked commands below next whose ack is not sent yet
 	top     uint64          // the highest of them: a multiple ack names a tag still outstanding
 	running int             // commands started and not finished
-	timer   *time.Timer
+	timer   *time.Timer     // flushes held acks after flushAfter
+	armed   bool            // timer is set
 }
 
 func newSettler(ch *amqp.Channel, maxHeld int, flushAfter time.Duration, onError func(error)) *settler {
@@ -60,7 +61,8 @@ func (s *settler) ack(tag uint64) {
 	case s.held == 0:
 	case s.running == 0 || s.held >= s.maxHeld:
 		s.send()
-	case s.held == 1: // the first held since the last send arms the flush
+	case !s.armed:
+		s.armed = true
 		s.timer.Reset(s.flushAfter)
 	}
 	// A slow command holds back the run behind it; past maxHeld the finished
@@ -91,10 +93,12 @@ func (s *settler) reject(d *amqp.Delivery, requeue bool) error {
 	return err
 }
 
-// flush sends the held acks; the session calls it before it closes the channel.
+// flush sends the held acks: the timer calls it, and the session before it
+// closes the channel.
 func (s *settler) flush() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.armed = false
 	if s.held > 0 {
 		s.send()
 	}
@@ -120,6 +124,7 @@ func (s *settler) advance() {
 // those already acked or rejected one by one are no longer outstanding.
 func (s *settler) send() {
 	s.timer.Stop()
+	s.armed = false
 	s.held = 0
 	if err := s.ch.Ack(s.top, true); err != nil {
 		s.onError(err)
