@@ -98,6 +98,8 @@ func tenantPath(partner int64, name string) string {
 // back transaction is reused by the retry.
 func (s *Service) makeStorage(rel string) error {
 	dir := filepath.Join(s.cfg.StorageRoot, rel)
+	s.mkdir.Lock()
+	defer s.mkdir.Unlock()
 	// One mkdir on the hot path; the parents only when they are missing.
 	err := os.Mkdir(dir, 0o750)
 	if errors.Is(err, fs.ErrNotExist) {
