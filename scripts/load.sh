@@ -39,6 +39,7 @@
 # superuser without password, guest/guest on RabbitMQ, psql, redis-cli, rabbitmqctl.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/procs.sh
 proj=$PWD
 
 script=${1:-scripts/k6/load.js}
@@ -65,15 +66,7 @@ cleanup() {
     for _ in $(seq 1 50); do kill -0 "$k6pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$k6pid" 2>/dev/null
   fi
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.2
-  done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
+  stop_procs 50 "${pids[@]}"
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1 ||
     psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag" >/dev/null 2>&1
   rabbitmqctl delete_vhost "$tag" >/dev/null 2>&1

@@ -20,6 +20,7 @@
 #   PROM_CHECK_KEEP=1        keep the temp dir (logs, config) for debugging
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+. scripts/lib/procs.sh
 tag=promcheck$$
 redis_db=12
 load_seconds=${PROM_CHECK_LOAD_SECONDS:-40}
@@ -32,18 +33,10 @@ pass=0 fail=0
 exec </dev/null
 
 cleanup() {
-  local rc=$? p alive
+  local rc=$?
   trap - EXIT INT TERM
   [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for _ in $(seq 1 40); do
-    alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.2
-  done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
+  stop_procs 40 "${pids[@]}"
   if [ "$db_created" = 1 ]; then
     timeout 30 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1
   fi
