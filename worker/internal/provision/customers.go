@@ -43,24 +43,27 @@ func scanCustomer(row pgx.Row) (Customer, string, error) {
 }
 
 // createCustomer makes the tenant's storage first, then inserts its row in one
-// statement (one database round trip): a tenant row never exists without its
-// storage, and a directory left by a failed insert is reused by the retry.
+// statement, shared with the other createCustomer commands that reach the
+// database at the same time: a tenant row never exists without its storage,
+// and a directory left by a failed insert is reused by the retry.
 func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	p := c.params.(*protocol.CreateCustomerParams)
 	rel := tenantPath(c.partner, "c-"+p.ID)
 	if err := s.makeStorage(rel); err != nil {
 		return nil, err
 	}
-	cust, _, err := scanCustomer(s.db.QueryRow(ctx, `INSERT INTO tenants
-		(partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
-		VALUES ($1, 'customer', $2, $3, $4, nullif($5, ''), nullif($6, ''), $7, $8, $9)
-		ON CONFLICT (partner_id, remote_id) DO NOTHING
-		RETURNING `+customerColumns,
-		c.partner, p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, rel, c.fp, c.now))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return s.existingCustomer(ctx, s.db, c, p.ID)
+	n := newCustomers.Get().(*newCustomer)
+	defer newCustomers.Put(n)
+	n.partner, n.params, n.path, n.fp, n.now = c.partner, p, rel, c.fp, c.now
+	s.customers.insert(ctx, n)
+	cust, inserted, err := n.cust, n.inserted, n.err
+	if errors.Is(err, errBatchFailed) {
+		cust, inserted, err = insertCustomer(ctx, s.db, n)
 	}
-	return cust, err
+	if err != nil || inserted {
+		return cust, err
+	}
+	return s.existingCustomer(ctx, s.db, c, p.ID)
 }
 
 // existingCustomer answers a create whose id is taken: the same call again

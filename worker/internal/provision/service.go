@@ -37,11 +37,13 @@ type Service struct {
 	// waiting for it spin on the CPU, while goroutines waiting here sleep. On
 	// ext4 this halved the CPU per directory with 32 commands running.
 	mkdir sync.Mutex
+	// customers groups the createCustomer inserts of concurrent commands.
+	customers *inserter
 }
 
 // New returns a service on db.
 func New(db *pgxpool.Pool, cfg Config) *Service {
-	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }}
+	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, customers: newInserter(db)}
 }
 
 // call is one command being run: its partner, validated params and fingerprint.

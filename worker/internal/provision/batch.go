@@ -1,0 +1,214 @@
+package provision
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// Customer inserts are grouped: while a statement runs, the createCustomer
+// commands that reach the insert queue up, and the next statement inserts all of
+// them at once with one commit. A lone command is inserted at once, alone, so
+// batching adds no wait; under load one statement and one WAL flush serve many
+// commands, which is most of what the database spends on a createCustomer.
+const (
+	// insertLanes bounds the customer insert statements running at once per worker.
+	insertLanes = 2
+	// maxBatchRows bounds the rows of one statement.
+	maxBatchRows = 64
+)
+
+// errBatchFailed tells a command that the statement it was part of failed: it
+// then runs alone, so one bad row or a deadlock between batches cannot fail the
+// others.
+var errBatchFailed = errors.New("customer batch insert failed")
+
+// newCustomer is one createCustomer insert and, once its statement ran, its
+// outcome.
+type newCustomer struct {
+	partner int64
+	params  *protocol.CreateCustomerParams
+	path    string // storage path, relative to the storage root
+	fp      string
+	now     time.Time
+
+	cust     Customer
+	inserted bool // false: the (partner, id) existed before, nothing was inserted
+	err      error
+	// wake receives true when the command is to run the next statement, false
+	// when another command's statement settled it.
+	wake chan bool
+}
+
+var newCustomers = sync.Pool{New: func() any { return &newCustomer{wake: make(chan bool, 1)} }}
+
+// inserter groups customer inserts into statements.
+type inserter struct {
+	db      *pgxpool.Pool
+	lanes   int
+	maxRows int
+
+	mu      sync.Mutex
+	queue   []*newCustomer
+	running int // statements running or about to
+
+	statements, rows atomic.Int64 // for tests and the bench
+}
+
+func newInserter(db *pgxpool.Pool) *inserter {
+	return &inserter{db: db, lanes: insertLanes, maxRows: maxBatchRows}
+}
+
+// insert inserts n's row, alone or with others, and sets its outcome.
+func (in *inserter) insert(ctx context.Context, n *newCustomer) {
+	in.mu.Lock()
+	if in.running < in.lanes {
+		in.running++
+		in.mu.Unlock()
+		in.lead(ctx, n)
+		return
+	}
+	in.queue = append(in.queue, n)
+	in.mu.Unlock()
+	if <-n.wake {
+		in.lead(ctx, n)
+	}
+}
+
+// lead runs one statement for n and the commands queued before it, then hands
+// the lane to the oldest command still queued, or frees it.
+func (in *inserter) lead(ctx context.Context, n *newCustomer) {
+	in.mu.Lock()
+	k := min(len(in.queue), in.maxRows-1)
+	batch := make([]*newCustomer, 0, k+1)
+	batch = append(append(batch, n), in.queue[:k]...)
+	in.queue = slices.Delete(in.queue, 0, k)
+	in.mu.Unlock()
+
+	in.run(ctx, batch)
+	for _, m := range batch {
+		if m != n {
+			m.wake <- false
+		}
+	}
+
+	in.mu.Lock()
+	if len(in.queue) == 0 {
+		in.running--
+		in.mu.Unlock()
+		return
+	}
+	next := in.queue[0]
+	in.queue = slices.Delete(in.queue, 0, 1)
+	in.mu.Unlock()
+	next.wake <- true
+}
+
+// run inserts the batch and sets each command's outcome.
+func (in *inserter) run(ctx context.Context, batch []*newCustomer) {
+	in.statements.Add(1)
+	in.rows.Add(int64(len(batch)))
+	if len(batch) == 1 {
+		n := batch[0]
+		n.cust, n.inserted, n.err = insertCustomer(ctx, in.db, n)
+		return
+	}
+	// Rows in one order, so that two statements inserting the same ids take
+	// their index locks in the same order and cannot deadlock.
+	slices.SortFunc(batch, func(a, b *newCustomer) int {
+		return cmp.Or(cmp.Compare(a.partner, b.partner), cmp.Compare(a.params.ID, b.params.ID))
+	})
+	got, err := insertCustomers(ctx, in.db, batch)
+	for _, n := range batch {
+		n.cust, n.inserted, n.err = Customer{}, false, nil
+		if err != nil {
+			n.err = errBatchFailed
+			continue
+		}
+		if c, ok := got[customerKey{n.partner, n.params.ID}]; ok && c.fp == n.fp {
+			n.cust, n.inserted = c.Customer, true
+			delete(got, customerKey{n.partner, n.params.ID}) // the same id twice: one insert
+		}
+	}
+}
+
+type customerKey struct {
+	partner int64
+	id      string
+}
+
+type insertedCustomer struct {
+	Customer
+	fp string
+}
+
+const insertCustomerSQL = `INSERT INTO tenants
+	(partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
+	VALUES ($1, 'customer', $2, $3, $4, nullif($5, ''), nullif($6, ''), $7, $8, $9)
+	ON CONFLICT (partner_id, remote_id) DO NOTHING
+	RETURNING ` + customerColumns
+
+// insertCustomer inserts one customer; inserted is false when the id was taken.
+func insertCustomer(ctx context.Context, db *pgxpool.Pool, n *newCustomer) (Customer, bool, error) {
+	p := n.params
+	cust, _, err := scanCustomer(db.QueryRow(ctx, insertCustomerSQL,
+		n.partner, p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, n.path, n.fp, n.now))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return cust, false, nil
+	}
+	return cust, err == nil, err
+}
+
+// Within one statement ON CONFLICT DO NOTHING also skips the second of two rows
+// with the same id, so a batch never fails on a duplicate.
+const insertCustomersSQL = `INSERT INTO tenants
+	(partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
+	SELECT partner_id, 'customer', remote_id, name, admin_email, nullif(admin_phone, ''),
+		nullif(admin_display_name, ''), storage_path, request_fp, created_at
+	FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+		$8::text[], $9::timestamptz[])
+		AS n(partner_id, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
+	ON CONFLICT (partner_id, remote_id) DO NOTHING
+	RETURNING ` + customerColumns
+
+// insertCustomers inserts the batch in one statement and returns the rows it
+// inserted by (partner, id).
+func insertCustomers(ctx context.Context, db *pgxpool.Pool, batch []*newCustomer) (map[customerKey]insertedCustomer, error) {
+	n := len(batch)
+	partners, times := make([]int64, n), make([]time.Time, n)
+	cols := make([][]string, 7)
+	for i := range cols {
+		cols[i] = make([]string, n)
+	}
+	for i, c := range batch {
+		p := c.params
+		partners[i], times[i] = c.partner, c.now
+		for j, v := range []string{p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, c.path, c.fp} {
+			cols[j][i] = v
+		}
+	}
+	rows, err := db.Query(ctx, insertCustomersSQL,
+		partners, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], times)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	got := make(map[customerKey]insertedCustomer, n)
+	for rows.Next() {
+		c, fp, err := scanCustomer(rows)
+		if err != nil {
+			return nil, err
+		}
+		got[customerKey{c.Partner, c.RemoteID}] = insertedCustomer{c, fp}
+	}
+	return got, rows.Err()
+}
