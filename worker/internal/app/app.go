@@ -58,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	svc := provision.New(db, provision.Config{
 		StorageRoot:   cfg.StorageRoot,
 		RenewalWindow: time.Duration(cfg.RenewalWindowDays) * 24 * time.Hour,
-	})
+	}, provision.NewMetrics(reg))
 	c := consumer.New(consumer.Config{
 		AMQPURL:         cfg.AMQPURL,
 		Concurrency:     cfg.WorkerConcurrency,

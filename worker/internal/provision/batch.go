@@ -6,11 +6,11 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
@@ -61,11 +61,11 @@ type inserter struct {
 	queue   []*newCustomer
 	running int // statements running or about to
 
-	statements, rows atomic.Int64 // for tests and the bench
+	rows prometheus.Histogram // per statement
 }
 
-func newInserter(db *pgxpool.Pool) *inserter {
-	return &inserter{db: db, lanes: insertLanes, maxRows: maxBatchRows}
+func newInserter(db *pgxpool.Pool, rows prometheus.Histogram) *inserter {
+	return &inserter{db: db, lanes: insertLanes, maxRows: maxBatchRows, rows: rows}
 }
 
 // insert inserts n's row, alone or with others, and sets its outcome.
@@ -115,8 +115,7 @@ func (in *inserter) lead(ctx context.Context, n *newCustomer) {
 
 // run inserts the batch and sets each command's outcome.
 func (in *inserter) run(ctx context.Context, batch []*newCustomer) {
-	in.statements.Add(1)
-	in.rows.Add(int64(len(batch)))
+	in.rows.Observe(float64(len(batch)))
 	if len(batch) == 1 {
 		n := batch[0]
 		n.cust, n.inserted, n.err = insertCustomer(ctx, in.db, n)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/store"
@@ -41,7 +42,7 @@ func newFixture(t *testing.T) *fixture {
 	if err := db.QueryRow(ctx, `INSERT INTO partners (name) VALUES ('P') RETURNING id`).Scan(&f.partner); err != nil {
 		t.Fatal(err)
 	}
-	f.svc = New(db, Config{StorageRoot: f.root, RenewalWindow: 15 * 24 * time.Hour})
+	f.svc = New(db, Config{StorageRoot: f.root, RenewalWindow: 15 * 24 * time.Hour}, NewMetrics(prometheus.NewRegistry()))
 	f.svc.now = func() time.Time { return f.clock }
 	return f
 }

@@ -42,8 +42,9 @@ type Service struct {
 }
 
 // New returns a service on db.
-func New(db *pgxpool.Pool, cfg Config) *Service {
-	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, customers: newInserter(db)}
+func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
+	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() },
+		customers: newInserter(db, m.insertRows)}
 }
 
 // call is one command being run: its partner, validated params and fingerprint.
