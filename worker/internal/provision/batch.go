@@ -87,8 +87,9 @@ func (in *inserter) insert(ctx context.Context, n *newCustomer) {
 	}
 }
 
-// lead runs one statement for n and the commands queued before it, then hands
-// the lane to the oldest command still queued, or frees it.
+// lead runs one statement for n and the commands queued before it. Whatever
+// happens in it, a panic included, the others are then woken and the lane is
+// handed on: a command never waits for a statement that will not come.
 func (in *inserter) lead(ctx context.Context, n *newCustomer) {
 	in.mu.Lock()
 	k := min(len(in.queue), in.maxRows-1)
@@ -96,14 +97,21 @@ func (in *inserter) lead(ctx context.Context, n *newCustomer) {
 	batch = append(append(batch, n), in.queue[:k]...)
 	in.queue = slices.Delete(in.queue, 0, k)
 	in.mu.Unlock()
-
+	for _, m := range batch {
+		m.cust, m.inserted, m.err = Customer{}, false, errBatchFailed
+	}
+	defer in.handOn(n, batch)
 	in.run(ctx, batch)
+}
+
+// handOn wakes the commands the leader n settled, then gives the lane to the
+// oldest command still queued, or frees it.
+func (in *inserter) handOn(n *newCustomer, batch []*newCustomer) {
 	for _, m := range batch {
 		if m != n {
 			m.wake <- false
 		}
 	}
-
 	in.mu.Lock()
 	if len(in.queue) == 0 {
 		in.running--
@@ -116,7 +124,8 @@ func (in *inserter) lead(ctx context.Context, n *newCustomer) {
 	next.wake <- true
 }
 
-// run inserts the batch and sets each command's outcome.
+// run inserts the batch and sets each command's outcome; a command it could not
+// settle keeps errBatchFailed.
 func (in *inserter) run(ctx context.Context, batch []*newCustomer) {
 	in.rows.Observe(float64(len(batch)))
 	if len(batch) == 1 {
@@ -130,12 +139,11 @@ func (in *inserter) run(ctx context.Context, batch []*newCustomer) {
 		return cmp.Or(cmp.Compare(a.partner, b.partner), cmp.Compare(a.params.ID, b.params.ID))
 	})
 	got, err := insertCustomers(ctx, in.db, batch)
+	if err != nil {
+		return // each command keeps errBatchFailed and runs alone
+	}
 	for _, n := range batch {
-		n.cust, n.inserted, n.err = Customer{}, false, nil
-		if err != nil {
-			n.err = errBatchFailed
-			continue
-		}
+		n.err = nil
 		if c, ok := got[customerKey{n.partner, n.params.ID}]; ok && c.fp == n.fp {
 			n.cust, n.inserted = c.Customer, true
 			delete(got, customerKey{n.partner, n.params.ID}) // the same id twice: one insert
