@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -339,6 +341,51 @@ func TestDatabaseOutageLosesNoCommand(t *testing.T) {
 		t.Fatalf("dead-lettered %v, retries %v", value(wm, "oneoffice_worker_dead_lettered_total", nil),
 			value(wm, "oneoffice_worker_retries_total", map[string]string{"dependency": "database"}))
 	}
+}
+
+// Creates that pile up at the worker's insert while the database is away go
+// through failed batch statements, alone and in batches again once it is back;
+// each ends provisioned exactly once and none is dead-lettered.
+func TestDatabaseOutageDuringConcurrentCreatesLosesNoCommand(t *testing.T) {
+	s := NewStack(t, "RPC_TIMEOUT=1s")
+	proxy := NewProxy(t, "127.0.0.1:5432")
+	s.StartGateway()
+	dbName := s.DBURL[strings.LastIndex(s.DBURL, "/"):]
+	w := s.StartWorker("DATABASE_URL=postgres://postgres@" + proxy.Addr + dbName)
+	s.Want(200, "createCustomer", primer)
+	proxy.Cut()
+	const n = 20
+	params := make([]m, n)
+	results := make([]Response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		params[i] = m{"id": fmt.Sprintf("D%02d", i), "name": fmt.Sprintf("Outage %d", i),
+			"admin": m{"email": fmt.Sprintf("d%d@example.com", i)}}
+		wg.Go(func() { results[i] = s.do(s.client, http.MethodGet, s.Key, envelope("createCustomer", params[i])) })
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.Status != 202 {
+			t.Errorf("create %d with the database down: %d %s, want 202", i, r.Status, r.Body)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	proxy.Restore()
+	for i, p := range params {
+		r := s.Eventually(200, 20*time.Second, "createCustomer", p)
+		if got := r.JSON(t); got["remoteId"] != p["id"] || got["name"] != p["name"] {
+			t.Errorf("create %d: %s", i, r.Body)
+		}
+	}
+	if rows, ids := s.Count(`SELECT count(*) FROM tenants`), s.Count(`SELECT count(DISTINCT remote_id) FROM tenants`); rows != n+1 || ids != n+1 {
+		t.Fatalf("%d tenant rows with %d ids, want %d", rows, ids, n+1)
+	}
+	wm := scrape(t, w)
+	if d := value(wm, "oneoffice_worker_dead_lettered_total", nil); d != 0 {
+		t.Log(w.Log())
+		t.Fatalf("%v commands dead-lettered", d)
+	}
+	t.Logf("%v customer insert statements", value(wm, "oneoffice_worker_customer_insert_rows", nil))
 }
 
 func TestRefusedCreateIsNotReplayed(t *testing.T) {
