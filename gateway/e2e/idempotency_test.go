@@ -317,7 +317,9 @@ func TestBrokerDownAnswers503(t *testing.T) {
 	}
 }
 
-func TestDatabaseOutageLosesNoCommand(t *testing.T) {
+// databaseCut starts a gateway and a worker that reaches PostgreSQL through a
+// proxy, provisions the primer customer, then cuts the proxy.
+func databaseCut(t *testing.T) (*Stack, *Proxy, *Proc) {
 	s := NewStack(t, "RPC_TIMEOUT=1s")
 	proxy := NewProxy(t, "127.0.0.1:5432")
 	s.StartGateway()
@@ -325,6 +327,11 @@ func TestDatabaseOutageLosesNoCommand(t *testing.T) {
 	w := s.StartWorker("DATABASE_URL=postgres://postgres@" + proxy.Addr + dbName)
 	s.Want(200, "createCustomer", primer)
 	proxy.Cut()
+	return s, proxy, w
+}
+
+func TestDatabaseOutageLosesNoCommand(t *testing.T) {
+	s, proxy, w := databaseCut(t)
 	c2 := m{"id": "C2", "name": "C2", "admin": m{"email": "c2@example.com"}}
 	if r := s.Call("createCustomer", c2); r.Status != 202 {
 		t.Fatalf("database down: %d %s, want 202", r.Status, r.Body)
@@ -347,13 +354,7 @@ func TestDatabaseOutageLosesNoCommand(t *testing.T) {
 // through failed batch statements, alone and in batches again once it is back;
 // each ends provisioned exactly once and none is dead-lettered.
 func TestDatabaseOutageDuringConcurrentCreatesLosesNoCommand(t *testing.T) {
-	s := NewStack(t, "RPC_TIMEOUT=1s")
-	proxy := NewProxy(t, "127.0.0.1:5432")
-	s.StartGateway()
-	dbName := s.DBURL[strings.LastIndex(s.DBURL, "/"):]
-	w := s.StartWorker("DATABASE_URL=postgres://postgres@" + proxy.Addr + dbName)
-	s.Want(200, "createCustomer", primer)
-	proxy.Cut()
+	s, proxy, w := databaseCut(t)
 	const n = 20
 	params := make([]m, n)
 	results := make([]Response, n)
