@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -61,21 +62,34 @@ return 0`)
 
 // Store reads and writes idempotency records.
 type Store struct {
-	rdb redis.Scripter
-	ttl time.Duration
+	rdb      redis.Scripter // the client itself
+	pipe     redis.Scripter // its automatic pipeline; nil when it has none
+	inFlight atomic.Int32   // calls of this store under way
+	ttl      time.Duration
 }
 
-// NewStore returns a store keeping finished results for ttl. Its calls go
-// through the client's automatic pipeline: the records taken and completed by
-// concurrent requests travel to Redis in one write and come back in one read,
-// while a lone call still makes a single round trip. Each call stays one
+// NewStore returns a store keeping finished results for ttl. While other calls
+// of the store are under way, a call goes through the client's automatic
+// pipeline: the records taken and completed by concurrent requests travel to
+// Redis in one write and come back in one read. A lone call makes its round trip
+// itself, without the hand-off to the pipeline's goroutine. Each call stays one
 // atomic script, so batching changes no outcome.
 func NewStore(rdb *redis.Client, ttl time.Duration) *Store {
 	s := &Store{rdb: rdb, ttl: ttl}
 	if ap, err := rdb.AutoPipeline(); err == nil {
-		s.rdb = ap
+		s.pipe = ap
 	}
 	return s
+}
+
+// run runs script for one call, alone or pipelined with the calls under way.
+func (s *Store) run(ctx context.Context, script *redis.Script, key string, args ...any) *redis.Cmd {
+	c := s.rdb
+	if s.inFlight.Add(1) > 1 && s.pipe != nil {
+		c = s.pipe
+	}
+	defer s.inFlight.Add(-1)
+	return script.Run(ctx, c, []string{key}, args...)
 }
 
 // Key is the Redis key of an idempotency key of one partner. Header keys and the
@@ -119,7 +133,7 @@ type Result struct {
 
 // Acquire takes key for the call with fingerprint fp, or reports what holds it.
 func (s *Store) Acquire(ctx context.Context, key, token, fp string) (Outcome, Result, error) {
-	v, err := acquireScript.Run(ctx, s.rdb, []string{key}, pending(token, fp), PendingTTL.Milliseconds()).Text()
+	v, err := s.run(ctx, acquireScript, key, pending(token, fp), PendingTTL.Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
 		return New, Result{}, nil
 	}
@@ -152,7 +166,7 @@ func decode(v, fp string) (Outcome, Result, error) {
 func (s *Store) Complete(ctx context.Context, key, token, fp string, r Result) error {
 	done := "D" + sep + token + sep + fp + sep + strconv.Itoa(r.Status) + sep + string(r.Body)
 	prefix := "P" + sep + token + sep
-	err := completeScript.Run(ctx, s.rdb, []string{key}, prefix, done, s.ttl.Milliseconds()).Err()
+	err := s.run(ctx, completeScript, key, prefix, done, s.ttl.Milliseconds()).Err()
 	if err != nil {
 		return fmt.Errorf("idempotency complete: %w", err)
 	}
@@ -162,7 +176,7 @@ func (s *Store) Complete(ctx context.Context, key, token, fp string, r Result) e
 // Release frees a key still pending under token: the command was not enqueued,
 // so the partner may retry at once.
 func (s *Store) Release(ctx context.Context, key, token, fp string) error {
-	if err := releaseScript.Run(ctx, s.rdb, []string{key}, pending(token, fp)).Err(); err != nil {
+	if err := s.run(ctx, releaseScript, key, pending(token, fp)).Err(); err != nil {
 		return fmt.Errorf("idempotency release: %w", err)
 	}
 	return nil

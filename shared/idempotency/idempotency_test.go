@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,4 +133,63 @@ func TestConcurrentCallsKeepTheirOwnAnswers(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// countHook counts the commands a client sends alone and in pipelines.
+type countHook struct{ alone, pipelined atomic.Int64 }
+
+func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.alone.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.pipelined.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// A lone call makes its own round trip; calls under way together share theirs.
+func TestOnlyConcurrentCallsArePipelined(t *testing.T) {
+	opt, _ := redis.ParseURL(testenv.Redis(t, 9))
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	var h countHook
+	rdb.AddHook(&h)
+	s := NewStore(rdb, time.Minute)
+	ctx := context.Background()
+	// The client sets its first connection up with a pipeline of its own.
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.alone.Store(0)
+	h.pipelined.Store(0)
+	for i := range 20 {
+		if got, _, err := s.Acquire(ctx, Key(8, fmt.Sprintf("lone-%d", i), false), "t", "fp"); err != nil || got != New {
+			t.Fatalf("lone call %d: %v, %v", i, got, err)
+		}
+	}
+	if a, p := h.alone.Load(), h.pipelined.Load(); a < 20 || p != 0 {
+		t.Fatalf("20 lone calls: %d commands sent alone, %d pipelined; want all alone", a, p)
+	}
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range 20 {
+				if got, _, err := s.Acquire(ctx, Key(8, fmt.Sprintf("busy-%d-%d", g, i), false), "t", "fp"); err != nil || got != New {
+					t.Errorf("caller %d call %d: %v, %v", g, i, got, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if p := h.pipelined.Load(); p == 0 {
+		t.Fatalf("64 callers at once: no command pipelined (%d sent alone)", h.alone.Load())
+	}
+	t.Logf("64 x 20 concurrent calls: %d commands pipelined, %d alone", h.pipelined.Load(), h.alone.Load()-20)
 }
