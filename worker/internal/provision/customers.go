@@ -96,9 +96,10 @@ func tenantPath(partner int64, name string) string {
 	return filepath.Join("p"+strconv.FormatInt(partner, 10), name)
 }
 
-// makeStorage creates a tenant's storage location. It runs inside the
-// transaction, so a failure leaves no tenant row; a directory left by a rolled
-// back transaction is reused by the retry.
+// makeStorage creates a tenant's storage location before the tenant's row
+// commits (createCustomer calls it before its insert, the consumer tenant inside
+// its transaction), so a failure leaves no tenant row; a directory left by a
+// failed insert is reused by the retry.
 func (s *Service) makeStorage(rel string) error {
 	dir := filepath.Join(s.cfg.StorageRoot, rel)
 	s.mkdir.Lock()
