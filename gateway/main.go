@@ -26,6 +26,7 @@ import (
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
 	"github.com/oneoffice/provisioner/shared/store"
+	"github.com/oneoffice/provisioner/shared/sysmon"
 )
 
 const usage = `usage:
@@ -37,7 +38,15 @@ const usage = `usage:
   gateway dlq replay [N]
 `
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	if len(os.Args) == 1 {
+		// Serving: restart with the runtime setting of package sysmon.
+		if err := sysmon.Exec(); err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: running without GODEBUG=%s: %v\n", sysmon.Setting, err)
+		}
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

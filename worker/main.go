@@ -11,10 +11,17 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
+	"github.com/oneoffice/provisioner/shared/sysmon"
 	"github.com/oneoffice/provisioner/worker/internal/app"
 )
 
-func main() { os.Exit(run()) }
+func main() {
+	// Restart with the runtime setting of package sysmon.
+	if err := sysmon.Exec(); err != nil {
+		fmt.Fprintf(os.Stderr, "worker: running without GODEBUG=%s: %v\n", sysmon.Setting, err)
+	}
+	os.Exit(run())
+}
 
 func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -3,7 +3,9 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/oneoffice/provisioner/shared/sysmon"
 )
 
 // scrape fetches and parses a process's /metrics.
@@ -185,6 +189,55 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 	for _, p := range []*Proc{gw, w} {
 		if strings.Contains(p.Log(), s.Key) || strings.Contains(p.Log(), reset["resetToken"].(string)) {
 			t.Errorf("%s logged a secret", p.cmd.Path)
+		}
+	}
+}
+
+// TestServingProcessesRestartWithTheMonitorSetting checks that the gateway and
+// worker run with package sysmon's GODEBUG setting (re-executed under the pid
+// the test started), print it with their configuration, and that a GODEBUG
+// which sets schedtrace itself is left alone.
+func TestServingProcessesRestartWithTheMonitorSetting(t *testing.T) {
+	s := NewStack(t)
+	gw := s.StartGateway()
+	w := s.StartWorker("GODEBUG=schedtrace=0")
+	for _, tc := range []struct {
+		p    *Proc
+		msg  string
+		want string
+	}{
+		{gw, "starting gateway", sysmon.Setting},
+		{w, "starting worker", "schedtrace=0"},
+	} {
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", tc.p.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, kv := range strings.Split(string(environ), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+				got = append(got, v)
+			}
+		}
+		if len(got) == 0 || got[0] != tc.want {
+			t.Errorf("%s: GODEBUG of the running process %q, want %q first", tc.msg, got, tc.want)
+		}
+		// Log lines are flushed every 100 ms.
+		var logged any
+		for deadline := time.Now().Add(3 * time.Second); logged == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			sc := bufio.NewScanner(strings.NewReader(tc.p.Log()))
+			for sc.Scan() {
+				var line struct {
+					Msg    string         `json:"msg"`
+					Config map[string]any `json:"config"`
+				}
+				if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == tc.msg {
+					logged = line.Config["godebug"]
+				}
+			}
+		}
+		if logged != tc.want {
+			t.Errorf("%s: configuration logged godebug %v, want %q", tc.msg, logged, tc.want)
 		}
 	}
 }

@@ -51,6 +51,7 @@ type Config struct {
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
 	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway uses at most 4)
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
+	GoDebug           string        // GODEBUG as the Go runtime read it (package sysmon adds its setting), printed only
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -72,6 +73,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		ShutdownTimeout:   p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		DatabaseMaxConns:  p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
 		LogLevel:          p.level("LOG_LEVEL"),
+		GoDebug:           getenv("GODEBUG"),
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
@@ -97,6 +99,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("database_max_conns", c.DatabaseMaxConns),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.String("godebug", c.GoDebug),
 	)
 }
 
