@@ -32,9 +32,18 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/oneoffice/provisioner/shared/sysmon"
 )
 
-func main() { os.Exit(run()) }
+func main() {
+	// The load generator and the raw ceiling run with the same runtime setting
+	// as the gateway and workers (GODEBUG=schedtrace=0 turns it off for all).
+	if err := sysmon.Exec(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: running without GODEBUG=%s: %v\n", sysmon.Setting, err)
+	}
+	os.Exit(run())
+}
 
 func run() int {
 	cfg, err := parseFlags(os.Args[1:])
