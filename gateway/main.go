@@ -26,7 +26,7 @@ import (
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
 	"github.com/oneoffice/provisioner/shared/store"
-	"github.com/oneoffice/provisioner/shared/sysmon"
+	"github.com/oneoffice/provisioner/shared/runtimeenv"
 )
 
 const usage = `usage:
@@ -40,9 +40,9 @@ const usage = `usage:
 
 func main() {
 	if len(os.Args) == 1 {
-		// Serving: restart with the runtime setting of package sysmon.
-		if err := sysmon.Exec(); err != nil {
-			fmt.Fprintf(os.Stderr, "gateway: running without GODEBUG=%s: %v\n", sysmon.Setting, err)
+		// Serving: restart with the runtime environment of package runtimeenv.
+		if err := runtimeenv.Exec(runtimeenv.Settings{OneProc: true}); err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: running without the runtime settings of the docs: %v\n", err)
 		}
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

@@ -11,14 +11,14 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
-	"github.com/oneoffice/provisioner/shared/sysmon"
+	"github.com/oneoffice/provisioner/shared/runtimeenv"
 	"github.com/oneoffice/provisioner/worker/internal/app"
 )
 
 func main() {
-	// Restart with the runtime setting of package sysmon.
-	if err := sysmon.Exec(); err != nil {
-		fmt.Fprintf(os.Stderr, "worker: running without GODEBUG=%s: %v\n", sysmon.Setting, err)
+	// Restart with the runtime environment of package runtimeenv.
+	if err := runtimeenv.Exec(runtimeenv.Settings{OneProc: true}); err != nil {
+		fmt.Fprintf(os.Stderr, "worker: running without the runtime settings of the docs: %v\n", err)
 	}
 	os.Exit(run())
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/oneoffice/provisioner/shared/sysmon"
+	"github.com/oneoffice/provisioner/shared/runtimeenv"
 )
 
 // scrape fetches and parses a process's /metrics.
@@ -193,37 +193,37 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 	}
 }
 
-// TestServingProcessesRestartWithTheMonitorSetting checks that the gateway and
-// worker run with package sysmon's GODEBUG setting (re-executed under the pid
-// the test started), print it with their configuration, and that a GODEBUG
-// which sets schedtrace itself is left alone.
-func TestServingProcessesRestartWithTheMonitorSetting(t *testing.T) {
+// TestServingProcessesRestartWithTheRuntimeSettings checks that the gateway
+// and worker run with package runtimeenv's settings (re-executed under the pid
+// the test started), print them with their configuration, and leave alone a
+// setting the environment already has.
+func TestServingProcessesRestartWithTheRuntimeSettings(t *testing.T) {
 	s := NewStack(t)
 	gw := s.StartGateway()
-	w := s.StartWorker("GODEBUG=schedtrace=0")
+	w := s.StartWorker("GODEBUG=schedtrace=0", "GOMAXPROCS=2")
 	for _, tc := range []struct {
-		p    *Proc
-		msg  string
-		want string
+		p            *Proc
+		msg          string
+		debug, procs string
 	}{
-		{gw, "starting gateway", sysmon.Setting},
-		{w, "starting worker", "schedtrace=0"},
+		{gw, "starting gateway", runtimeenv.Monitor, "1"},
+		{w, "starting worker", "schedtrace=0", "2"},
 	} {
 		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", tc.p.cmd.Process.Pid))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []string
+		got := map[string][]string{}
 		for _, kv := range strings.Split(string(environ), "\x00") {
-			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
-				got = append(got, v)
+			if k, v, ok := strings.Cut(kv, "="); ok && (k == "GODEBUG" || k == "GOMAXPROCS") {
+				got[k] = append(got[k], v)
 			}
 		}
-		if len(got) == 0 || got[0] != tc.want {
-			t.Errorf("%s: GODEBUG of the running process %q, want %q first", tc.msg, got, tc.want)
+		if len(got["GODEBUG"]) == 0 || got["GODEBUG"][0] != tc.debug || len(got["GOMAXPROCS"]) == 0 || got["GOMAXPROCS"][0] != tc.procs {
+			t.Errorf("%s: environment of the running process %q, want GODEBUG %q and GOMAXPROCS %q first", tc.msg, got, tc.debug, tc.procs)
 		}
 		// Log lines are flushed every 100 ms.
-		var logged any
+		var logged map[string]any
 		for deadline := time.Now().Add(3 * time.Second); logged == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			sc := bufio.NewScanner(strings.NewReader(tc.p.Log()))
 			for sc.Scan() {
@@ -232,12 +232,13 @@ func TestServingProcessesRestartWithTheMonitorSetting(t *testing.T) {
 					Config map[string]any `json:"config"`
 				}
 				if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == tc.msg {
-					logged = line.Config["godebug"]
+					logged = line.Config
 				}
 			}
 		}
-		if logged != tc.want {
-			t.Errorf("%s: configuration logged godebug %v, want %q", tc.msg, logged, tc.want)
+		if logged["godebug"] != tc.debug || fmt.Sprint(logged["gomaxprocs"]) != tc.procs {
+			t.Errorf("%s: configuration logged godebug %v and gomaxprocs %v, want %q and %s",
+				tc.msg, logged["godebug"], logged["gomaxprocs"], tc.debug, tc.procs)
 		}
 	}
 }

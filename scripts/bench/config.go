@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -15,7 +16,7 @@ type config struct {
 	concurrency int // WORKER_CONCURRENCY of each worker
 	prefetch    int // WORKER_PREFETCH of each worker
 	c           int // requests in flight in phases 1 and 2 (and 6)
-	gomaxprocs  int // GOMAXPROCS of the gateway and the workers; 0 leaves the Go default
+	gomaxprocs  int // GOMAXPROCS of the gateway and the workers; 0 leaves their default (1)
 
 	duration       time.Duration // phases 1 and 2
 	rateDuration   time.Duration // each arrival rate of phase 3
@@ -42,7 +43,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 32, "WORKER_CONCURRENCY of each worker")
 	fs.IntVar(&c.prefetch, "prefetch", 64, "WORKER_PREFETCH of each worker")
 	fs.IntVar(&c.c, "c", 64, "requests in flight in the closed-loop phases")
-	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of the gateway and the workers (0: the Go default, one per core)")
+	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of the gateway and the workers (0: their default, 1 unless GOMAXPROCS is exported)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of the ceiling and end-to-end phases")
 	fs.DurationVar(&c.rateDuration, "rate-duration", 8*time.Second, "length of each fixed-rate phase")
 	fs.DurationVar(&c.singleDuration, "single-duration", 5*time.Second, "length of the single-caller phases")
@@ -97,4 +98,12 @@ func (c config) validate() error {
 		errs = append(errs, errors.New("-redis-db must be from 0 to 15"))
 	}
 	return errors.Join(errs...)
+}
+
+// procs is the GOMAXPROCS the gateway and the workers run with.
+func (c config) procs() string {
+	if c.gomaxprocs > 0 {
+		return strconv.Itoa(c.gomaxprocs)
+	}
+	return cmp.Or(os.Getenv("GOMAXPROCS"), "1")
 }

@@ -33,14 +33,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/oneoffice/provisioner/shared/sysmon"
+	"github.com/oneoffice/provisioner/shared/runtimeenv"
 )
 
 func main() {
-	// The load generator and the raw ceiling run with the same runtime setting
-	// as the gateway and workers (GODEBUG=schedtrace=0 turns it off for all).
-	if err := sysmon.Exec(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: running without GODEBUG=%s: %v\n", sysmon.Setting, err)
+	// The load generator and the raw ceiling keep the runtime's monitor awake
+	// like the gateway and workers (GODEBUG=schedtrace=0 turns it off for
+	// all), but keep Go's GOMAXPROCS: they are the load, not the service.
+	if err := runtimeenv.Exec(runtimeenv.Settings{}); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: running without GODEBUG=%s: %v\n", runtimeenv.Monitor, err)
 	}
 	os.Exit(run())
 }

@@ -41,7 +41,7 @@ type Settings struct {
 	Concurrency int     `json:"workerConcurrency"`
 	Prefetch    int     `json:"workerPrefetch"`
 	C           int     `json:"inFlight"`
-	GOMAXPROCS  int     `json:"gomaxprocs"`    // of the gateway and workers; 0 is the Go default
+	GOMAXPROCS  string  `json:"gomaxprocs"`    // of the gateway and workers
 	GoDebug     string  `json:"godebug"`       // GODEBUG of the bench, the gateway and the workers
 	Storage     string  `json:"storageParent"` // where tenant directories went; "" is the work directory
 	Duration    float64 `json:"durationSec"`
@@ -70,7 +70,7 @@ func newReport(cfg config) *Report {
 		Started: time.Now(),
 		Machine: Machine{Cores: runtime.NumCPU(), CPUModel: cpuModel(), Go: runtime.Version(), LoadAvgFrom: loadAvg()},
 		Settings: Settings{Workers: cfg.workers, Concurrency: cfg.concurrency, Prefetch: cfg.prefetch,
-			C: cfg.c, GOMAXPROCS: cfg.gomaxprocs, GoDebug: os.Getenv("GODEBUG"), Storage: cfg.storage, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
+			C: cfg.c, GOMAXPROCS: cfg.procs(), GoDebug: os.Getenv("GODEBUG"), Storage: cfg.storage, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
 			Command: strings.Join(append([]string{"go run ./scripts/bench"}, os.Args[1:]...), " ")},
 	}
 }
@@ -139,10 +139,7 @@ func ratios(rows []Row, runs [][]Row) []Ratio {
 
 func (r *Report) print(out io.Writer) {
 	s := r.Settings
-	procs := "GOMAXPROCS default"
-	if s.GOMAXPROCS > 0 {
-		procs = fmt.Sprintf("GOMAXPROCS=%d", s.GOMAXPROCS)
-	}
+	procs := "GOMAXPROCS=" + s.GOMAXPROCS
 	fmt.Fprintf(out, "\nOneOffice provisioner bench: %d workers x concurrency %d x prefetch %d, %s, GODEBUG=%s, %d in flight, %s\n",
 		s.Workers, s.Concurrency, s.Prefetch, procs, s.GoDebug, s.C, r.Started.Format(time.RFC3339))
 	if s.Storage != "" {

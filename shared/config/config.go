@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -51,7 +52,8 @@ type Config struct {
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
 	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway uses at most 4)
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
-	GoDebug           string        // GODEBUG as the Go runtime read it (package sysmon adds its setting), printed only
+	GoDebug           string        // GODEBUG as the Go runtime read it (package runtimeenv adds to it), printed only
+	GoMaxProcs        int           // the processors the Go runtime uses (runtimeenv: 1 unless GOMAXPROCS is set), printed only
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -74,6 +76,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		DatabaseMaxConns:  p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
 		LogLevel:          p.level("LOG_LEVEL"),
 		GoDebug:           getenv("GODEBUG"),
+		GoMaxProcs:        runtime.GOMAXPROCS(0),
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
@@ -100,6 +103,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("database_max_conns", c.DatabaseMaxConns),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("godebug", c.GoDebug),
+		slog.Int("gomaxprocs", c.GoMaxProcs),
 	)
 }
 
