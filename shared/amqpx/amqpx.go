@@ -1,12 +1,14 @@
 // Package amqpx holds what the gateway and the workers share about RabbitMQ: the
 // queue topology of SPEC section 4 and dialing with backoff, so both sides
-// (re)declare the same durable exchange, quorum queue and dead-letter queue.
+// (re)declare the same durable exchange, quorum queue and dead-letter queue,
+// over a socket that coalesces the connection's writes (coalesce.go).
 package amqpx
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -78,7 +80,14 @@ func Dial(ctx context.Context, url string, log *slog.Logger) (*amqp.Connection, 
 }
 
 func dialOnce(url string) (*amqp.Connection, error) {
-	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"})
+	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US",
+		Dial: func(network, addr string) (net.Conn, error) {
+			c, err := amqp.DefaultDial(30*time.Second)(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newCoalescer(c), nil
+		}})
 	if err != nil {
 		return nil, err
 	}
