@@ -95,11 +95,11 @@ func Exec(s Settings) error {
 	if !changed {
 		return nil
 	}
-	exe := "/proc/self/exe" // the running binary even if its file was replaced
-	if _, err := os.Stat(exe); err != nil {
-		if exe, err = os.Executable(); err != nil {
-			return err
-		}
+	// The binary's own path, not /proc/self/exe: the kernel names the process
+	// after the file it runs, and operators find it by that name (pgrep worker).
+	exe, err := os.Executable()
+	if err != nil {
+		return err
 	}
 	return syscall.Exec(exe, os.Args, env)
 }

@@ -50,16 +50,22 @@ func TestEnv(t *testing.T) {
 
 // TestExecRestartsWithTheSettings runs this test binary as a child that calls
 // Exec and prints the GODEBUG and GOMAXPROCS the runtime ended up with, its
-// arguments and its process id: the parent sees the pid it started, so exec
-// kept the process.
+// arguments, its process id and its name: the parent sees the pid it started
+// and its own binary's name, so exec kept the process and what names it.
 func TestExecRestartsWithTheSettings(t *testing.T) {
 	if os.Getenv("RUNTIMEENV_CHILD") == "1" {
 		if err := Exec(Settings{OneProc: true}); err != nil {
 			fmt.Println("exec failed:", err)
 			os.Exit(3)
 		}
-		fmt.Printf("%s|%d|%s|%d\n", os.Getenv("GODEBUG"), runtime.GOMAXPROCS(0), strings.Join(os.Args[1:], " "), os.Getpid())
+		comm, _ := os.ReadFile("/proc/self/comm")
+		fmt.Printf("%s|%d|%s|%d|%s", os.Getenv("GODEBUG"), runtime.GOMAXPROCS(0), strings.Join(os.Args[1:], " "), os.Getpid(), comm)
 		os.Exit(0)
+	}
+	// The restarted process keeps the name of its binary (what pgrep finds).
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		env   []string
@@ -79,7 +85,7 @@ func TestExecRestartsWithTheSettings(t *testing.T) {
 		if err != nil {
 			t.Fatalf("env %q: child: %v: %s", tc.env, err, out)
 		}
-		want := fmt.Sprintf("%s|%d|-test.run=^TestExecRestartsWithTheSettings$|%d\n", tc.debug, tc.procs, cmd.Process.Pid)
+		want := fmt.Sprintf("%s|%d|-test.run=^TestExecRestartsWithTheSettings$|%d|%s", tc.debug, tc.procs, cmd.Process.Pid, comm)
 		if string(out) != want {
 			t.Errorf("env %q: child printed %q, want %q", tc.env, out, want)
 		}
