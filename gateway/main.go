@@ -25,8 +25,8 @@ import (
 	"github.com/oneoffice/provisioner/gateway/internal/dlq"
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
-	"github.com/oneoffice/provisioner/shared/store"
 	"github.com/oneoffice/provisioner/shared/runtimeenv"
+	"github.com/oneoffice/provisioner/shared/store"
 )
 
 const usage = `usage:
