@@ -42,7 +42,7 @@ func main() {
 	if len(os.Args) == 1 {
 		// Serving: restart with the runtime environment of package runtimeenv.
 		if err := runtimeenv.Exec(runtimeenv.Settings{OneProc: true}); err != nil {
-			fmt.Fprintf(os.Stderr, "gateway: running without the runtime settings of the docs: %v\n", err)
+			fmt.Fprintf(os.Stderr, "gateway: running without the runtime settings (GODEBUG schedtrace, GOMAXPROCS): %v\n", err)
 		}
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

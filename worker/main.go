@@ -18,7 +18,7 @@ import (
 func main() {
 	// Restart with the runtime environment of package runtimeenv.
 	if err := runtimeenv.Exec(runtimeenv.Settings{OneProc: true}); err != nil {
-		fmt.Fprintf(os.Stderr, "worker: running without the runtime settings of the docs: %v\n", err)
+		fmt.Fprintf(os.Stderr, "worker: running without the runtime settings (GODEBUG schedtrace, GOMAXPROCS): %v\n", err)
 	}
 	os.Exit(run())
 }
