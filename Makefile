@@ -33,7 +33,7 @@ load: services ## k6 load test against an isolated stack (builds k6 into bin/ if
 	bash scripts/load.sh $(or $(SCRIPT),scripts/k6/load.js)
 
 bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request
-	$(GO) run ./scripts/bench $(BENCH_FLAGS)
+	. scripts/lib/godebug.sh && $(GO) run ./scripts/bench $(BENCH_FLAGS)
 
 prom-check: services ## promtool checks, then every dashboard query and alert against a real Prometheus
 	bash scripts/prom-check.sh

@@ -25,7 +25,6 @@ import (
 	"github.com/oneoffice/provisioner/gateway/internal/dlq"
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
-	"github.com/oneoffice/provisioner/shared/runtimeenv"
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
@@ -39,12 +38,6 @@ const usage = `usage:
 `
 
 func main() {
-	if len(os.Args) == 1 {
-		// Serving: restart with the runtime environment of package runtimeenv.
-		if err := runtimeenv.Exec(runtimeenv.Settings{OneProc: true}); err != nil {
-			fmt.Fprintf(os.Stderr, "gateway: running without the runtime settings (GODEBUG schedtrace, GOMAXPROCS): %v\n", err)
-		}
-	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -60,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		out := logging.NewWriter(stdout)
 		defer out.Close()
 		log := logging.New(out, cfg.LogLevel, "gateway")
+		cfg.ApplyRuntime()
 		if err := app.Serve(ctx, cfg, log); err != nil {
 			log.Error("gateway failed", "error", err)
 			return 1

@@ -40,6 +40,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/procs.sh
+. scripts/lib/godebug.sh
 proj=$PWD
 
 script=${1:-scripts/k6/load.js}

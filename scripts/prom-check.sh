@@ -21,6 +21,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 . scripts/lib/procs.sh
+. scripts/lib/godebug.sh
 tag=promcheck$$
 redis_db=12
 load_seconds=${PROM_CHECK_LOAD_SECONDS:-40}

@@ -4,6 +4,7 @@
 # up (scripts/services.sh) and the binaries built (make build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/godebug.sh
 
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/oneoffice?sslmode=disable}
 export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}

@@ -11,15 +11,10 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
-	"github.com/oneoffice/provisioner/shared/runtimeenv"
 	"github.com/oneoffice/provisioner/worker/internal/app"
 )
 
 func main() {
-	// Restart with the runtime environment of package runtimeenv.
-	if err := runtimeenv.Exec(runtimeenv.Settings{OneProc: true}); err != nil {
-		fmt.Fprintf(os.Stderr, "worker: running without the runtime settings (GODEBUG schedtrace, GOMAXPROCS): %v\n", err)
-	}
 	os.Exit(run())
 }
 
@@ -34,6 +29,7 @@ func run() int {
 	out := logging.NewWriter(os.Stdout)
 	defer out.Close()
 	log := logging.New(out, cfg.LogLevel, "worker")
+	cfg.ApplyRuntime()
 	if err := app.Run(ctx, cfg, log); err != nil {
 		log.Error("worker failed", "error", err)
 		return 1

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/oneoffice/provisioner/shared/runtimeenv"
 )
 
 // scrape fetches and parses a process's /metrics.
@@ -193,34 +191,24 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 	}
 }
 
-// TestServingProcessesRestartWithTheRuntimeSettings checks that the gateway
-// and worker run with package runtimeenv's settings (re-executed under the pid
-// the test started), print them with their configuration, and leave alone a
-// setting the environment already has.
-func TestServingProcessesRestartWithTheRuntimeSettings(t *testing.T) {
+// TestServingProcessesTakeTheirRuntimeSettingsFromConfiguration checks that a
+// gateway runs on one processor unless GOMAXPROCS says otherwise, that a
+// worker given GOMAXPROCS=2 runs on two, and that both print the settings with
+// their configuration, GODEBUG as they were launched with it.
+func TestServingProcessesTakeTheirRuntimeSettingsFromConfiguration(t *testing.T) {
 	s := NewStack(t)
-	gw := s.StartGateway()
+	gw := s.StartGateway("GOMAXPROCS=", "GODEBUG=schedtrace=2147483647")
 	w := s.StartWorker("GODEBUG=schedtrace=0", "GOMAXPROCS=2")
 	for _, tc := range []struct {
 		p            *Proc
 		msg          string
 		debug, procs string
 	}{
-		{gw, "starting gateway", runtimeenv.Monitor, "1"},
+		{gw, "starting gateway", "schedtrace=2147483647", "1"},
 		{w, "starting worker", "schedtrace=0", "2"},
 	} {
-		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", tc.p.cmd.Process.Pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string][]string{}
-		for _, kv := range strings.Split(string(environ), "\x00") {
-			if k, v, ok := strings.Cut(kv, "="); ok && (k == "GODEBUG" || k == "GOMAXPROCS") {
-				got[k] = append(got[k], v)
-			}
-		}
-		if len(got["GODEBUG"]) == 0 || got["GODEBUG"][0] != tc.debug || len(got["GOMAXPROCS"]) == 0 || got["GOMAXPROCS"][0] != tc.procs {
-			t.Errorf("%s: environment of the running process %q, want GODEBUG %q and GOMAXPROCS %q first", tc.msg, got, tc.debug, tc.procs)
+		if got := metricValue(t, tc.p, "go_sched_gomaxprocs_threads"); got != tc.procs {
+			t.Errorf("%s: go_sched_gomaxprocs_threads %q, want %s", tc.msg, got, tc.procs)
 		}
 		// Log lines are flushed every 100 ms.
 		var logged map[string]any
@@ -241,4 +229,22 @@ func TestServingProcessesRestartWithTheRuntimeSettings(t *testing.T) {
 				tc.msg, logged["godebug"], logged["gomaxprocs"], tc.debug, tc.procs)
 		}
 	}
+}
+
+// metricValue is the value of an unlabelled metric on the process's admin port.
+func metricValue(t *testing.T, p *Proc, name string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return v
+		}
+	}
+	t.Fatalf("%s not on %s/metrics", name, p.Metrics)
+	return ""
 }

@@ -32,19 +32,12 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/oneoffice/provisioner/shared/runtimeenv"
 )
 
-func main() {
-	// The load generator and the raw ceiling keep the runtime's monitor awake
-	// like the gateway and workers (GODEBUG=schedtrace=0 turns it off for
-	// all), but keep Go's GOMAXPROCS: they are the load, not the service.
-	if err := runtimeenv.Exec(runtimeenv.Settings{}); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: running without GODEBUG=%s: %v\n", runtimeenv.Monitor, err)
-	}
-	os.Exit(run())
-}
+// main runs the bench. `make bench` launches it with the GODEBUG setting of
+// scripts/lib/godebug.sh, which the gateway and workers it starts inherit, so
+// the load generator, the raw ceiling and the service all run as deployed.
+func main() { os.Exit(run()) }
 
 func run() int {
 	cfg, err := parseFlags(os.Args[1:])

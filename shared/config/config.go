@@ -32,6 +32,10 @@ const (
 	DefaultStorageRoot       = "var/tenants"
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultDatabaseMaxConns  = 10
+	// DefaultGoMaxProcs is one processor: a gateway or a worker uses a fraction
+	// of a core, and with a second processor every goroutine a reply wakes
+	// woke a second thread too (docs/PERFORMANCE.md, "One processor").
+	DefaultGoMaxProcs = 1
 )
 
 // Config is the effective configuration of one process.
@@ -52,8 +56,8 @@ type Config struct {
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
 	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway uses at most 4)
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
-	GoDebug           string        // GODEBUG as the Go runtime read it (package runtimeenv adds to it), printed only
-	GoMaxProcs        int           // the processors the Go runtime uses (runtimeenv: 1 unless GOMAXPROCS is set), printed only
+	GoMaxProcs        int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
+	GoDebug           string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -75,13 +79,20 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		ShutdownTimeout:   p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		DatabaseMaxConns:  p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
 		LogLevel:          p.level("LOG_LEVEL"),
+		GoMaxProcs:        p.integer("GOMAXPROCS", DefaultGoMaxProcs, 1, 1024),
 		GoDebug:           getenv("GODEBUG"),
-		GoMaxProcs:        runtime.GOMAXPROCS(0),
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
 	p.url("AMQP_URL", c.AMQPURL, "amqp", "amqps")
 	return c, errors.Join(p.errs...)
+}
+
+// ApplyRuntime gives the Go runtime the configured processors. The runtime
+// read GOMAXPROCS itself at start; this makes the default of one processor hold
+// when the variable is unset, without restarting the process.
+func (c Config) ApplyRuntime() {
+	runtime.GOMAXPROCS(c.GoMaxProcs)
 }
 
 // LogValue prints the configuration with passwords masked.

@@ -16,7 +16,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.RPCTimeout != 4*time.Second || c.RenewalWindowDays != 15 || c.IdempotencyTTL != 24*time.Hour ||
-		c.HTTPAddr != "127.0.0.1:8080" || c.MetricsAddr != DefaultWorkerMetrics || c.RateLimitRPS != 0 {
+		c.HTTPAddr != "127.0.0.1:8080" || c.MetricsAddr != DefaultWorkerMetrics || c.RateLimitRPS != 0 ||
+		c.GoMaxProcs != 1 {
 		t.Fatalf("defaults %+v", c)
 	}
 }
@@ -24,12 +25,12 @@ func TestDefaults(t *testing.T) {
 func TestInvalidValuesAreRefused(t *testing.T) {
 	_, err := Load(env(map[string]string{
 		"RPC_TIMEOUT": "soon", "WORKER_CONCURRENCY": "0", "RATE_LIMIT_RPS": "-1",
-		"AMQP_URL": "http://x", "LOG_LEVEL": "loud",
+		"AMQP_URL": "http://x", "LOG_LEVEL": "loud", "GOMAXPROCS": "0",
 	}), DefaultGatewayMetrics)
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, name := range []string{"RPC_TIMEOUT", "WORKER_CONCURRENCY", "RATE_LIMIT_RPS", "AMQP_URL", "LOG_LEVEL"} {
+	for _, name := range []string{"RPC_TIMEOUT", "WORKER_CONCURRENCY", "RATE_LIMIT_RPS", "AMQP_URL", "LOG_LEVEL", "GOMAXPROCS"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
@@ -39,5 +40,12 @@ func TestInvalidValuesAreRefused(t *testing.T) {
 func TestMaskHidesPasswords(t *testing.T) {
 	if got := Mask("amqp://guest:secret@127.0.0.1:5672/v"); strings.Contains(got, "secret") {
 		t.Fatalf("Mask = %s", got)
+	}
+}
+
+func TestGoMaxProcsFromTheEnvironment(t *testing.T) {
+	c, err := Load(env(map[string]string{"GOMAXPROCS": "3"}), DefaultWorkerMetrics)
+	if err != nil || c.GoMaxProcs != 3 {
+		t.Fatalf("GOMAXPROCS=3: %d, %v", c.GoMaxProcs, err)
 	}
 }
