@@ -17,35 +17,12 @@ var fieldRules = map[string]string{
 	"product": ruleProduct, "licenses": ruleLicenses, "duration": ruleDuration,
 }
 
-// newParams returns the empty typed params of a method, or nil if it is unknown.
-func newParams(method string) Params {
-	switch method {
-	case CreateCustomer:
-		return new(CreateCustomerParams)
-	case CreateFirstOrder:
-		return new(CreateFirstOrderParams)
-	case CreateRenewalOrder:
-		return new(CreateRenewalOrderParams)
-	case CancelOrder, SuspendOrder, ResumeOrder, GetOrder:
-		return new(OrderRef)
-	case UpdateOrder:
-		return new(UpdateOrderParams)
-	case GetCustomer:
-		return new(CustomerRef)
-	case CreateUser:
-		return new(CreateUserParams)
-	case DeleteUser, ResetUser:
-		return new(UserRef)
-	}
-	return nil
-}
-
 // DecodeParams decodes and validates the params object of a method. Unknown
 // fields are ignored; a field of the wrong type or out of its rule is a 400
 // naming the field and the rule.
 func DecodeParams(method string, raw []byte) (Params, *Error) {
-	p := newParams(method)
-	if p == nil {
+	m, ok := Lookup(method)
+	if !ok {
 		return nil, NewError(http.StatusBadRequest, CodeUnknownMethod, "method",
 			fmt.Sprintf("method %q is not one of the API methods", method))
 	}
@@ -53,6 +30,7 @@ func DecodeParams(method string, raw []byte) (Params, *Error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, NewError(http.StatusBadRequest, CodeInvalidRequest, "params", "params must be a JSON object")
 	}
+	p := m.NewParams()
 	if err := json.Unmarshal(raw, p); err != nil {
 		return nil, paramsError(err)
 	}

@@ -17,30 +17,32 @@ type envelope struct {
 	Params json.RawMessage `json:"params"`
 }
 
-// parseEnvelope decodes the body into a method name and its raw params.
-func parseEnvelope(body []byte) (string, []byte, *protocol.Error) {
+// parseEnvelope decodes the body into its registered method and raw params.
+// The method is nil when the body names none that is registered.
+func parseEnvelope(body []byte) (*protocol.Method, []byte, *protocol.Error) {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return "", nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, "",
+		return nil, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, "",
 			`the body is empty; send a JSON object such as {"method":"getCustomer","params":{"id":"ABC"}}`)
 	}
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return "", nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, "",
+			return nil, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, "",
 				fmt.Sprintf("the body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset))
 		}
-		return "", nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidRequest, "",
+		return nil, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidRequest, "",
 			"the body must be a JSON object with method and params")
 	}
 	var method string
 	if err := json.Unmarshal(env.Method, &method); err != nil || method == "" {
-		return "", nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidRequest, "method",
+		return nil, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidRequest, "method",
 			"method must be a string naming an API method, such as getCustomer")
 	}
-	if !protocol.Known(method) {
-		return method, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeUnknownMethod, "method",
+	m, ok := protocol.Lookup(method)
+	if !ok {
+		return nil, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeUnknownMethod, "method",
 			fmt.Sprintf("method %q is not one of the API methods", method))
 	}
-	return method, env.Params, nil
+	return m, env.Params, nil
 }

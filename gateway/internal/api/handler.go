@@ -70,21 +70,21 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 		return fail(tooLarge())
 	}
 	method, raw, perr := parseEnvelope(c.Body())
-	if method != "" && protocol.Known(method) {
-		cl.method = method
+	if method != nil {
+		cl.method = method.Name
 	}
 	if perr != nil {
 		return fail(perr)
 	}
-	params, perr := protocol.DecodeParams(method, raw)
+	params, perr := protocol.DecodeParams(method.Name, raw)
 	if perr != nil {
 		return fail(perr)
 	}
 	cl.traceparent = traceparent(c.Get("traceparent"))
 	c.Set("traceparent", cl.traceparent)
-	cmd := &protocol.Command{Method: method, Partner: partner, RequestID: cl.rid, Traceparent: cl.traceparent,
+	cmd := &protocol.Command{Method: method.Name, Partner: partner, RequestID: cl.rid, Traceparent: cl.traceparent,
 		Params: protocol.Canonical(params), Timestamp: time.Now()}
-	if done, status, err := h.takeKey(c, cl, cmd, params); done {
+	if done, status, err := h.takeKey(c, cl, method, cmd, params); done {
 		return status, err
 	}
 	return h.dispatch(c, cl, cmd)
@@ -92,8 +92,8 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 
 // takeKey applies SPEC section 3 before the command is sent. done reports that
 // the call was answered here (replayed, in progress, mismatch or Redis down).
-func (h *handler) takeKey(c *fiber.Ctx, cl *call, cmd *protocol.Command, params protocol.Params) (done bool, status int, err error) {
-	if !protocol.Replayable(cmd.Method) {
+func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *protocol.Command, params protocol.Params) (done bool, status int, err error) {
+	if !method.Keyed() {
 		return false, 0, nil
 	}
 	key, derived := c.Get("Idempotency-Key"), false
@@ -103,7 +103,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, cmd *protocol.Command, params 
 		return true, e.Status, sendError(c, cl.rid, e)
 	}
 	if key == "" {
-		key, derived = protocol.DerivedKey(params), true
+		key, derived = method.Key(params), true
 	}
 	if key == "" {
 		return false, 0, nil
@@ -132,11 +132,8 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, cmd *protocol.Command, params 
 		e = protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeIdempotencyKeyReused, "Idempotency-Key",
 			"this Idempotency-Key was already used with other params")
 		if derived {
-			e = protocol.NewError(http.StatusConflict, protocol.CodeAlreadyExists, "params.id",
-				"the id was already created with other params")
-			if cmd.Method == protocol.CreateUser {
-				e.Field = "params.email"
-			}
+			e = protocol.NewError(http.StatusConflict, protocol.CodeAlreadyExists, method.KeyField,
+				method.KeyField+" was already created with other params")
 		}
 	}
 	return true, e.Status, sendError(c, cl.rid, e)
@@ -155,9 +152,13 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 		h.Log.WarnContext(c.UserContext(), "command not enqueued", "request_id", cl.rid, "error", err)
 		if cmd.IdemKey != "" {
 			// Nothing was enqueued: free the key so the partner's retry runs.
+			// A failed release only delays the retry: the record expires with
+			// its lock's time limit, and the retry meanwhile is told 409.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			_ = h.Idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+			if err := h.Idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP); err != nil {
+				h.Log.WarnContext(c.UserContext(), "idempotency key not released", "request_id", cl.rid, "error", err)
+			}
 		}
 		e := unavailable("the message broker is unreachable; nothing was done, retry later")
 		return e.Status, sendError(c, cl.rid, e)

@@ -10,7 +10,7 @@ import (
 )
 
 // Metrics of the API. Label values are bounded: method is one of
-// protocol.Methods or "unknown", code an HTTP status.
+// the registry's (protocol.Names) or "unknown", code an HTTP status.
 type Metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Calls refused 429 by the per-key rate limit.",
 		}),
 	}
-	for _, method := range append([]string{"unknown"}, protocol.Methods...) {
+	for _, method := range append([]string{"unknown"}, protocol.Names()...) {
 		m.duration.WithLabelValues(method)
 		m.requests.WithLabelValues(method, "200")
 		m.pending.WithLabelValues(method)

@@ -71,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer, concurrency int) *Metrics {
 		}),
 	}
 	m.concurrency.Set(float64(concurrency))
-	for _, method := range protocol.Methods {
+	for _, method := range protocol.Names() {
 		for _, o := range []string{OutcomeOK, OutcomeRejected, OutcomeDeadLettered, OutcomeRequeued} {
 			m.commands.WithLabelValues(method, o)
 		}

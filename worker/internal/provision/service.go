@@ -39,12 +39,31 @@ type Service struct {
 	mkdir sync.Mutex
 	// customers groups the createCustomer inserts of concurrent commands.
 	customers *inserter
+	mux       *mux
 }
 
 // New returns a service on db.
 func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
-	return &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() },
-		customers: newInserter(db, m.insertRows)}
+	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() },
+		customers: newInserter(db, m.insertRows), mux: newMux()}
+	s.routes(s.mux)
+	return s
+}
+
+// routes registers the handler of every API method.
+func (s *Service) routes(m *mux) {
+	m.handle(protocol.CreateCustomer, s.createCustomer)
+	m.handle(protocol.GetCustomer, s.getCustomer)
+	m.handle(protocol.CreateFirstOrder, s.createFirstOrder)
+	m.handle(protocol.CreateRenewalOrder, s.createRenewalOrder)
+	m.handle(protocol.CancelOrder, s.cancelOrder)
+	m.handle(protocol.SuspendOrder, s.suspendOrder)
+	m.handle(protocol.ResumeOrder, s.resumeOrder)
+	m.handle(protocol.UpdateOrder, s.updateOrder)
+	m.handle(protocol.GetOrder, s.getOrder)
+	m.handle(protocol.CreateUser, s.createUser)
+	m.handle(protocol.DeleteUser, s.deleteUser)
+	m.handle(protocol.ResetUser, s.resetUser)
 }
 
 // call is one command being run: its partner, validated params and fingerprint.
@@ -54,23 +73,6 @@ type call struct {
 	params  protocol.Params
 	fp      string
 	now     time.Time
-}
-
-type handler func(s *Service, ctx context.Context, c *call) (any, error)
-
-var handlers = map[string]handler{
-	protocol.CreateCustomer:     (*Service).createCustomer,
-	protocol.GetCustomer:        (*Service).getCustomer,
-	protocol.CreateFirstOrder:   (*Service).createFirstOrder,
-	protocol.CreateRenewalOrder: (*Service).createRenewalOrder,
-	protocol.CancelOrder:        (*Service).cancelOrder,
-	protocol.SuspendOrder:       (*Service).suspendOrder,
-	protocol.ResumeOrder:        (*Service).resumeOrder,
-	protocol.UpdateOrder:        (*Service).updateOrder,
-	protocol.GetOrder:           (*Service).getOrder,
-	protocol.CreateUser:         (*Service).createUser,
-	protocol.DeleteUser:         (*Service).deleteUser,
-	protocol.ResetUser:          (*Service).resetUser,
 }
 
 // ErrInvalidCommand marks a command whose params do not validate: the gateway
@@ -85,7 +87,7 @@ func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.R
 	if perr != nil {
 		return errorResult(perr, cmd.RequestID), fmt.Errorf("%w: %v", ErrInvalidCommand, perr)
 	}
-	h, ok := handlers[cmd.Method]
+	h, ok := s.mux.handler(cmd.Method)
 	if !ok {
 		return protocol.Result{}, fmt.Errorf("%w: no handler for %q", ErrInvalidCommand, cmd.Method)
 	}
@@ -93,7 +95,7 @@ func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.R
 		partner: cmd.Partner, method: cmd.Method, params: params, now: s.now(),
 		fp: idempotency.Fingerprint(cmd.Method, protocol.Canonical(params)),
 	}
-	v, err := h(s, ctx, c)
+	v, err := h(ctx, c)
 	var apiErr *protocol.Error
 	if errors.As(err, &apiErr) {
 		return errorResult(apiErr, cmd.RequestID), nil

@@ -1,0 +1,104 @@
+package protocol
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// key is the derived key of params p of the method called name.
+func key(name string, p Params) string {
+	m, _ := Lookup(name)
+	return m.Key(p)
+}
+
+func TestEveryMethodHasValidationCases(t *testing.T) {
+	t.Parallel()
+	accepted, refused := map[string]bool{}, map[string]bool{}
+	for _, c := range decodeCases {
+		if c.code == "" {
+			accepted[c.method] = true
+		} else {
+			refused[c.method] = true
+		}
+	}
+	for _, name := range Names() {
+		if !accepted[name] || !refused[name] {
+			t.Errorf("%s: decodeCases has accepted=%v refused=%v; give it at least one of each", name, accepted[name], refused[name])
+		}
+	}
+}
+
+// TestEveryMethodHasAREADMESection keeps the partner's documentation in step
+// with the registry: each method has a heading "### `name`" in README.md.
+func TestEveryMethodHasAREADMESection(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range Names() {
+		if !strings.Contains(string(readme), "\n### `"+name+"`") {
+			t.Errorf("README.md has no section \"### `%s`\"", name)
+		}
+	}
+}
+
+func TestRegistryEntries(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for _, m := range Methods() {
+		if m.Name == "" || seen[m.Name] {
+			t.Errorf("method %q: empty or registered twice", m.Name)
+		}
+		seen[m.Name] = true
+		if m.NewParams == nil || m.NewParams() == nil {
+			t.Errorf("%s: no params type", m.Name)
+		}
+		if (m.DerivedKey == nil) != (m.KeyField == "") {
+			t.Errorf("%s: a derived key and its field come together", m.Name)
+		}
+		if m.DerivedKey != nil && !m.Keyed() {
+			t.Errorf("%s: a derived key on a method that is not keyed", m.Name)
+		}
+	}
+	if Known("dropTables") || !Known(CreateCustomer) {
+		t.Error("Known")
+	}
+}
+
+// TestIdempotencyRules pins SPEC section 3: which calls take a key, which are
+// replayed, and the derived keys of the create calls.
+func TestIdempotencyRules(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		method, params, key string
+		keyed               bool
+	}{
+		{CreateCustomer, `{"id":"ABC","name":"N","admin":{"email":"a@example.com"}}`, "customer:ABC", true},
+		{CreateFirstOrder, `{"customer":"C","id":"O1","product":"oo-lite","licenses":1,"duration":"yearly"}`, "order:O1", true},
+		{CreateRenewalOrder, `{"parent":"O1","id":"R1"}`, "order:R1", true},
+		{CreateUser, `{"email":"Ann@Example.COM"}`, "user:ann@example.com", true},
+		{CancelOrder, `{"id":"O1"}`, "", true},
+		{SuspendOrder, `{"id":"O1"}`, "", true},
+		{ResumeOrder, `{"id":"O1"}`, "", true},
+		{UpdateOrder, `{"id":"O1","licenses":2}`, "", true},
+		{DeleteUser, `{"email":"ann@example.com"}`, "", true},
+		{ResetUser, `{"email":"ann@example.com"}`, "", false},
+		{GetCustomer, `{"id":"ABC"}`, "", false},
+		{GetOrder, `{"id":"O1"}`, "", false},
+	}
+	if len(cases) != len(Names()) {
+		t.Errorf("%d cases for %d methods", len(cases), len(Names()))
+	}
+	for _, c := range cases {
+		m, _ := Lookup(c.method)
+		p, err := DecodeParams(c.method, []byte(c.params))
+		if err != nil {
+			t.Fatalf("%s: %v", c.method, err)
+		}
+		if got := m.Key(p); got != c.key || m.Keyed() != c.keyed {
+			t.Errorf("%s: key %q keyed %v, want %q %v", c.method, got, m.Keyed(), c.key, c.keyed)
+		}
+	}
+}
