@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // fieldRules names the rule of each param, so that a value of the wrong JSON type
@@ -17,9 +21,15 @@ var fieldRules = map[string]string{
 	"product": ruleProduct, "licenses": ruleLicenses, "duration": ruleDuration,
 }
 
-// DecodeParams decodes and validates the params object of a method. Unknown
-// fields are ignored; a field of the wrong type or out of its rule is a 400
-// naming the field and the rule.
+// strictParams are the decoding rules of every params object (README,
+// "Decoding rules"): names match exactly, case included; a name the method
+// does not define is refused rather than ignored, so a misspelt optional field
+// is never silently dropped; a duplicate name and invalid UTF-8 are refused by
+// the decoder itself; an integer is a JSON integer (20, not 20.0, 2e1 or "20").
+var strictParams = jsonv2.RejectUnknownMembers(true)
+
+// DecodeParams decodes and validates the params object of a method: a field
+// of the wrong type, out of its rule or unknown is a 400 naming the field.
 func DecodeParams(method string, raw []byte) (Params, *Error) {
 	m, ok := Lookup(method)
 	if !ok {
@@ -31,8 +41,8 @@ func DecodeParams(method string, raw []byte) (Params, *Error) {
 		return nil, NewError(http.StatusBadRequest, CodeInvalidRequest, "params", "params must be a JSON object")
 	}
 	p := m.NewParams()
-	if err := json.Unmarshal(raw, p); err != nil {
-		return nil, paramsError(err)
+	if err := jsonv2.Unmarshal(raw, p, strictParams); err != nil {
+		return nil, paramsError(method, err)
 	}
 	if e := p.Validate(); e != nil {
 		return nil, e
@@ -40,21 +50,51 @@ func DecodeParams(method string, raw []byte) (Params, *Error) {
 	return p, nil
 }
 
-func paramsError(err error) *Error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		field := "params." + te.Field
-		if rule, ok := fieldRules[te.Field]; ok {
-			return InvalidParams(field, field+" "+rule)
+// paramsError names the field at fault in a decoding error of params.
+func paramsError(method string, err error) *Error {
+	var se *jsonv2.SemanticError
+	if errors.As(err, &se) {
+		name := FieldName(se.JSONPointer)
+		field := "params"
+		if name != "" {
+			field += "." + name
 		}
-		return InvalidParams(field, fmt.Sprintf("%s must not be a JSON %s", field, te.Value))
+		switch {
+		case errors.Is(se.Err, jsonv2.ErrUnknownName):
+			return InvalidParams(field, fmt.Sprintf("%s is not a param of %s (names are case-sensitive)", field, method))
+		case fieldRules[name] != "":
+			return InvalidParams(field, field+" "+fieldRules[name])
+		}
+		return InvalidParams(field, fmt.Sprintf("%s must not be a JSON %s", field, se.JSONKind))
+	}
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		field := "params"
+		if name := FieldName(syn.JSONPointer); name != "" {
+			field += "." + name
+		}
+		msg := fmt.Sprintf("%s is not valid JSON: %v", field, syn.Err)
+		if errors.Is(syn.Err, jsontext.ErrDuplicateName) {
+			msg = field + " appears twice; every name may appear once"
+		}
+		return NewError(http.StatusBadRequest, CodeInvalidJSON, field, msg)
 	}
 	return InvalidParams("params", "params could not be decoded: "+err.Error())
 }
 
+// FieldName turns a JSON pointer (/params/admin/email) into the dotted field
+// name of the API's messages (params.admin.email).
+func FieldName(p jsontext.Pointer) string {
+	var names []string
+	for tok := range p.Tokens() {
+		names = append(names, tok)
+	}
+	return strings.Join(names, ".")
+}
+
 // Canonical encodes validated params in their canonical form: the fields of the
-// typed struct in a fixed order, unknown fields dropped. The fingerprint of an
-// idempotent call and the command body are both this encoding.
+// typed struct in a fixed order. The fingerprint of an idempotent call and the
+// command body are both this encoding.
 func Canonical(p Params) []byte {
 	b, err := json.Marshal(p)
 	if err != nil {

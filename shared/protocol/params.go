@@ -3,6 +3,7 @@ package protocol
 import (
 	"net/mail"
 	"strings"
+	"unicode/utf8"
 )
 
 // Products a first order may name.
@@ -108,6 +109,7 @@ func (p *CreateCustomerParams) Validate() *Error {
 	if e := checkEmail("params.admin.email", p.Admin.Email); e != nil {
 		return e
 	}
+	p.Admin.Email = NormalizeEmail(p.Admin.Email)
 	if e := checkText("params.admin.phone", p.Admin.Phone, 0, MaxPhoneLen, rulePhone); e != nil {
 		return e
 	}
@@ -165,7 +167,7 @@ func (p *CreateUserParams) Validate() *Error {
 	if e := checkEmail("params.email", p.Email); e != nil {
 		return e
 	}
-	p.Email = strings.ToLower(p.Email)
+	p.Email = NormalizeEmail(p.Email)
 	return checkText("params.displayName", p.DisplayName, 0, MaxNameLen, ruleOptName)
 }
 
@@ -173,7 +175,7 @@ func (p *UserRef) Validate() *Error {
 	if e := checkEmail("params.email", p.Email); e != nil {
 		return e
 	}
-	p.Email = strings.ToLower(p.Email)
+	p.Email = NormalizeEmail(p.Email)
 	return nil
 }
 
@@ -193,15 +195,23 @@ func checkID(field, v string) *Error {
 }
 
 func checkText(field, v string, lo, hi int, rule string) *Error {
-	n := len([]rune(v))
+	if e := checkRunes(field, v); e != nil {
+		return e
+	}
+	n := utf8.RuneCountInString(v)
 	if n < lo || n > hi || (lo > 0 && strings.TrimSpace(v) == "") {
 		return InvalidParams(field, field+" "+rule)
 	}
 	return nil
 }
 
+// checkEmail accepts an address of printable ASCII (an internationalised
+// domain in its xn-- form) that net/mail reads back as itself.
 func checkEmail(field, v string) *Error {
-	if len(v) == 0 || len(v) > MaxEmailLen {
+	if e := checkRunes(field, v); e != nil {
+		return e
+	}
+	if len(v) == 0 || len(v) > MaxEmailLen || !isASCII(v) {
 		return InvalidParams(field, field+" "+ruleEmail)
 	}
 	a, err := mail.ParseAddress(v)
@@ -211,6 +221,20 @@ func checkEmail(field, v string) *Error {
 	}
 	return nil
 }
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// NormalizeEmail is the one spelling of an address the service keeps and
+// compares: lower case, so that Ann@Example.com and ann@example.com are one
+// user (SPEC section 2: emails compare case-insensitively).
+func NormalizeEmail(v string) string { return strings.ToLower(v) }
 
 func checkProduct(field, v string) *Error {
 	for _, p := range Products {

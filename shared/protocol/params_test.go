@@ -56,6 +56,31 @@ var decodeCases = []struct {
 	{GetCustomer, `null`, CodeInvalidRequest, "params", ""},
 	{GetCustomer, ``, CodeInvalidRequest, "params", ""},
 	{"dropTables", `{}`, CodeUnknownMethod, "method", ""},
+	// Strict decoding: exact names, no unknown or repeated ones, integers as integers.
+	{CreateCustomer, `{"ID":"A","name":"n","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.ID", "params.ID is not a param of createCustomer (names are case-sensitive)"},
+	{CreateCustomer, `{"id":"A","name":"n","admin":{"email":"a@example.com","Email":"b@example.com"}}`, CodeInvalidParams, "params.admin.Email", "not a param"},
+	{CreateCustomer, `{"id":"A","id":"B","name":"n","admin":{"email":"a@example.com"}}`, CodeInvalidJSON, "params.id", "params.id appears twice"},
+	{CreateFirstOrder, `{"customer":"C","id":"O","product":"oo-lite","licenses":20.0,"duration":"monthly"}`, CodeInvalidParams, "params.licenses", "must be an integer"},
+	{CreateFirstOrder, `{"customer":"C","id":"O","product":"oo-lite","licenses":2e1,"duration":"monthly"}`, CodeInvalidParams, "params.licenses", "must be an integer"},
+	{CreateFirstOrder, `{"customer":"C","id":"O","product":"oo-lite","licenses":1e400,"duration":"monthly"}`, CodeInvalidParams, "params.licenses", "must be an integer"},
+	{CreateFirstOrder, `{"customer":"C","id":"O","product":"oo-lite","licences":20,"duration":"monthly"}`, CodeInvalidParams, "params.licences", "not a param"},
+	{UpdateOrder, `{"id":"O","licenses":null}`, CodeInvalidParams, "params", "licenses, product or both"},
+	// Text: controls, invisible characters and invalid UTF-8 are refused by field.
+	{CreateCustomer, `{"id":"A","name":"A\u0000B","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.name", "found U+0000 at character 2"},
+	{CreateCustomer, `{"id":"A","name":"A\tB","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.name", "U+0009"},
+	{CreateCustomer, `{"id":"A","name":"A\u007fB","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.name", "U+007F"},
+	{CreateCustomer, `{"id":"A","name":"A\u0085B","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.name", "U+0085"},
+	{CreateCustomer, `{"id":"A","name":"Ann\u202eevil","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.name", "U+202E"},
+	{CreateCustomer, `{"id":"A","name":"A\u200bB","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.name", "U+200B"},
+	{CreateCustomer, `{"id":"A","name":"\ufeffA","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.name", "U+FEFF"},
+	{CreateCustomer, `{"id":"A","name":"A\ud800B","admin":{"email":"a@example.com"}}`, CodeInvalidJSON, "params.name", "surrogate"},
+	{CreateCustomer, "{\"id\":\"A\",\"name\":\"A\xffB\",\"admin\":{\"email\":\"a@example.com\"}}", CodeInvalidJSON, "params.name", "UTF-8"},
+	{CreateCustomer, `{"id":"A","name":"Zoë Ångström 株式会社","admin":{"email":"a@example.com","phone":"+49 30 1234","displayName":"Zoë"}}`, "", "", ""},
+	{CreateCustomer, `{"id":"A","name":"n","admin":{"email":"a@example.com","phone":"1\u200d2"}}`, CodeInvalidParams, "params.admin.phone", "U+200D"},
+	{CreateCustomer, `{"id":"A","name":"n","admin":{"email":"a@example.com","displayName":"\u2067x"}}`, CodeInvalidParams, "params.admin.displayName", "U+2067"},
+	{CreateUser, `{"email":"ann\u0000@example.com"}`, CodeInvalidParams, "params.email", "U+0000"},
+	{CreateUser, `{"email":"zoë@example.com"}`, CodeInvalidParams, "params.email", "must be an email"},
+	{CreateUser, `{"email":"ann@example.com","displayName":"A\u001bB"}`, CodeInvalidParams, "params.displayName", "U+001B"},
 }
 
 func TestDecodeParams(t *testing.T) {
@@ -80,7 +105,7 @@ func TestDecodeParams(t *testing.T) {
 
 func TestCanonicalIsStable(t *testing.T) {
 	t.Parallel()
-	a, _ := DecodeParams(CreateCustomer, []byte(`{"name":"N","admin":{"displayName":"D","email":"a@example.com"},"id":"X","extra":1}`))
+	a, _ := DecodeParams(CreateCustomer, []byte(`{"name":"N","admin":{"displayName":"D","email":"a@example.com"},"id":"X"}`))
 	b, _ := DecodeParams(CreateCustomer, []byte(`{"id":"X","admin":{"email":"a@example.com","displayName":"D"},"name":"N"}`))
 	if string(Canonical(a)) != string(Canonical(b)) {
 		t.Fatalf("canonical forms differ:\n%s\n%s", Canonical(a), Canonical(b))
