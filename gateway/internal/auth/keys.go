@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/oneoffice/provisioner/shared/store"
@@ -62,8 +61,5 @@ func RevokeKey(ctx context.Context, db *pgxpool.Pool, key string) error {
 func LookupKey(ctx context.Context, db *pgxpool.Pool, h [32]byte) (int64, error) {
 	var partner int64
 	err := db.QueryRow(ctx, `SELECT partner_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&partner)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, store.ErrNotFound
-	}
-	return partner, err
+	return partner, store.NoRows(err)
 }

@@ -8,11 +8,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/store"
 )
 
 // Customer inserts are grouped: while a statement runs, the createCustomer
@@ -172,7 +172,7 @@ func insertCustomer(ctx context.Context, db *pgxpool.Pool, n *newCustomer) (Cust
 	p := n.params
 	cust, _, err := scanCustomer(db.QueryRow(ctx, insertCustomerSQL,
 		n.partner, p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, n.path, n.fp, n.now))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, store.ErrNotFound) {
 		return cust, false, nil
 	}
 	return cust, err == nil, err

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/store"
 )
 
 // Customer is the createCustomer/getCustomer response (SPEC section 2).
@@ -37,9 +38,9 @@ func scanCustomer(row pgx.Row) (Customer, string, error) {
 		&c.Admin.Email, &c.Admin.Phone, &c.Admin.DisplayName, &fp)
 	c.CreatedAt = created.Unix()
 	if fp == nil {
-		return c, "", err
+		return c, "", store.NoRows(err)
 	}
-	return c, *fp, err
+	return c, *fp, store.NoRows(err)
 }
 
 // createCustomer makes the tenant's storage first, then inserts its row in one
@@ -85,7 +86,7 @@ func (s *Service) getCustomer(ctx context.Context, c *call) (any, error) {
 	id := c.params.(*protocol.CustomerRef).ID
 	cust, _, err := scanCustomer(s.db.QueryRow(ctx, `SELECT `+customerColumns+`
 		FROM tenants WHERE partner_id = $1 AND remote_id = $2`, c.partner, id))
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound(protocol.CodeCustomerNotFound, "params.id", "customer", id)
 	}
 	return cust, err

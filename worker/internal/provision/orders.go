@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/store"
 )
 
 // Order is the response of every order method (SPEC section 2). ID is the
@@ -63,7 +65,7 @@ func scanOrder(row pgx.Row) (*orderRow, error) {
 	err := row.Scan(&r.pk, &o.ID, &o.Customer, &o.Product, &o.Licenses, &o.Duration,
 		&r.status, &r.termStart, &r.termEnd, &r.created, &r.updated, &r.fp, &renewals)
 	if err != nil {
-		return nil, err
+		return nil, store.NoRows(err)
 	}
 	if err := json.Unmarshal(renewals, &o.Renewals); err != nil {
 		return nil, fmt.Errorf("decode renewals: %w", err)
@@ -101,21 +103,21 @@ func (s *Service) loadOrder(ctx context.Context, q querier, c *call, field, id s
 		sql += " FOR UPDATE OF o"
 	}
 	r, err := scanOrder(q.QueryRow(ctx, sql, c.partner, id))
-	if !errors.Is(err, pgx.ErrNoRows) {
+	if !errors.Is(err, store.ErrNotFound) {
 		return r, err
 	}
 	var parent string
-	err = q.QueryRow(ctx, `SELECT o.remote_id FROM renewals r JOIN orders o ON o.id = r.order_id
-		WHERE r.partner_id = $1 AND r.remote_id = $2`, c.partner, id).Scan(&parent)
+	err = store.NoRows(q.QueryRow(ctx, `SELECT o.remote_id FROM renewals r JOIN orders o ON o.id = r.order_id
+		WHERE r.partner_id = $1 AND r.remote_id = $2`, c.partner, id).Scan(&parent))
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
+	case errors.Is(err, store.ErrNotFound):
 		return nil, notFound(protocol.CodeOrderNotFound, field, "order", id)
 	case err != nil:
 		return nil, err
 	case resolve:
 		return s.loadOrder(ctx, q, c, field, parent, lock, false)
 	}
-	return nil, protocol.NewError(422, protocol.CodeNotAFirstOrder, field,
+	return nil, protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeNotAFirstOrder, field,
 		fmt.Sprintf("%s %q is a renewal of order %q; name the first order", field, id, parent))
 }
 
@@ -132,9 +134,9 @@ func (s *Service) createFirstOrder(ctx context.Context, c *call) (any, error) {
 	var out Order
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var tenant int64
-		err := tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND remote_id = $2`,
-			c.partner, p.Customer).Scan(&tenant)
-		if errors.Is(err, pgx.ErrNoRows) {
+		err := store.NoRows(tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND remote_id = $2`,
+			c.partner, p.Customer).Scan(&tenant))
+		if errors.Is(err, store.ErrNotFound) {
 			return notFound(protocol.CodeCustomerNotFound, "params.customer", "customer", p.Customer)
 		}
 		if err != nil {
@@ -178,7 +180,7 @@ func (s *Service) existingOrder(ctx context.Context, tx pgx.Tx, c *call, id stri
 	if err == nil && r.fp == c.fp {
 		return r.view(c.now), nil
 	}
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return Order{}, err
 	}
 	return Order{}, conflict(protocol.CodeAlreadyExists, "params.id",
@@ -206,7 +208,7 @@ func (s *Service) createRenewalOrder(ctx context.Context, c *call) (any, error) 
 		start, tooEarly := RenewalCheck(c.now, r.termEnd, s.cfg.RenewalWindow)
 		if tooEarly {
 			days := int(s.cfg.RenewalWindow.Hours() / 24)
-			return protocol.NewError(422, protocol.CodeRenewalTooEarly, "params.parent", fmt.Sprintf(
+			return protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeRenewalTooEarly, "params.parent", fmt.Sprintf(
 				"order %q can be renewed from %d days before its termEnd (%s); it has %.1f days left",
 				p.Parent, days, r.termEnd.Format(time.RFC3339), r.termEnd.Sub(c.now).Hours()/24))
 		}
@@ -232,9 +234,9 @@ func (s *Service) createRenewalOrder(ctx context.Context, c *call) (any, error) 
 // order is the same call again (its effect holds), anything else is a 409.
 func (s *Service) existingRenewal(ctx context.Context, tx pgx.Tx, c *call, r *orderRow, id string, out *Order) error {
 	var orderPK int64
-	err := tx.QueryRow(ctx, `SELECT order_id FROM renewals WHERE partner_id = $1 AND remote_id = $2`,
-		c.partner, id).Scan(&orderPK)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	err := store.NoRows(tx.QueryRow(ctx, `SELECT order_id FROM renewals WHERE partner_id = $1 AND remote_id = $2`,
+		c.partner, id).Scan(&orderPK))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	if err == nil && orderPK == r.pk {

@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/store"
 )
 
 // ResetTokenTTL is how long a password reset token stays valid.
@@ -30,12 +32,12 @@ type User struct {
 func (s *Service) consumerTenant(ctx context.Context, tx pgx.Tx, partner int64) (int64, error) {
 	rel := tenantPath(partner, "consumer")
 	var id int64
-	err := tx.QueryRow(ctx, `INSERT INTO tenants (partner_id, kind, name, storage_path)
+	err := store.NoRows(tx.QueryRow(ctx, `INSERT INTO tenants (partner_id, kind, name, storage_path)
 		VALUES ($1, 'consumer', 'Consumers', $2)
-		ON CONFLICT (partner_id) WHERE kind = 'consumer' DO NOTHING RETURNING id`, partner, rel).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
+		ON CONFLICT (partner_id) WHERE kind = 'consumer' DO NOTHING RETURNING id`, partner, rel).Scan(&id))
+	if errors.Is(err, store.ErrNotFound) {
 		err = tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer'`, partner).Scan(&id)
-		return id, err
+		return id, store.NoRows(err)
 	}
 	if err != nil {
 		return 0, err
@@ -55,13 +57,13 @@ func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
 		var fp string
 		// A separate SELECT after an insert that did nothing sees the row that a
 		// racing transaction committed meanwhile.
-		err = tx.QueryRow(ctx, `INSERT INTO users (tenant_id, email, display_name, request_fp, created_at)
+		err = store.NoRows(tx.QueryRow(ctx, `INSERT INTO users (tenant_id, email, display_name, request_fp, created_at)
 			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, email) DO NOTHING
 			RETURNING display_name, created_at, request_fp`,
-			tenant, p.Email, p.DisplayName, c.fp, c.now).Scan(&u.DisplayName, &created, &fp)
-		if errors.Is(err, pgx.ErrNoRows) {
-			err = tx.QueryRow(ctx, `SELECT display_name, created_at, request_fp FROM users
-				WHERE tenant_id = $1 AND email = $2`, tenant, p.Email).Scan(&u.DisplayName, &created, &fp)
+			tenant, p.Email, p.DisplayName, c.fp, c.now).Scan(&u.DisplayName, &created, &fp))
+		if errors.Is(err, store.ErrNotFound) {
+			err = store.NoRows(tx.QueryRow(ctx, `SELECT display_name, created_at, request_fp FROM users
+				WHERE tenant_id = $1 AND email = $2`, tenant, p.Email).Scan(&u.DisplayName, &created, &fp))
 		}
 		if err != nil {
 			return err
@@ -92,6 +94,8 @@ func (s *Service) deleteUser(ctx context.Context, c *call) (any, error) {
 func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
 	email := c.params.(*protocol.UserRef).Email
 	var raw [32]byte
+	// crypto/rand.Read never returns an error: it crashes the program instead
+	// when the system's random source fails.
 	rand.Read(raw[:])
 	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := sha256.Sum256([]byte(token))
@@ -103,7 +107,7 @@ func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	if tag.RowsAffected() == 0 {
-		return nil, protocol.NewError(404, protocol.CodeUserNotFound, "params.email",
+		return nil, protocol.NewError(http.StatusNotFound, protocol.CodeUserNotFound, "params.email",
 			fmt.Sprintf("user %q does not exist", email))
 	}
 	return struct {
