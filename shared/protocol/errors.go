@@ -22,6 +22,8 @@ const (
 	CodeRequestInProgress    = "request_in_progress"
 	CodeOrderCancelled       = "order_cancelled"
 	CodeBodyTooLarge         = "body_too_large"
+	CodeUnsupportedEncoding  = "unsupported_encoding"
+	CodeHeadersTooLarge      = "headers_too_large"
 	CodeRenewalTooEarly      = "renewal_too_early"
 	CodeIdempotencyKeyReused = "idempotency_key_reused"
 	CodeNotAFirstOrder       = "not_a_first_order"

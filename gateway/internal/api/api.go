@@ -7,6 +7,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -26,6 +27,14 @@ import (
 const (
 	BodyLimit     = 64 << 10
 	hardBodyLimit = 1 << 20
+)
+
+// Header limits: the request line and headers must fit in HeaderBytes (431
+// beyond, from the HTTP server), and a call may carry at most MaxHeaders
+// headers (431 from the handler).
+const (
+	HeaderBytes = 8 << 10
+	MaxHeaders  = 64
 )
 
 // Server timeouts: a slow client cannot pin a connection.
@@ -57,14 +66,16 @@ func New(d Deps) *fiber.App {
 	app := fiber.New(fiber.Config{
 		AppName:               "oneoffice-gateway",
 		BodyLimit:             hardBodyLimit,
+		ReadBufferSize:        HeaderBytes,
 		ReadTimeout:           ReadTimeout,
 		WriteTimeout:          WriteTimeout,
 		IdleTimeout:           IdleTimeout,
 		DisableStartupMessage: true,
 		ErrorHandler:          h.fiberError,
 	})
-	app.Get("/", h.serve)
-	app.Post("/", h.serve)
+	// Add, not Get: Fiber's Get also routes HEAD, which is a 405 here.
+	app.Add(fiber.MethodGet, "/", h.serve)
+	app.Add(fiber.MethodPost, "/", h.serve)
 	app.Use(func(c *fiber.Ctx) error {
 		status, code := http.StatusNotFound, protocol.CodeNotFound
 		msg := "the API has one endpoint, /, called with GET or POST"
@@ -85,12 +96,21 @@ func (h *handler) fiberError(c *fiber.Ctx, err error) error {
 	if errors.As(err, &fe) {
 		e.Status, e.Message = fe.Code, strings.ToLower(fe.Message[:1])+fe.Message[1:]
 		e.Code = protocol.CodeInvalidRequest
-		if fe.Code == http.StatusRequestEntityTooLarge {
+		switch fe.Code {
+		case http.StatusRequestEntityTooLarge:
 			e = tooLarge()
+		case http.StatusRequestHeaderFieldsTooLarge:
+			e.Code = protocol.CodeHeadersTooLarge
+			e.Message = fmt.Sprintf("the request line and headers are larger than the %d KiB limit", HeaderBytes>>10)
 		}
 	}
 	h.Metrics.count("unknown", e.Status)
 	return sendError(c, requestID(c), e)
+}
+
+func internalError() *protocol.Error {
+	return protocol.NewError(http.StatusInternalServerError, protocol.CodeInternal, "",
+		"the call failed inside the service; quote the request id when you report it")
 }
 
 func tooLarge() *protocol.Error {
@@ -102,7 +122,9 @@ func sendError(c *fiber.Ctx, rid string, e *protocol.Error) error {
 	return send(c, e.Status, e.Body(rid))
 }
 
+// send writes every answer of the API, errors included: none may be cached.
 func send(c *fiber.Ctx, status int, body []byte) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(status).Send(body)
 }

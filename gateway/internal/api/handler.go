@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -28,17 +30,28 @@ type call struct {
 	traceparent       string
 }
 
-func (h *handler) serve(c *fiber.Ctx) error {
+func (h *handler) serve(c *fiber.Ctx) (err error) {
 	start := time.Now()
 	h.Metrics.inFlight.Inc()
 	cl := &call{rid: requestID(c), method: "unknown"}
-	status, err := h.handle(c, cl)
-	h.Metrics.inFlight.Dec()
-	elapsed := time.Since(start)
-	h.Metrics.observe(cl.method, status, elapsed.Seconds())
-	h.Log.InfoContext(c.UserContext(), "request", "request_id", cl.rid, "partner", cl.partner,
-		"method", cl.method, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
-		"idempotency", cl.idem, "traceparent", cl.traceparent)
+	status := http.StatusInternalServerError
+	defer func() {
+		// A panic anywhere in a call is that call's 500, with its request id;
+		// the process and every other call go on.
+		if r := recover(); r != nil {
+			h.Metrics.panics.Inc()
+			h.Log.ErrorContext(c.UserContext(), "panic answering a call", "request_id", cl.rid,
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			status, err = http.StatusInternalServerError, sendError(c, cl.rid, internalError())
+		}
+		h.Metrics.inFlight.Dec()
+		elapsed := time.Since(start)
+		h.Metrics.observe(cl.method, status, elapsed.Seconds())
+		h.Log.InfoContext(c.UserContext(), "request", "request_id", cl.rid, "partner", cl.partner,
+			"method", cl.method, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
+			"idempotency", cl.idem, "traceparent", cl.traceparent)
+	}()
+	status, err = h.handle(c, cl)
 	return err
 }
 
@@ -66,10 +79,15 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 		return fail(protocol.NewError(http.StatusTooManyRequests, protocol.CodeRateLimited, "",
 			"too many calls for this API key; retry after the Retry-After seconds"))
 	}
-	if len(c.Body()) > BodyLimit {
-		return fail(tooLarge())
+	if n := c.Request().Header.Len(); n > MaxHeaders {
+		return fail(protocol.NewError(http.StatusRequestHeaderFieldsTooLarge, protocol.CodeHeadersTooLarge, "",
+			fmt.Sprintf("the call has %d headers; at most %d are accepted", n, MaxHeaders)))
 	}
-	method, raw, perr := parseEnvelope(c.Body())
+	body, perr := readBody(c)
+	if perr != nil {
+		return fail(perr)
+	}
+	method, raw, perr := parseEnvelope(body)
 	if method != nil {
 		cl.method = method.Name
 	}
@@ -182,8 +200,12 @@ func apiKey(c *fiber.Ctx) string {
 }
 
 // requestID returns the partner's X-Request-Id (1-128 printable ASCII) or a
-// new one, and sets it on the response.
+// new one, and sets it on the response. A call has one request id, however
+// many times it is asked for.
 func requestID(c *fiber.Ctx) string {
+	if rid, ok := c.Locals(ridKey{}).(string); ok {
+		return rid
+	}
 	rid := c.Get(fiber.HeaderXRequestID)
 	if rid == "" || len(rid) > 128 || !printable(rid) {
 		rid = uuid.NewString()
@@ -191,8 +213,12 @@ func requestID(c *fiber.Ctx) string {
 		rid = strings.Clone(rid)
 	}
 	c.Set(fiber.HeaderXRequestID, rid)
+	c.Locals(ridKey{}, rid)
 	return rid
 }
+
+// ridKey holds the call's request id among the Fiber context's locals.
+type ridKey struct{}
 
 func validIdemKey(k string) bool { return len(k) <= 255 && printable(k) }
 

@@ -19,6 +19,7 @@ type Metrics struct {
 	idempotency *prometheus.CounterVec
 	authFail    *prometheus.CounterVec
 	rateLimited prometheus.Counter
+	panics      prometheus.Counter
 }
 
 // Latency buckets fitted to this service: a call is a few milliseconds through
@@ -57,6 +58,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rateLimited: f.NewCounter(prometheus.CounterOpts{
 			Name: "oneoffice_rate_limited_total",
 			Help: "Calls refused 429 by the per-key rate limit.",
+		}),
+		panics: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_http_panics_total",
+			Help: "API calls whose handling panicked; each was answered 500 internal and the process went on.",
 		}),
 	}
 	for _, method := range append([]string{"unknown"}, protocol.Names()...) {
