@@ -27,9 +27,9 @@ func refusedRune(s string) (r rune, at int, bad bool) {
 func invisible(r rune) bool {
 	switch {
 	case r >= 0x200b && r <= 0x200f, // zero-width space, non-joiner, joiner; LRM, RLM
-		r >= 0x2028 && r <= 0x202e, // line and paragraph separators; LRE, RLE, PDF, LRO, RLO
-		r >= 0x2060 && r <= 0x2064, // word joiner and invisible operators
-		r >= 0x2066 && r <= 0x2069, // LRI, RLI, FSI, PDI
+		r >= 0x2028 && r <= 0x202e,            // line and paragraph separators; LRE, RLE, PDF, LRO, RLO
+		r >= 0x2060 && r <= 0x2064,            // word joiner and invisible operators
+		r >= 0x2066 && r <= 0x2069,            // LRI, RLI, FSI, PDI
 		r == 0x061c, r == 0xfeff, r == 0x180e: // Arabic letter mark, BOM, Mongolian vowel separator
 		return true
 	}
