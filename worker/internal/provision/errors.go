@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,14 +27,17 @@ func IsTransient(err error) bool {
 		}
 		return pgErr.Code == "40001" || pgErr.Code == "40P01"
 	}
+	// A connection the driver has closed (its socket broke, or a cancelled
+	// query made it give the connection up) fails every later use with
+	// pgconn.ErrConnClosed; the pool then opens a new one for the retry.
 	var connErr *pgconn.ConnectError
 	var opErr *net.OpError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), pgconn.SafeToRetry(err), pgconn.Timeout(err),
-		errors.As(err, &connErr), errors.As(err, &opErr),
+		errors.Is(err, pgconn.ErrConnClosed), errors.As(err, &connErr), errors.As(err, &opErr),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE):
 		return true
 	}
-	return strings.Contains(err.Error(), "conn closed")
+	return false
 }
