@@ -1,6 +1,7 @@
 // Package app wires the gateway: database (keys), Redis (idempotency), the RPC
-// client, the HTTP API and the admin port; Serve runs them until ctx ends and
-// then tears them down in reverse order.
+// client, the HTTP API and the admin port; Serve runs them until ctx ends,
+// drains the calls in flight, and then tears the rest down in reverse order
+// under a time limit.
 package app
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -19,11 +21,21 @@ import (
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/deps"
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/lifecycle"
 )
 
-// Serve runs the gateway until ctx ends.
-func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// teardownTimeout bounds closing what Serve opened, after the calls in flight
+// have drained for up to ShutdownTimeout. Only connections are left to close
+// by then, which takes milliseconds, so a close still running after this long
+// is stuck and the process exits without it.
+const teardownTimeout = 5 * time.Second
+
+// Serve runs the gateway until ctx ends. It returns the error that stopped
+// it joined with any error of the teardown.
+func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	log.InfoContext(ctx, "starting gateway", "config", cfg)
+	var closers lifecycle.Closers
+	defer func() { err = errors.Join(err, closers.Close(teardownTimeout)) }()
 	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, 4, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -31,19 +43,21 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return err
 	}
-	defer db.Close()
+	closers.Push("database", lifecycle.NoError(db.Close))
 	rdb, err := deps.OpenRedis(cfg.RedisURL, 0)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	closers.Push("redis", lifecycle.NoContext(rdb.Close))
 
 	reg := admin.NewRegistry()
 	client := rpc.New(cfg.AMQPURL, log, rpc.NewMetrics(reg))
+	// The RPC client outlives ctx: calls draining at shutdown still need
+	// their replies, so it stops only in the teardown.
 	rpcCtx, stopRPC := context.WithCancel(context.WithoutCancel(ctx))
 	rpcDone := make(chan struct{})
 	go func() { client.Run(rpcCtx); close(rpcDone) }()
-	defer func() { stopRPC(); <-rpcDone }()
+	closers.Push("rpc client", lifecycle.NoError(func() { stopRPC(); <-rpcDone }))
 
 	checks := []admin.Check{
 		{Name: "database", Ping: db.Ping},
@@ -55,7 +69,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	go adm.Serve(log)
-	defer adm.Stop(context.Background())
+	closers.Push("admin server", adm.Stop)
 
 	httpApp := api.New(api.Deps{
 		Auth:       auth.NewCache(lookup(db)),

@@ -1,6 +1,7 @@
 // Package app wires a worker: database, Redis, the provisioning service and the
-// consume loop, plus the admin port. Run consumes until ctx ends, drains, and
-// tears down in reverse order.
+// consume loop, plus the admin port. Run consumes until ctx ends, drains the
+// commands in flight, and tears down the rest in reverse order under a time
+// limit.
 package app
 
 import (
@@ -14,13 +15,23 @@ import (
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/deps"
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/lifecycle"
 	"github.com/oneoffice/provisioner/worker/internal/consumer"
 	"github.com/oneoffice/provisioner/worker/internal/provision"
 )
 
-// Run runs the worker until ctx ends.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// teardownTimeout bounds closing what Run opened, after the consumer has
+// drained for up to ShutdownTimeout. Only connections are left to close by
+// then, which takes milliseconds, so a close still running after this long is
+// stuck and the process exits without it.
+const teardownTimeout = 5 * time.Second
+
+// Run runs the worker until ctx ends. It returns the error that stopped it
+// joined with any error of the teardown.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	log.InfoContext(ctx, "starting worker", "config", cfg)
+	var closers lifecycle.Closers
+	defer func() { err = errors.Join(err, closers.Close(teardownTimeout)) }()
 	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns), log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -28,12 +39,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return err
 	}
-	defer db.Close()
+	closers.Push("database", lifecycle.NoError(db.Close))
 	rdb, err := deps.OpenRedis(cfg.RedisURL, cfg.WorkerConcurrency+2)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
+	closers.Push("redis", lifecycle.NoContext(rdb.Close))
 
 	reg := admin.NewRegistry()
 	m := consumer.NewMetrics(reg, cfg.WorkerConcurrency)
@@ -53,7 +64,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	go adm.Serve(log)
-	defer adm.Stop(context.Background())
+	closers.Push("admin server", adm.Stop)
 
 	svc := provision.New(db, provision.Config{
 		StorageRoot:   cfg.StorageRoot,
