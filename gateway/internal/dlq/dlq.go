@@ -4,6 +4,7 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -46,9 +47,15 @@ func Replay(ctx context.Context, url string, limit int, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-			d.Nack(false, true)
-			return fmt.Errorf("replay not confirmed: %v", err)
+		ok, err := dc.WaitContext(ctx)
+		if err == nil && !ok {
+			err = errNotConfirmed
+		}
+		if err != nil {
+			// A failed nack changes nothing: the message is unacked, so
+			// closing the channel puts it back in the DLQ all the same.
+			_ = d.Nack(false, true)
+			return fmt.Errorf("replay not confirmed: %w", err)
 		}
 		n++
 		return d.Ack(false)
@@ -57,13 +64,23 @@ func Replay(ctx context.Context, url string, limit int, w io.Writer) error {
 	return err
 }
 
+// errNotConfirmed is a replay the broker refused with a negative confirm.
+var errNotConfirmed = errors.New("the broker nacked the publish")
+
 // each hands up to limit DLQ messages to fn on a confirm-mode channel.
-func each(ctx context.Context, url string, limit int, fn func(*amqp.Channel, amqp.Delivery) error) error {
+func each(ctx context.Context, url string, limit int, fn func(*amqp.Channel, amqp.Delivery) error) (err error) {
 	conn, err := amqp.Dial(url)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	// A clean close tells that the broker took every ack sent before it; a
+	// failed one is reported, as messages already replayed may then still be
+	// in the DLQ and be replayed again.
+	defer func() {
+		if cerr := conn.Close(); cerr != nil && !errors.Is(cerr, amqp.ErrClosed) {
+			err = errors.Join(err, fmt.Errorf("close: %w", cerr))
+		}
+	}()
 	ch, err := conn.Channel()
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -58,7 +59,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.setConnected(true)
 		err = c.session(ctx, conn)
 		c.setConnected(false)
-		conn.Close()
+		c.closeConn(ctx, conn)
 		if ctx.Err() != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 			for d := range deliveries {
 				out.settle.start()
 				if ctx.Err() != nil {
-					out.settle.reject(&d, true) // stopping: prefetched, not started
+					c.requeue(ctx, &d, out) // stopping: prefetched, not started
 					continue
 				}
 				c.process(work, &d, out)
@@ -121,11 +122,30 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 		lost = fmt.Errorf("channel closed: %v", e)
 	}
 	// Cancelling the consumer closes deliveries, which ends the pool once the
-	// commands in flight are done.
-	ch.Cancel(tag, false)
-	c.drain(&wg, func() { cancelWork(); ch.Close() })
+	// commands in flight are done. If the cancel fails the pool still ends:
+	// a channel that is gone has closed deliveries already, and drain closes
+	// the channel at its timeout otherwise.
+	if err := ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp.ErrClosed) {
+		c.log.WarnContext(ctx, "cancelling the consumer failed", "error", err)
+	}
+	c.drain(&wg, func() {
+		cancelWork()
+		if err := ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+			c.log.WarnContext(ctx, "closing the channel failed", "error", err)
+		}
+	})
 	out.settle.flush()
 	return lost
+}
+
+// closeConn closes a connection the consumer is done with. A connection that
+// is already gone (amqp.ErrClosed, the usual case after a lost session) needs
+// nothing more; any other failure is logged, since the broker will notice the
+// dead socket and requeue what was not acked either way.
+func (c *Consumer) closeConn(ctx context.Context, conn *amqp.Connection) {
+	if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+		c.log.WarnContext(ctx, "closing the broker connection failed", "error", err)
+	}
 }
 
 // ackFlushAfter bounds how long a finished command's ack is held back.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 	"time"
 
@@ -40,7 +41,7 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		out.settle.reject(d, true)
+		c.requeue(ctx, d, out)
 		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
 		log.WarnContext(ctx, "command requeued at shutdown")
 		return
@@ -49,7 +50,7 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
 		return
 	}
 	if err := c.storeResult(ctx, &cmd, res); err != nil {
-		out.settle.reject(d, true)
+		c.requeue(ctx, d, out)
 		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
 		return
 	}
@@ -58,7 +59,7 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
 	elapsed := time.Since(start)
 	c.m.duration.WithLabelValues(cmd.Method).Observe(elapsed.Seconds())
 	outcome := OutcomeOK
-	if res.Status >= 300 {
+	if res.Status >= http.StatusMultipleChoices { // anything but a 2xx is a refusal
 		outcome = OutcomeRejected
 	}
 	c.m.commands.WithLabelValues(cmd.Method, outcome).Inc()
@@ -121,7 +122,7 @@ func (c *Consumer) storeResult(ctx context.Context, cmd *protocol.Command, res p
 		return nil
 	}
 	r := idempotency.Result{Status: res.Status, Body: res.Body}
-	release := res.Status >= 300 && idempotency.Derived(cmd.IdemKey)
+	release := res.Status >= http.StatusMultipleChoices && idempotency.Derived(cmd.IdemKey)
 	return backoff.Retry(func() error {
 		var err error
 		if release {
@@ -155,6 +156,15 @@ func (c *Consumer) reply(ctx context.Context, d *amqp.Delivery, ch *amqp.Channel
 	// The result is already stored, so a reply lost here costs the partner a 202.
 	if err := ch.PublishWithContext(ctx, "", d.ReplyTo, false, false, res.ReplyPublishing(d.CorrelationId)); err != nil {
 		log.WarnContext(ctx, "reply not sent", "error", err)
+	}
+}
+
+// requeue gives d back to the queue, for this worker or another. A failed
+// nack is only logged: it means the channel is failing, and the broker
+// requeues every unsettled delivery of a channel when it closes.
+func (c *Consumer) requeue(ctx context.Context, d *amqp.Delivery, out *outbox) {
+	if err := out.settle.reject(d, true); err != nil {
+		c.log.WarnContext(ctx, "requeue failed; the broker will redeliver", "error", err)
 	}
 }
 
