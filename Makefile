@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 K6_VERSION := v1.8.1
 
-.PHONY: help build services migrate run test smoke load bench prom-check fmt vet clean
+.PHONY: help build services migrate run test smoke load bench fuzz prom-check fmt vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,17 @@ load: services ## k6 load test against an isolated stack (builds k6 into bin/ if
 
 bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request
 	. scripts/lib/godebug.sh && $(GO) run ./scripts/bench $(BENCH_FLAGS)
+
+# Fuzz targets, package:name. Each runs FUZZTIME; a crash is written to the
+# package's testdata/fuzz/ as a new corpus entry, which `make test` replays.
+FUZZTIME ?= 5m
+FUZZ_TARGETS := ./gateway/internal/api:FuzzParseEnvelope ./shared/protocol:FuzzDecodeParams ./shared/protocol:FuzzDecodeCommand
+
+fuzz: ## run every fuzz target for FUZZTIME (default 5m; CI runs a few seconds each)
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 prom-check: services ## promtool checks, then every dashboard query and alert against a real Prometheus
 	bash scripts/prom-check.sh
