@@ -118,18 +118,6 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// Mask hides the password of a URL.
-func Mask(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
-
 type parser struct {
 	getenv func(string) string
 	errs   []error
