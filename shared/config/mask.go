@@ -110,8 +110,9 @@ func maskUserinfo(s string) string {
 
 // setting matches a secret key=value setting of a DSN, or of the query of a
 // URL that did not parse: the value runs to the next blank, or is quoted the
-// way libpq quotes it (a quote inside doubled or after a backslash). An unquoted value in a query thus
-// takes the rest of the query with it, which masks more, never less.
+// way libpq quotes it (a quote inside doubled or after a backslash). An
+// unquoted value in a query thus takes the rest of the query with it, which
+// masks more, never less.
 var setting = regexp.MustCompile(`(?i)([A-Za-z0-9_.-]*(?:pass|pwd|secret|token|auth|key)[A-Za-z0-9_.-]*\s*=\s*)('(?:[^'\\]|\\.|'')*'?|"[^"]*"?|\S*)`)
 
 func maskSettings(s string) string {
