@@ -12,6 +12,8 @@ const (
 	CodeUnknownMethod        = "unknown_method"
 	CodeInvalidParams        = "invalid_params"
 	CodeUnauthorized         = "unauthorized"
+	CodeBadSignature         = "bad_signature"
+	CodeReplayedRequest      = "replayed_request"
 	CodeNotFound             = "not_found"
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeCustomerNotFound     = "customer_not_found"
