@@ -63,15 +63,19 @@ func Declare(ch *amqp.Channel) error {
 	return nil
 }
 
-// Dial connects to the broker and declares the topology, retrying with
-// exponential backoff until it succeeds or ctx ends.
+// Dial connects to one node of url, which names one broker or, comma-separated,
+// the nodes of a cluster (see Nodes), and declares the topology. Each attempt
+// tries every node once, in a new random order, so that clients spread over
+// the cluster and a lost node is passed over; attempts are retried with
+// exponential backoff until one succeeds or ctx ends.
 func Dial(ctx context.Context, url string, log *slog.Logger) (*amqp.Connection, error) {
+	nodes := Nodes(url)
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 100 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = 0
 	return backoff.RetryWithData(func() (*amqp.Connection, error) {
-		conn, err := dialOnce(url)
+		conn, err := dialAny(shuffled(nodes), log)
 		if err != nil {
 			log.WarnContext(ctx, "broker unreachable, retrying", "error", err)
 		}
@@ -79,10 +83,10 @@ func Dial(ctx context.Context, url string, log *slog.Logger) (*amqp.Connection, 
 	}, backoff.WithContext(b, ctx))
 }
 
-func dialOnce(url string) (*amqp.Connection, error) {
+func dialOnce(url string, timeout time.Duration) (*amqp.Connection, error) {
 	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US",
 		Dial: func(network, addr string) (net.Conn, error) {
-			c, err := amqp.DefaultDial(30*time.Second)(network, addr)
+			c, err := amqp.DefaultDial(timeout)(network, addr)
 			if err != nil {
 				return nil, err
 			}
