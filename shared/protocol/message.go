@@ -64,13 +64,33 @@ func (c *Command) Publishing(correlationID, replyTo string) amqp.Publishing {
 	}
 }
 
-// ErrBadMessage marks a message that cannot be decoded into a command.
-var ErrBadMessage = errors.New("bad command message")
+// MaxBody is the largest command body, in bytes: the gateway's request body
+// limit (SPEC section 1, 413 beyond). A command carries the canonical params
+// of a call that fit in it, whose fields are bounded far below it, so a larger
+// body did not come from a gateway and is not even decoded.
+const MaxBody = 64 << 10
 
-// DecodeCommand reads a command from a delivery, trusting nothing: every header
-// is type-checked and the method must be known. The params are not validated here.
+var (
+	// ErrBadMessage marks a message that cannot be decoded into a command.
+	ErrBadMessage = errors.New("bad command message")
+	// ErrUntrusted marks a message that decodes but does not hold together:
+	// a body larger than any call, idempotency headers in part, or (checked
+	// by the worker against the decoded params) a key or fingerprint that is
+	// not the call's. No gateway sends one, so it is refused, never run.
+	ErrUntrusted = errors.New("untrusted command message")
+)
+
+// DecodeCommand reads a command from a delivery, trusting nothing: the body is
+// bounded, every header is type-checked, the method must be known, and the
+// idempotency headers come all together or not at all. The params are not
+// validated here, nor the key and fingerprint against them: that needs the
+// idempotency rules, which the worker applies next.
 func DecodeCommand(d *amqp.Delivery) (Command, error) {
-	c := Command{Method: d.Type, Params: d.Body, Timestamp: d.Timestamp}
+	c := Command{Method: d.Type, Timestamp: d.Timestamp}
+	if len(d.Body) > MaxBody {
+		return c, fmt.Errorf("%w: body of %d bytes, over the %d bytes of any call", ErrUntrusted, len(d.Body), MaxBody)
+	}
+	c.Params = d.Body
 	if !Known(c.Method) {
 		return c, fmt.Errorf("%w: unknown method %q", ErrBadMessage, c.Method)
 	}
@@ -79,12 +99,41 @@ func DecodeCommand(d *amqp.Delivery) (Command, error) {
 		return c, fmt.Errorf("%w: header %s missing or not an int64", ErrBadMessage, HeaderPartner)
 	}
 	c.Partner = partner
-	c.RequestID, _ = d.Headers[HeaderRequestID].(string)
-	c.Traceparent, _ = d.Headers[HeaderTraceparent].(string)
-	c.IdemKey, _ = d.Headers[HeaderIdemKey].(string)
-	c.IdemToken, _ = d.Headers[HeaderIdemToken].(string)
-	c.IdemFP, _ = d.Headers[HeaderIdemFP].(string)
+	var errs []error
+	for _, h := range []struct {
+		name string
+		to   *string
+	}{
+		{HeaderRequestID, &c.RequestID}, {HeaderTraceparent, &c.Traceparent},
+		{HeaderIdemKey, &c.IdemKey}, {HeaderIdemToken, &c.IdemToken}, {HeaderIdemFP, &c.IdemFP},
+	} {
+		errs = append(errs, stringHeader(d.Headers, h.name, h.to))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	if some, all := c.IdemKey != "" || c.IdemToken != "" || c.IdemFP != "",
+		c.IdemKey != "" && c.IdemToken != "" && c.IdemFP != ""; some && !all {
+		return c, fmt.Errorf("%w: headers %s, %s and %s come together or not at all", ErrUntrusted,
+			HeaderIdemKey, HeaderIdemToken, HeaderIdemFP)
+	}
 	return c, nil
+}
+
+// stringHeader reads an optional text header into to. A header of another
+// type is refused rather than read as absent: dropping an idempotency key
+// would run a keyed call as an un-keyed one.
+func stringHeader(h amqp.Table, name string, to *string) error {
+	v, present := h[name]
+	if !present {
+		return nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("%w: header %s is a %T, not a string", ErrBadMessage, name, v)
+	}
+	*to = s
+	return nil
 }
 
 // Result is a worker's answer: the HTTP status and the exact response body.
