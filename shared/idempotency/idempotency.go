@@ -102,6 +102,25 @@ func Key(partner int64, key string, derived bool) string {
 	return "oo:idem:" + strconv.FormatInt(partner, 10) + ":" + kind + ":" + key
 }
 
+// ParseKey reads back a Redis key that Key built: the partner, the partner's
+// key and whether it was derived. ok is false for any other string, so a
+// worker can tell whether a key it reads off the queue belongs to the
+// command's partner.
+func ParseKey(redisKey string) (partner int64, key string, derived, ok bool) {
+	parts := strings.SplitN(redisKey, ":", 5)
+	if len(parts) != 5 || parts[3] != "h" && parts[3] != "d" {
+		return 0, "", false, false
+	}
+	partner, err := strconv.ParseInt(parts[2], 10, 64)
+	key, derived = parts[4], parts[3] == "d"
+	// Built again, the key must come out the same: no other prefix, no
+	// partner written as +7 or 007, no empty key.
+	if err != nil || key == "" || Key(partner, key, derived) != redisKey {
+		return 0, "", false, false
+	}
+	return partner, key, derived, true
+}
+
 // Derived reports whether a Redis key holds a key derived from a create call
 // rather than a partner's Idempotency-Key header.
 func Derived(key string) bool {
