@@ -14,7 +14,7 @@ import (
 )
 
 func newStore(t *testing.T) (*Store, *redis.Client) {
-	opt, _ := redis.ParseURL(testenv.Redis(t, 9))
+	opt, _ := redis.ParseURL(testenv.Redis(t))
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
 	return NewStore(rdb, time.Minute), rdb
@@ -156,7 +156,7 @@ func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 
 // A lone call makes its own round trip; calls under way together share theirs.
 func TestOnlyConcurrentCallsArePipelined(t *testing.T) {
-	opt, _ := redis.ParseURL(testenv.Redis(t, 9))
+	opt, _ := redis.ParseURL(testenv.Redis(t))
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
 	var h countHook

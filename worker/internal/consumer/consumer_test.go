@@ -68,7 +68,7 @@ type harness struct {
 func start(t *testing.T) *harness {
 	t.Helper()
 	url := testenv.Vhost(t)
-	opt, _ := redis.ParseURL(testenv.Redis(t, 10))
+	opt, _ := redis.ParseURL(testenv.Redis(t))
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
 	hs := &harness{h: &faultyHandler{seen: map[string]int{}, gate: make(chan struct{})}, m: NewMetrics(prometheus.NewRegistry(), 4), rdb: rdb,

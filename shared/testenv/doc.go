@@ -1,0 +1,22 @@
+// Package testenv gives tests and the bench their own isolated piece of the
+// real services on loopback, and runs the gateway and worker binaries of this
+// tree on it.
+//
+// The shared servers are found through TEST_POSTGRES_URL, TEST_AMQP_URL and
+// TEST_REDIS_ADDR, with localhost defaults (FromEnv). On them a caller gets a
+// fresh PostgreSQL database (CreateDatabase), a RabbitMQ vhost (CreateVhost)
+// and a Redis DB claimed for it alone (ClaimRedis); Build compiles the
+// binaries, StartProc runs one and waits for its /readyz, and Teardown undoes
+// all of it in reverse order within a time limit.
+//
+// Every function that reaches a server retries with backoff for
+// TEST_SERVICE_WAIT (default 45s), so a server that is still starting, or
+// restarting after another suite's fault injection, is waited for; past that
+// the call fails. Nothing here skips a test: a missing service is a failure,
+// on a laptop as in CI.
+//
+// The error-returning functions take a context and are what a program such as
+// the bench calls. Tests call the testing.TB wrappers instead (Database,
+// Vhost, Redis, FreeAddr, Launch, Start): they fail the test on error and
+// register the undo step with t.Cleanup.
+package testenv
