@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,11 +8,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,30 +19,34 @@ import (
 	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
-var binDir string
+// bins are the gateway and worker binaries built once for the package.
+var bins testenv.Binaries
 
-func TestMain(m *testing.M) {
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "oneoffice-e2e")
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator),
-		"github.com/oneoffice/provisioner/gateway", "github.com/oneoffice/provisioner/worker")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if bins, err = testenv.Build(ctx, dir); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
-		os.Exit(1)
+		return 1
 	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	return m.Run()
 }
 
-// redisDBs hands each stack its own Redis DB (1-8; 9 and 10 belong to the
-// idempotency and consumer tests, 11-13 to the scripts); the stacks of this
-// package run one after the other.
-var redisDBs atomic.Int32
+// Time limits of the harness. They bound waits for something the contract
+// promises will happen; a passing test does not wait for them.
+const (
+	clientTimeout = 30 * time.Second // one HTTP call; the gateway answers within its RPC deadline
+	settleWithin  = 60 * time.Second // repeating a call answered 202 pending until its result
+	adminTimeout  = 2 * time.Minute  // one admin subcommand
+)
 
 // Stack is one isolated deployment: its database, vhost and Redis DB, and the
 // gateway and worker processes the test starts on it.
@@ -68,10 +69,10 @@ type Stack struct {
 func NewStack(t *testing.T, extra ...string) *Stack {
 	t.Helper()
 	s := &Stack{t: t, HTTPAddr: testenv.FreeAddr(t), Storage: t.TempDir(),
-		client: &http.Client{Timeout: 15 * time.Second}}
+		client: &http.Client{Timeout: clientTimeout}}
 	s.DBURL = testenv.Database(t)
 	s.AMQPURL = testenv.Vhost(t)
-	s.RedisURL = testenv.Redis(t, int(redisDBs.Add(1)%8)+1)
+	s.RedisURL = testenv.Redis(t)
 	s.env = append([]string{
 		"DATABASE_URL=" + s.DBURL, "AMQP_URL=" + s.AMQPURL, "REDIS_URL=" + s.RedisURL,
 		"HTTP_ADDR=" + s.HTTPAddr, "STORAGE_ROOT=" + s.Storage, "LOG_LEVEL=debug",
@@ -84,15 +85,13 @@ func NewStack(t *testing.T, extra ...string) *Stack {
 // admin runs a gateway admin subcommand and returns its stdout.
 func (s *Stack) admin(args ...string) string {
 	s.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "gateway"), args...)
-	cmd.Env = append(os.Environ(), s.env...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	out, err := testenv.Run(ctx, bins.Gateway(), s.env, args...)
 	if err != nil {
-		s.t.Fatalf("gateway %v: %v: %s", args, err, stderr.String())
+		s.t.Fatal(err)
 	}
-	return strings.TrimSpace(string(out))
+	return out
 }
 
 // NewKey creates a key for partner (created if new).
@@ -100,81 +99,52 @@ func (s *Stack) NewKey(partner string) string {
 	return s.admin("keys", "create", "--partner", partner)
 }
 
-// Proc is a running gateway or worker.
+// Proc is a running gateway or worker of a test.
 type Proc struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	log     *syncBuffer
-	Metrics string
-	done    chan struct{}
-	exit    error
+	*testenv.Proc
+	t   *testing.T
+	cmd *exec.Cmd
 }
 
 // StartGateway starts a gateway and waits until it is ready.
-func (s *Stack) StartGateway(env ...string) *Proc { return s.start("gateway", env) }
+func (s *Stack) StartGateway(env ...string) *Proc { return s.start(bins.Gateway(), env) }
 
 // StartWorker starts a worker and waits until it is ready.
-func (s *Stack) StartWorker(env ...string) *Proc { return s.start("worker", env) }
+func (s *Stack) StartWorker(env ...string) *Proc { return s.start(bins.Worker(), env) }
 
 func (s *Stack) start(bin string, env []string) *Proc {
 	s.t.Helper()
-	p := &Proc{t: s.t, log: &syncBuffer{}, Metrics: testenv.FreeAddr(s.t), done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, bin))
-	p.cmd.Env = append(append(append(os.Environ(), s.env...), "METRICS_ADDR="+p.Metrics), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		s.t.Fatalf("start %s: %v", bin, err)
+	p := s.launch(bin, env)
+	if err := p.WaitReady(context.Background()); err != nil {
+		s.t.Fatal(err)
 	}
-	go func() { p.exit = p.cmd.Wait(); close(p.done) }()
-	s.t.Cleanup(p.Stop)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.Metrics + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		select {
-		case <-p.done:
-			s.t.Fatalf("%s exited at start: %v\n%s", bin, p.exit, p.log.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("%s not ready after 20s:\n%s", bin, p.log.String())
-		}
-	}
+	return p
+}
+
+// launch starts a process without waiting for it to be ready; it is stopped
+// at cleanup.
+func (s *Stack) launch(bin string, env []string) *Proc {
+	s.t.Helper()
+	tp := testenv.Launch(s.t, testenv.ProcConfig{Path: bin, Env: append(slices.Clone(s.env), env...)})
+	return &Proc{Proc: tp, t: s.t, cmd: tp.Cmd()}
 }
 
 // Stop sends SIGTERM and waits for a clean exit; it is safe to call twice.
 func (p *Proc) Stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if p.exit != nil {
-			p.t.Errorf("%s exited with %v after SIGTERM\n%s", p.cmd.Path, p.exit, p.log.String())
-		}
-	case <-time.After(20 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-		p.t.Errorf("%s did not stop within 20s of SIGTERM", p.cmd.Path)
+	if err := p.Proc.Stop(context.Background()); err != nil {
+		p.t.Error(err)
 	}
 }
-
-// Log returns what the process wrote so far.
-func (p *Proc) Log() string { return p.log.String() }
 
 // Response is an HTTP answer.
 type Response struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	// Pending counts the answers "still running" (202 pending, then 409
+	// request_in_progress) the call got before this one. A result that
+	// follows them is the stored one: replayed (SPEC sections 3 and 5).
+	Pending int
 }
 
 // JSON decodes the body into a map.
@@ -194,15 +164,28 @@ func (r Response) ErrorCode(t testing.TB) string {
 	return c
 }
 
-// Do sends a raw request with GET, as partners' examples do.
-func (s *Stack) Do(key, body string, headers ...string) Response {
-	s.t.Helper()
-	return s.do(s.client, http.MethodGet, key, body, headers...)
+// stillRunning reports an answer that says the call's result is not there
+// yet: a 202, or, once the call was answered 202, the 409 of the same call
+// repeated while it runs.
+func (r Response) stillRunning(afterPending bool) bool {
+	if r.Status == http.StatusAccepted {
+		return true
+	}
+	if !afterPending || r.Status != http.StatusConflict {
+		return false
+	}
+	var e struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	return json.Unmarshal(r.Body, &e) == nil && e.Error.Code == "request_in_progress"
 }
 
-func (s *Stack) do(client *http.Client, verb, key, body string, headers ...string) Response {
-	s.t.Helper()
-	req, _ := http.NewRequest(verb, "http://"+s.HTTPAddr+"/", strings.NewReader(body))
+// send makes one request; it may run in any goroutine.
+func (s *Stack) send(client *http.Client, verb, key, body string, headers ...string) (Response, error) {
+	req, err := http.NewRequest(verb, "http://"+s.HTTPAddr+"/", strings.NewReader(body))
+	if err != nil {
+		return Response{}, err
+	}
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
 		req.Header.Set("x-api-key", key)
@@ -212,20 +195,76 @@ func (s *Stack) do(client *http.Client, verb, key, body string, headers ...strin
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		s.t.Fatalf("%s %s: %v", verb, body, err)
+		return Response{}, fmt.Errorf("%s %s: %w", verb, body, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return Response{}, fmt.Errorf("%s %s: read the answer: %w", verb, body, err)
+	}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
-// Call sends {"method","params"} with the stack's key.
+// settle makes a call the way SPEC section 5 tells partners to: while it is
+// answered "still running", the same call is repeated until its result is
+// there. It may run in any goroutine.
+func (s *Stack) settle(client *http.Client, verb, key, body string, headers ...string) (Response, error) {
+	deadline := time.Now().Add(settleWithin)
+	pause := 100 * time.Millisecond
+	for pending := 0; ; pending++ {
+		r, err := s.send(client, verb, key, body, headers...)
+		if err != nil || !r.stillRunning(pending > 0) {
+			r.Pending = pending
+			return r, err
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("%s: still %d %s after %v of repeating it", body, r.Status, r.Body, settleWithin)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, time.Second)
+	}
+}
+
+// do sends one request and returns the first answer, 202 included.
+func (s *Stack) do(client *http.Client, verb, key, body string, headers ...string) Response {
+	s.t.Helper()
+	r, err := s.send(client, verb, key, body, headers...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return r
+}
+
+// Do sends a call with GET, as partners' examples do, and returns its result:
+// an answer 202 pending is followed by the same call until the result is there.
+func (s *Stack) Do(key, body string, headers ...string) Response {
+	s.t.Helper()
+	r, err := s.settle(s.client, http.MethodGet, key, body, headers...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return r
+}
+
+// DoOnce sends a call once with GET and returns the first answer, 202 included.
+func (s *Stack) DoOnce(key, body string, headers ...string) Response {
+	s.t.Helper()
+	return s.do(s.client, http.MethodGet, key, body, headers...)
+}
+
+// Call sends {"method","params"} with the stack's key and returns its result.
 func (s *Stack) Call(method string, params any, headers ...string) Response {
 	s.t.Helper()
 	return s.Do(s.Key, envelope(method, params), headers...)
 }
 
-// Want calls and checks the status.
+// CallOnce is Call without repeating a 202: the first answer.
+func (s *Stack) CallOnce(method string, params any, headers ...string) Response {
+	s.t.Helper()
+	return s.DoOnce(s.Key, envelope(method, params), headers...)
+}
+
+// Want calls and checks the status of the result.
 func (s *Stack) Want(status int, method string, params any, headers ...string) map[string]any {
 	s.t.Helper()
 	r := s.Call(method, params, headers...)
@@ -240,7 +279,7 @@ func (s *Stack) Eventually(status int, within time.Duration, method string, para
 	s.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		r := s.Call(method, params)
+		r := s.CallOnce(method, params)
 		if r.Status == status {
 			return r
 		}
@@ -277,23 +316,6 @@ func (s *Stack) Count(sql string, args ...any) int {
 		s.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 type m = map[string]any
