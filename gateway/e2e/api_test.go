@@ -151,9 +151,18 @@ func TestAuthentication(t *testing.T) {
 	}
 	s.admin("keys", "revoke", key)
 	revoked := time.Now()
-	for s.Do(key, body).Status != 401 {
-		if time.Since(revoked) > 5*time.Second {
-			t.Fatal("revoked key still works after 5s")
+	// SPEC section 6: a revoked key stops working within 5 s, so a call sent
+	// later than that is refused, however long its answer then takes. Params
+	// the gateway refuses itself (400 once the key passed) keep the worker out.
+	probe := envelope("getCustomer", m{})
+	for {
+		sent := time.Now()
+		r := s.DoOnce(key, probe)
+		if r.Status == 401 {
+			break
+		}
+		if since := sent.Sub(revoked); since > 5*time.Second {
+			t.Fatalf("revoked key still works for a call sent %v after the revocation: %d %s", since, r.Status, r.Body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -219,33 +228,40 @@ func TestParallelIdenticalCreatesProvisionOnce(t *testing.T) {
 // parallelCreates sends the same createCustomer calls at once (each on its own
 // connection when separate is set) to a gateway and two workers, and checks
 // that exactly one customer exists and every answer is the same 200 or 409
-// request_in_progress.
+// request_in_progress. A call answered 202 pending is repeated until its
+// result, as SPEC section 5 tells partners: a loaded machine may take longer
+// than the RPC deadline.
 func parallelCreates(t *testing.T, calls int, separate bool) {
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
 	s.StartWorker()
 	results := make([]Response, calls)
+	errs := make([]error, calls)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range calls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			client := s.client
 			if separate {
-				client = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+				client = &http.Client{Timeout: clientTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 			}
 			<-start
-			results[i] = s.do(client, http.MethodGet, s.Key, envelope("createCustomer", primer))
-		}()
+			results[i], errs[i] = s.settle(client, http.MethodGet, s.Key, envelope("createCustomer", primer))
+		})
 	}
 	close(start)
 	wg.Wait()
 	mix := map[int]int{}
 	var body string
-	for _, r := range results {
+	pending := 0
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Errorf("call %d: %v", i, errs[i])
+			continue
+		}
 		mix[r.Status]++
+		pending += min(r.Pending, 1)
 		switch {
 		case r.Status == 200 && body == "":
 			body = string(r.Body)
@@ -256,7 +272,7 @@ func parallelCreates(t *testing.T, calls int, separate bool) {
 		}
 	}
 	rows := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'ABC'`)
-	t.Logf("%d parallel calls: status mix %v, customer rows %d", calls, mix, rows)
+	t.Logf("%d parallel calls: status mix %v (%d answered 202 pending first), customer rows %d", calls, mix, pending, rows)
 	if rows != 1 || mix[200] == 0 {
 		t.Fatalf("rows %d, mix %v", rows, mix)
 	}
@@ -292,24 +308,40 @@ func TestRateLimitPerKey(t *testing.T) {
 	gw := s.StartGateway()
 	s.StartWorker()
 	keyB := s.NewKey("Partner B")
-	limited, start := 0, time.Now()
-	for range 10 {
-		r := s.Call("getCustomer", m{"id": "ABC"})
+	// Ten calls at once, so that how many pass does not depend on how fast
+	// the worker answers the ones that do. Each is sent once: a repeat would
+	// be a call of its own to the limiter.
+	const calls = 10
+	results := make([]Response, calls)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range calls {
+		wg.Go(func() {
+			var err error
+			if results[i], err = s.send(s.client, http.MethodGet, s.Key, envelope("getCustomer", m{"id": "ABC"})); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	limited := 0
+	for _, r := range results {
 		switch {
 		case r.Status == 429:
 			limited++
 			if r.ErrorCode(t) != "rate_limited" || r.Header.Get("Retry-After") == "" {
 				t.Fatalf("429 without code or Retry-After: %v %s", r.Header, r.Body)
 			}
-		case r.Status != 404:
+		case r.Status != 404 && r.Status != 202: // 202: let through, the worker was slow
 			t.Fatalf("unexpected %d %s", r.Status, r.Body)
 		}
 	}
 	// A burst of 3, then 3 per second: how many may pass depends on how long
-	// the 10 calls took.
-	allowed := 10 - limited
-	if limit := 3 + int(3*time.Since(start).Seconds()) + 1; limited == 0 || allowed > limit {
-		t.Fatalf("%d of 10 back-to-back calls passed in %v at 3/s, want 1 to %d", allowed, time.Since(start), limit)
+	// the calls took to arrive.
+	allowed := calls - limited
+	if limit := 3 + int(3*elapsed.Seconds()) + 1; limited == 0 || allowed > limit {
+		t.Fatalf("%d of %d calls at once passed in %v at 3/s, want 1 to %d", allowed, calls, elapsed, limit)
 	}
 	// The limit is per key: another key is not affected.
 	if r := s.Do(keyB, envelope("getCustomer", m{"id": "ABC"})); r.Status != 404 {
