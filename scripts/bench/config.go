@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
 // config is the bench's command line.
@@ -30,14 +32,17 @@ type config struct {
 	keep     bool   // keep the work directory (binaries, process logs)
 	storage  string // parent of STORAGE_ROOT; "" puts it in the work directory
 
-	postgresURL string // admin URL of the shared PostgreSQL
-	amqpURL     string // guest URL of the shared RabbitMQ, without vhost
-	redisAddr   string // the shared Redis
-	redisDB     int    // the stack's own Redis DB, flushed before and after
+	servers testenv.Servers // the shared PostgreSQL, RabbitMQ and Redis
+	redisDB int             // the stack's own Redis DB; 0 claims the first free one
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
+	var err error
+	// The tests' environment variables (TEST_POSTGRES_URL, ...) give the defaults.
+	if c.servers, err = testenv.FromEnv(); err != nil {
+		return c, err
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.IntVar(&c.workers, "workers", 2, "worker processes")
 	fs.IntVar(&c.concurrency, "concurrency", 32, "WORKER_CONCURRENCY of each worker")
@@ -54,12 +59,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results to this JSON file")
 	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (binaries and process logs)")
 	fs.StringVar(&c.storage, "storage", "", "directory under which the tenants' storage root is made (default: the work directory, in the temp dir)")
-	fs.StringVar(&c.postgresURL, "postgres", cmp.Or(os.Getenv("TEST_POSTGRES_URL"),
-		"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "admin URL of PostgreSQL")
-	fs.StringVar(&c.amqpURL, "amqp", cmp.Or(os.Getenv("TEST_AMQP_URL"), "amqp://guest:guest@127.0.0.1:5672/"),
+	fs.StringVar(&c.servers.PostgresURL, "postgres", c.servers.PostgresURL, "admin URL of PostgreSQL")
+	fs.StringVar(&c.servers.AMQPURL, "amqp", c.servers.AMQPURL,
 		"URL of RabbitMQ without vhost (the user gets the bench's vhost)")
-	fs.StringVar(&c.redisAddr, "redis", cmp.Or(os.Getenv("TEST_REDIS_ADDR"), "127.0.0.1:6379"), "Redis address")
-	fs.IntVar(&c.redisDB, "redis-db", 14, "Redis DB of the stack (flushed before and after)")
+	fs.StringVar(&c.servers.RedisAddr, "redis", c.servers.RedisAddr, "Redis address")
+	fs.IntVar(&c.redisDB, "redis-db", 0, "Redis DB of the stack, claimed like the tests' and flushed before and after (0: the first free one)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -94,8 +98,9 @@ func (c config) validate() error {
 	if c.gomaxprocs < 0 {
 		errs = append(errs, errors.New("-gomaxprocs must be 0 or more"))
 	}
-	if c.redisDB < 0 || c.redisDB > 15 {
-		errs = append(errs, errors.New("-redis-db must be from 0 to 15"))
+	if c.redisDB != 0 && (c.redisDB < testenv.FirstRedisDB || c.redisDB > testenv.LastRedisDB) {
+		errs = append(errs, fmt.Errorf("-redis-db must be 0 (claim a free one) or from %d to %d",
+			testenv.FirstRedisDB, testenv.LastRedisDB))
 	}
 	return errors.Join(errs...)
 }
