@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
 // ceilingQueue is the bench's own quorum queue, apart from the service's.
@@ -19,7 +20,7 @@ const ceilingQueue = "bench.ceiling"
 
 // Bodies of the size of a createCustomer command and of its reply.
 var (
-	ceilingRequest = []byte(`{"method":"createCustomer","params":{"id":"bench-1700000000-123456","name":"Bench Customer 123456","admin":{"email":"admin123456@bench.example.com"}}}`)
+	ceilingRequest = createCustomerCall("bench-1700000000-123456", 123456)
 	ceilingReply   = []byte(`{"id":123456,"remoteId":"bench-1700000000-123456","name":"Bench Customer 123456","partner":1,"createdAt":1700000000,"isActive":true,"admin":{"email":"admin123456@bench.example.com"}}`)
 )
 
@@ -188,7 +189,7 @@ func (c *echoClient) call(ctx context.Context) string {
 	}()
 	dc, err := c.ch.PublishWithDeferredConfirm("", ceilingQueue, true, false, amqp.Publishing{
 		ContentType: "application/json", DeliveryMode: amqp.Persistent, CorrelationId: id,
-		ReplyTo: amqpx.DirectReplyTo, MessageId: id, Type: "createCustomer", Timestamp: time.Now(),
+		ReplyTo: amqpx.DirectReplyTo, MessageId: id, Type: protocol.CreateCustomer, Timestamp: time.Now(),
 		Body: ceilingRequest,
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/deps"
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
 // IdemResult is the cost of the idempotency step, measured in process against
@@ -51,7 +52,7 @@ func idempotencyPhase(ctx context.Context, redisURL string, cfg config) (*IdemRe
 // idemLoop runs Acquire then Complete on fresh keys with c callers for d.
 func idemLoop(ctx context.Context, store *idempotency.Store, seq *atomic.Uint64, c int, d time.Duration) (acquire, complete Row) {
 	acq, cmp := newRecorder(), newRecorder()
-	fp := idempotency.Fingerprint("createCustomer", ceilingRequest)
+	fp := idempotency.Fingerprint(protocol.CreateCustomer, ceilingRequest)
 	result := idempotency.Result{Status: 200, Body: ceilingReply}
 	start := time.Now()
 	end := start.Add(d)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
 // callFn makes one call and returns "" on success or a label for the failure.
@@ -132,9 +136,8 @@ func (a *apiClient) createCustomerBody(ctx context.Context) (int, []byte, error)
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	n := a.seq.Add(1)
-	body := fmt.Sprintf(`{"method":"createCustomer","params":{"id":"%s-%d","name":"Bench Customer %d","admin":{"email":"admin%d@bench.example.com"}}}`,
-		a.prefix, n, n, n)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, strings.NewReader(body))
+	body := createCustomerCall(fmt.Sprintf("%s-%d", a.prefix, n), n)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -147,6 +150,23 @@ func (a *apiClient) createCustomerBody(ctx context.Context) (int, []byte, error)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
+}
+
+// createCustomerCall is the body of a createCustomer call of customer id, the
+// n-th of the bench, made from the protocol's own types.
+func createCustomerCall(id string, n uint64) []byte {
+	b, err := json.Marshal(struct {
+		Method string                        `json:"method"`
+		Params protocol.CreateCustomerParams `json:"params"`
+	}{protocol.CreateCustomer, protocol.CreateCustomerParams{
+		ID:    id,
+		Name:  fmt.Sprintf("Bench Customer %d", n),
+		Admin: &protocol.Admin{Email: fmt.Sprintf("admin%d@bench.example.com", n)},
+	}})
+	if err != nil {
+		panic(err) // strings only: cannot fail
+	}
+	return b
 }
 
 // warmUp checks one createCustomer answer, then loads the stack unmeasured for
