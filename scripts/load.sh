@@ -11,16 +11,16 @@
 # What it does, from the project root:
 #   1. builds k6 into bin/ if missing (go install go.k6.io/k6@v1.8.1) and `make build`;
 #   2. creates its own PostgreSQL database and RabbitMQ vhost (both named load<PID>),
-#      uses its own Redis DB (LOAD_REDIS_DB, default 11, flushed before and after) and
-#      free loopback ports; runs `bin/gateway migrate` and
+#      claims a free Redis DB the way the tests do (scripts/lib/redisdb.sh; flushed
+#      before and after) and uses free loopback ports; runs `bin/gateway migrate` and
 #      `bin/gateway keys create --partner "Load <tag>"`;
 #   3. starts one gateway and two workers (logs in var/load/<tag>/, kept when k6 fails);
 #   4. runs `bin/k6 run [K6 RUN ARGS] SCRIPT` with BASE_URL, API_KEY and
 #      RENEWAL_WINDOW_DAYS exported (k6 reads the environment, so RATE, DURATION,
 #      PEAK, VUS, ... given to this script reach the k6 script as __ENV), and prints
 #      k6's end-of-test summary;
-#   5. stops the processes, drops the database and the vhost, flushes the Redis DB
-#      (a trap does it on any exit) and exits with k6's exit code (99 = thresholds
+#   5. stops the processes, drops the database and the vhost, flushes and releases the
+#      Redis DB (a trap does it on any exit) and exits with k6's exit code (99 = thresholds
 #      crossed). Exit 1 (before k6 ran) means the stack could not be brought up.
 #
 # Stack settings (environment, with these defaults):
@@ -31,7 +31,6 @@
 #   WORKER_CONCURRENCY=32  WORKER_PREFETCH=64  DATABASE_MAX_CONNS=10 (the service's
 #                            defaults: a stack holds at most 24 PostgreSQL connections)
 #   RPC_TIMEOUT=4s  RATE_LIMIT_RPS=0 (off)  LOG_LEVEL=info
-#   LOAD_REDIS_DB=11         two load.sh runs at once must use different Redis DBs
 #   K6=bin/k6                the k6 binary
 #   KEEP_LOGS=1              keep var/load/<tag>/ (process logs) after a passing run too
 #   K6_PROGRESS=1            k6's progress lines even when stdout is not a terminal
@@ -41,6 +40,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/procs.sh
 . scripts/lib/godebug.sh
+. scripts/lib/redisdb.sh
 proj=$PWD
 
 script=${1:-scripts/k6/load.js}
@@ -48,7 +48,6 @@ script=${1:-scripts/k6/load.js}
 [ -f "$script" ] || { echo "load.sh: no such k6 script: $script" >&2; exit 2; }
 
 K6=${K6:-bin/k6}
-redis_db=${LOAD_REDIS_DB:-11}
 tag=load$$
 work=$proj/var/load/$tag
 pids=()
@@ -71,7 +70,7 @@ cleanup() {
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1 ||
     psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag" >/dev/null 2>&1
   rabbitmqctl delete_vhost "$tag" >/dev/null 2>&1
-  redis-cli -n "$redis_db" flushdb >/dev/null 2>&1
+  redisdb_release
   if [ "$keep_logs" = 1 ] || [ "$rc" != 0 ]; then
     [ -d "$work" ] && log "logs kept in $work"
     rm -rf "$work/tenants"
@@ -109,7 +108,7 @@ for t in psql redis-cli rabbitmqctl curl; do
 done
 pg_isready -q -h 127.0.0.1 2>/dev/null || psql -h 127.0.0.1 -U postgres -qtAc 'SELECT 1' >/dev/null 2>&1 ||
   die "PostgreSQL does not answer on 127.0.0.1:5432 (run: make services)"
-redis-cli -n "$redis_db" ping >/dev/null 2>&1 || die "Redis does not answer on 127.0.0.1:6379 (run: make services)"
+redis-cli ping >/dev/null 2>&1 || die "Redis does not answer on 127.0.0.1:6379 (run: make services)"
 
 if [ ! -x "$K6" ]; then
   log "building k6 v1.8.1 into bin/ (once)"
@@ -123,7 +122,8 @@ make build >"$work/build.log" 2>&1 || { tail -20 "$work/build.log" >&2; die "mak
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $tag" >/dev/null || die "cannot create database $tag"
 rabbitmqctl add_vhost "$tag" >/dev/null 2>&1 && rabbitmqctl set_permissions -p "$tag" guest '.*' '.*' '.*' >/dev/null 2>&1 ||
   die "cannot create RabbitMQ vhost $tag"
-redis-cli -n "$redis_db" flushdb >/dev/null || die "cannot flush Redis DB $redis_db"
+redisdb_claim "load.sh $tag" || die "cannot claim a Redis DB"
+redis_db=$redisdb_n
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag?sslmode=disable"
 export REDIS_URL="redis://127.0.0.1:6379/$redis_db"

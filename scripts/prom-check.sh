@@ -5,8 +5,8 @@
 # 1. prometheus/promtool present (scripts/services.sh --prometheus), promtool check
 #    config and rules.
 # 2. An isolated stack like shared/tools/contract-smoke.sh: own database, own AMQP
-#    vhost, Redis DB 12, free loopback ports; make build, migrate, a key, one gateway
-#    and two workers.
+#    vhost, a Redis DB claimed like the tests' (scripts/lib/redisdb.sh), free loopback
+#    ports; make build, migrate, a key, one gateway and two workers.
 # 3. A real Prometheus on a free loopback port, with a temp copy of the config whose
 #    targets point at this stack, scraping and evaluating every second.
 # 4. ~40 s of bounded curl load (creates, reads, duplicates, bad keys, bad params).
@@ -22,8 +22,8 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 . scripts/lib/procs.sh
 . scripts/lib/godebug.sh
+. scripts/lib/redisdb.sh
 tag=promcheck$$
-redis_db=12
 load_seconds=${PROM_CHECK_LOAD_SECONDS:-40}
 time_limit=280 # seconds; the whole check must end well within 5 minutes
 work=$(mktemp -d "${TMPDIR:-/tmp}/prom-check.XXXXXX")
@@ -44,7 +44,7 @@ cleanup() {
   if [ "$vhost_created" = 1 ]; then
     timeout 30 rabbitmqctl -q delete_vhost "$tag" >/dev/null 2>&1
   fi
-  timeout 10 redis-cli -n "$redis_db" flushdb >/dev/null 2>&1
+  redisdb_release
   if [ "${PROM_CHECK_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
   exit "$rc"
 }
@@ -142,7 +142,8 @@ db_created=1
 timeout 60 rabbitmqctl -q add_vhost "$tag" >/dev/null 2>&1 || die "rabbitmqctl add_vhost $tag"
 vhost_created=1
 timeout 60 rabbitmqctl -q set_permissions -p "$tag" guest '.*' '.*' '.*' >/dev/null 2>&1 || die "rabbitmqctl set_permissions -p $tag"
-timeout 10 redis-cli -n "$redis_db" flushdb >/dev/null 2>&1 || die "redis-cli -n $redis_db flushdb"
+redisdb_claim "prom-check.sh $tag" || die "claim a Redis DB"
+redis_db=$redisdb_n
 ok "database, vhost $tag and Redis DB $redis_db"
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag?sslmode=disable"
