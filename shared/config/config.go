@@ -38,6 +38,16 @@ const (
 	DefaultGoMaxProcs = 1
 )
 
+// Defaults of the gateway's checks before authentication.
+const (
+	// DefaultClientRateLimitRPS is off: behind a load balancer every client
+	// has the balancer's address, and one budget for all would refuse them
+	// together.
+	DefaultClientRateLimitRPS    = 0
+	DefaultAuthLookupConcurrency = 4
+	DefaultAuthLookupTimeout     = time.Second
+)
+
 // Config is the effective configuration of one process.
 type Config struct {
 	DatabaseURL string // DATABASE_URL, default DefaultDatabaseURL
@@ -51,13 +61,25 @@ type Config struct {
 	IdempotencyTTL    time.Duration // IDEMPOTENCY_TTL, default 24h
 	WorkerConcurrency int           // WORKER_CONCURRENCY, default 32 commands at once per worker
 	WorkerPrefetch    int           // WORKER_PREFETCH, default 64 unacked messages per worker
-	RateLimitRPS      float64       // RATE_LIMIT_RPS per API key, default 0 (off)
+	RateLimitRPS      float64       // RATE_LIMIT_RPS per partner (all its keys, all gateways: kept in Redis), default 0 (off)
 	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
-	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway uses at most 4)
+	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway: AUTH_LOOKUP_CONCURRENCY + 2)
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
 	GoMaxProcs        int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
 	GoDebug           string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
+
+	// CLIENT_RATE_LIMIT_RPS, default 0 (off): database lookups of API keys the
+	// gateway does not know, per second per client address (the TCP peer;
+	// behind a load balancer, the balancer). Calls with a known key are never
+	// held back by it.
+	ClientRateLimitRPS float64
+	// AUTH_LOOKUP_CONCURRENCY, default 4: database lookups of unknown API keys
+	// at once per gateway; one more is kept for keys that were valid.
+	AuthLookupConcurrency int
+	// AUTH_LOOKUP_TIMEOUT, default 1s: the longest a call waits for its key's
+	// lookup, the wait for a free slot included; past it the call gets 503.
+	AuthLookupTimeout time.Duration
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -81,6 +103,10 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		LogLevel:          p.level("LOG_LEVEL"),
 		GoMaxProcs:        p.integer("GOMAXPROCS", DefaultGoMaxProcs, 1, 1024),
 		GoDebug:           getenv("GODEBUG"),
+
+		ClientRateLimitRPS:    p.float("CLIENT_RATE_LIMIT_RPS", DefaultClientRateLimitRPS),
+		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
+		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
@@ -109,6 +135,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("worker_concurrency", c.WorkerConcurrency),
 		slog.Int("worker_prefetch", c.WorkerPrefetch),
 		slog.Float64("rate_limit_rps", c.RateLimitRPS),
+		slog.Float64("client_rate_limit_rps", c.ClientRateLimitRPS),
+		slog.Int("auth_lookup_concurrency", c.AuthLookupConcurrency),
+		slog.Duration("auth_lookup_timeout", c.AuthLookupTimeout),
 		slog.String("storage_root", c.StorageRoot),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("database_max_conns", c.DatabaseMaxConns),

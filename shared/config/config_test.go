@@ -49,3 +49,24 @@ func TestGoMaxProcsFromTheEnvironment(t *testing.T) {
 		t.Fatalf("GOMAXPROCS=3: %d, %v", c.GoMaxProcs, err)
 	}
 }
+
+func TestPreAuthSettings(t *testing.T) {
+	c, err := Load(env(nil), DefaultGatewayMetrics)
+	if err != nil || c.ClientRateLimitRPS != 0 || c.AuthLookupConcurrency != 4 || c.AuthLookupTimeout != time.Second {
+		t.Fatalf("defaults: client limit %v, lookups %d, timeout %v, %v; want 0 (off), 4, 1s",
+			c.ClientRateLimitRPS, c.AuthLookupConcurrency, c.AuthLookupTimeout, err)
+	}
+	c, err = Load(env(map[string]string{
+		"CLIENT_RATE_LIMIT_RPS": "2.5", "AUTH_LOOKUP_CONCURRENCY": "8", "AUTH_LOOKUP_TIMEOUT": "250ms",
+	}), DefaultGatewayMetrics)
+	if err != nil || c.ClientRateLimitRPS != 2.5 || c.AuthLookupConcurrency != 8 || c.AuthLookupTimeout != 250*time.Millisecond {
+		t.Fatalf("set: client limit %v, lookups %d, timeout %v, %v", c.ClientRateLimitRPS, c.AuthLookupConcurrency, c.AuthLookupTimeout, err)
+	}
+	bad := map[string]string{"CLIENT_RATE_LIMIT_RPS": "-1", "AUTH_LOOKUP_CONCURRENCY": "0", "AUTH_LOOKUP_TIMEOUT": "0s"}
+	_, err = Load(env(bad), DefaultGatewayMetrics)
+	for name := range bad {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s: error %v, want one naming it", name, bad[name], err)
+		}
+	}
+}
