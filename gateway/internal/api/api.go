@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
 	"github.com/oneoffice/provisioner/shared/idempotency"
@@ -57,12 +58,18 @@ type Deps struct {
 	Log        *slog.Logger
 	Metrics    *Metrics
 	RPCTimeout time.Duration
-	RateLimit  float64 // calls per second per key; 0 = off
+	// RateLimit is calls per second per partner, shared by every gateway on
+	// Redis; 0 = off. It needs Redis.
+	RateLimit float64
+	Redis     *redis.Client
+	// ClientRateLimit is lookups of unknown keys per second per client
+	// address, in this process; 0 = off.
+	ClientRateLimit float64
 }
 
 // New builds the Fiber app.
 func New(d Deps) *fiber.App {
-	h := &handler{Deps: d, limits: newLimiter(d.RateLimit)}
+	h := &handler{Deps: d, limits: newLimiter(d)}
 	app := fiber.New(fiber.Config{
 		AppName:               "oneoffice-gateway",
 		BodyLimit:             hardBodyLimit,

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
@@ -59,9 +58,9 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	fail := func(e *protocol.Error) (int, error) { return e.Status, sendError(c, cl.rid, e) }
 	key := apiKey(c)
-	partner, err := h.Auth.Partner(c.UserContext(), key)
+	partner, err := h.Auth.Partner(c.UserContext(), key, h.limits.admit(c))
 	if err != nil {
-		return fail(unavailable("the key store is unreachable"))
+		return fail(h.keyCheckFailed(c, err))
 	}
 	if partner == 0 {
 		reason := "invalid"
@@ -73,11 +72,8 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 			"send a valid API key in the x-api-key header (or Authorization: Bearer)"))
 	}
 	cl.partner = partner
-	if ok, wait := h.limits.allow(key); !ok {
-		h.Metrics.rateLimited.Inc()
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(wait/time.Second)+1))
-		return fail(protocol.NewError(http.StatusTooManyRequests, protocol.CodeRateLimited, "",
-			"too many calls for this API key; retry after the Retry-After seconds"))
+	if e := h.limitPartner(c, partner); e != nil {
+		return fail(e)
 	}
 	if n := c.Request().Header.Len(); n > MaxHeaders {
 		return fail(protocol.NewError(http.StatusRequestHeaderFieldsTooLarge, protocol.CodeHeadersTooLarge, "",

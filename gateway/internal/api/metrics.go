@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/oneoffice/provisioner/gateway/internal/auth"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
@@ -18,8 +19,11 @@ type Metrics struct {
 	pending     *prometheus.CounterVec
 	idempotency *prometheus.CounterVec
 	authFail    *prometheus.CounterVec
-	rateLimited prometheus.Counter
+	rateLimited *prometheus.CounterVec
 	panics      prometheus.Counter
+
+	rateLimitErrors prometheus.Counter
+	keyLookups      map[auth.Result]prometheus.Counter // every result, resolved once: counted on every call
 }
 
 // Latency buckets fitted to this service: a call is a few milliseconds through
@@ -55,15 +59,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "oneoffice_auth_failures_total",
 			Help: "Calls refused 401, by reason (missing, invalid).",
 		}, []string{"reason"}),
-		rateLimited: f.NewCounter(prometheus.CounterOpts{
+		rateLimited: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "oneoffice_rate_limited_total",
-			Help: "Calls refused 429 by the per-key rate limit.",
+			Help: "Calls refused 429 rate_limited, by scope: partner (RATE_LIMIT_RPS, shared by all gateways) or client (CLIENT_RATE_LIMIT_RPS, lookups of unknown keys per client address).",
+		}, []string{"scope"}),
+		rateLimitErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_rate_limit_errors_total",
+			Help: "Calls let through without their partner rate-limit check: Redis failed on it, or on a check less than a second before.",
 		}),
 		panics: f.NewCounter(prometheus.CounterOpts{
 			Name: "oneoffice_http_panics_total",
 			Help: "API calls whose handling panicked; each was answered 500 internal and the process went on.",
 		}),
+		keyLookups: make(map[auth.Result]prometheus.Counter),
 	}
+	lookups := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "oneoffice_auth_key_lookups_total",
+		Help: "API key checks by result: hit, negative_hit (answered by the key cache), shared (waited for the same key's lookup), miss, refresh (database lookups that answered), refused (no lookup slot before the deadline), timeout, error.",
+	}, []string{"result"})
 	for _, method := range append([]string{"unknown"}, protocol.Names()...) {
 		m.duration.WithLabelValues(method)
 		m.requests.WithLabelValues(method, "200")
@@ -74,8 +87,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.authFail.WithLabelValues("missing")
 	m.authFail.WithLabelValues("invalid")
+	m.rateLimited.WithLabelValues(scopePartner)
+	m.rateLimited.WithLabelValues(scopeClient)
+	for _, r := range auth.Results() {
+		m.keyLookups[r] = lookups.WithLabelValues(string(r))
+	}
 	return m
 }
+
+// Scopes of oneoffice_rate_limited_total.
+const (
+	scopePartner = "partner"
+	scopeClient  = "client"
+)
+
+// KeyLookup counts one result of the key cache (auth.Options.Observe).
+func (m *Metrics) KeyLookup(r auth.Result) { m.keyLookups[r].Inc() }
 
 func (m *Metrics) observe(method string, status int, seconds float64) {
 	m.count(method, status)

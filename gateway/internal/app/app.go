@@ -36,7 +36,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	log.InfoContext(ctx, "starting gateway", "config", cfg)
 	var closers lifecycle.Closers
 	defer func() { err = errors.Join(err, closers.Close(teardownTimeout)) }()
-	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, 4, log)
+	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, dbConns(cfg), log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the database
@@ -71,14 +71,22 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	go adm.Serve(log)
 	closers.Push("admin server", adm.Stop)
 
+	metrics := api.NewMetrics(reg)
+	keys := auth.NewCacheWith(lookup(db), auth.Options{
+		Lookups:       cfg.AuthLookupConcurrency,
+		LookupTimeout: cfg.AuthLookupTimeout,
+		Observe:       metrics.KeyLookup,
+	})
 	httpApp := api.New(api.Deps{
-		Auth:       auth.NewCache(lookup(db)),
-		Idem:       idempotency.NewStore(rdb, cfg.IdempotencyTTL),
-		RPC:        client,
-		Log:        log,
-		Metrics:    api.NewMetrics(reg),
-		RPCTimeout: cfg.RPCTimeout,
-		RateLimit:  cfg.RateLimitRPS,
+		Auth:            keys,
+		Idem:            idempotency.NewStore(rdb, cfg.IdempotencyTTL),
+		RPC:             client,
+		Log:             log,
+		Metrics:         metrics,
+		RPCTimeout:      cfg.RPCTimeout,
+		RateLimit:       cfg.RateLimitRPS,
+		Redis:           rdb,
+		ClientRateLimit: cfg.ClientRateLimitRPS,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -94,6 +102,13 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	}
 	log.InfoContext(ctx, "shutting down: draining calls", "timeout", cfg.ShutdownTimeout)
 	return httpApp.ShutdownWithTimeout(cfg.ShutdownTimeout)
+}
+
+// dbConns sizes the pool for the key lookups the gateway allows at once, the
+// one lane kept for keys that were valid, and the readiness check, so that
+// none of them waits for a connection inside its deadline.
+func dbConns(cfg config.Config) int32 {
+	return int32(cfg.AuthLookupConcurrency + auth.ReservedLookups + 1)
 }
 
 func lookup(db *pgxpool.Pool) auth.Lookup {

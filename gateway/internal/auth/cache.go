@@ -1,71 +1,241 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"sync"
+	"fmt"
+	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
-// Cache TTLs: a known key is trusted for PositiveTTL, so a revocation takes
-// effect within it on every gateway; an unknown key is remembered for
-// NegativeTTL, so a new key works almost at once and a flood of bad keys does
-// not reach the database.
+// Cache TTLs: a known key is trusted for PositiveTTL after it was read, so a
+// revocation takes effect within it on every gateway; an unknown key is
+// remembered for NegativeTTL, so a new key works almost at once and the same
+// bad key sent again does not reach the database.
 const (
 	PositiveTTL = 4 * time.Second
 	NegativeTTL = time.Second
-	maxEntries  = 100_000
+	// RefreshAhead: a known key still in use is read again in the background
+	// this long before its trust runs out, so a partner's calls do not wait
+	// for the database, nor queue behind a flood of made-up keys.
+	RefreshAhead = time.Second
 )
 
-// Lookup finds the partner of a key hash.
+// Defaults of Options.
+const (
+	DefaultLookups       = 4
+	DefaultLookupTimeout = time.Second
+	// ReservedLookups is the database lookups at once kept for keys that
+	// were valid when last read: anyone can make up keys, and a flood of them
+	// must not hold up the partners whose keys exist.
+	ReservedLookups = 1
+)
+
+// Sizes: the cache is bounded whatever the callers send. Made-up keys evict
+// only one another, never the keys that exist.
+const (
+	maxKnown   = 10_000
+	maxUnknown = 100_000
+	// knownTTL is how long a key once valid keeps its reserved lane while
+	// unused; its trust still ends PositiveTTL after it was read.
+	knownTTL = 10 * time.Minute
+)
+
+// Errors of Partner: the database could not tell in time, so the caller is
+// neither let in nor told its key is wrong.
+var (
+	ErrBusy    = errors.New("auth: every key lookup slot stayed busy until the deadline")
+	ErrTimeout = errors.New("auth: the key lookup did not finish before the deadline")
+)
+
+// Lookup finds the partner of a key hash: store.ErrNotFound (or partner 0) if
+// no live key has it.
 type Lookup func(ctx context.Context, h [32]byte) (int64, error)
 
+// Result is what answered one call to Partner, or one database lookup, for
+// the metrics.
+type Result string
+
+// Results. A call counts hit, negative_hit or shared, or is the one that
+// looked its key up; a lookup counts miss (or refresh, in the background)
+// when the database answered, else refused, timeout or error.
+const (
+	ResultHit         Result = "hit"
+	ResultNegativeHit Result = "negative_hit"
+	ResultShared      Result = "shared"
+	ResultMiss        Result = "miss"
+	ResultRefresh     Result = "refresh"
+	ResultRefused     Result = "refused"
+	ResultTimeout     Result = "timeout"
+	ResultError       Result = "error"
+)
+
+// Results lists every Result, so metrics can start each one at zero.
+func Results() []Result {
+	return []Result{ResultHit, ResultNegativeHit, ResultShared, ResultMiss, ResultRefresh,
+		ResultRefused, ResultTimeout, ResultError}
+}
+
+// Options tune a Cache; the zero value means the defaults.
+type Options struct {
+	// Lookups is the database lookups of unknown keys at once, default
+	// DefaultLookups; ReservedLookups more serve keys once valid.
+	Lookups int
+	// LookupTimeout bounds the wait for a lookup slot plus the query, default
+	// DefaultLookupTimeout. Past it the call gets ErrBusy or ErrTimeout.
+	LookupTimeout time.Duration
+	// Observe, if set, is told every Result.
+	Observe func(Result)
+}
+
 type entry struct {
-	partner int64 // 0: no live key
-	expires time.Time
+	partner    int64
+	read       time.Time   // when the database said so: trust ends PositiveTTL later
+	refreshing atomic.Bool // a background read is under way
 }
 
-// Cache resolves API keys to partners.
+// Cache resolves API keys to partners. A key hash is looked up at most once
+// at a time, whatever the number of calls that carry it; lookups are bounded
+// in number and in time.
 type Cache struct {
-	lookup Lookup
-	mu     sync.RWMutex
-	m      map[[32]byte]entry
+	lookup   Lookup
+	timeout  time.Duration
+	observe  func(Result)
+	known    *expirable.LRU[[32]byte, *entry]
+	unknown  *expirable.LRU[[32]byte, struct{}]
+	flights  singleflight.Group
+	lookups  *semaphore.Weighted // unknown keys
+	reserved *semaphore.Weighted // keys valid when last read
+	now      func() time.Time    // of the trust in known keys; tests move it
 }
 
-// NewCache returns a cache in front of lookup.
-func NewCache(lookup Lookup) *Cache {
-	return &Cache{lookup: lookup, m: make(map[[32]byte]entry)}
+// NewCache returns a cache in front of lookup with the default Options.
+func NewCache(lookup Lookup) *Cache { return NewCacheWith(lookup, Options{}) }
+
+// NewCacheWith returns a cache in front of lookup.
+func NewCacheWith(lookup Lookup, o Options) *Cache {
+	observe := o.Observe
+	if observe == nil {
+		observe = func(Result) {}
+	}
+	return &Cache{
+		lookup:   lookup,
+		timeout:  cmp.Or(o.LookupTimeout, DefaultLookupTimeout),
+		observe:  observe,
+		known:    expirable.NewLRU[[32]byte, *entry](maxKnown, nil, knownTTL),
+		unknown:  expirable.NewLRU[[32]byte, struct{}](maxUnknown, nil, NegativeTTL),
+		lookups:  semaphore.NewWeighted(int64(cmp.Or(o.Lookups, DefaultLookups))),
+		reserved: semaphore.NewWeighted(ReservedLookups),
+		now:      time.Now,
+	}
 }
 
 // Partner returns the partner of key, 0 if the key is unknown or revoked, or
-// an error if the database cannot tell.
-func (c *Cache) Partner(ctx context.Context, key string) (int64, error) {
+// an error if the database cannot tell in time. admit, if not nil, is asked
+// before a key never seen valid is looked up; its error is returned as is.
+func (c *Cache) Partner(ctx context.Context, key string, admit func() error) (int64, error) {
 	if key == "" {
 		return 0, nil
 	}
 	h := Hash(key)
-	now := time.Now()
-	c.mu.RLock()
-	e, ok := c.m[h]
-	c.mu.RUnlock()
-	if ok && now.Before(e.expires) {
-		return e.partner, nil
+	e, known := c.known.Get(h)
+	if known {
+		if age := c.now().Sub(e.read); age < PositiveTTL {
+			if age >= PositiveTTL-RefreshAhead && e.refreshing.CompareAndSwap(false, true) {
+				go c.refresh(h, e)
+			}
+			c.observe(ResultHit)
+			return e.partner, nil
+		}
+	} else {
+		if _, ok := c.unknown.Get(h); ok {
+			c.observe(ResultNegativeHit)
+			return 0, nil
+		}
+		if admit != nil {
+			if err := admit(); err != nil {
+				return 0, err
+			}
+		}
 	}
-	partner, err := c.lookup(ctx, h)
-	ttl := PositiveTTL
+	return c.resolve(ctx, h, known)
+}
+
+// resolve waits for the lookup of h, its own or the one under way.
+func (c *Cache) resolve(ctx context.Context, h [32]byte, known bool) (int64, error) {
+	led := false
+	ch := c.flights.DoChan(string(h[:]), func() (any, error) {
+		led = true
+		return c.load(h, known, ResultMiss)
+	})
+	select {
+	case r := <-ch:
+		if !led {
+			c.observe(ResultShared)
+		}
+		if r.Err != nil {
+			return 0, r.Err
+		}
+		return r.Val.(int64), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (c *Cache) refresh(h [32]byte, e *entry) {
+	defer e.refreshing.Store(false)
+	c.flights.Do(string(h[:]), func() (any, error) { return c.load(h, true, ResultRefresh) })
+}
+
+// load reads h from the database and caches the answer. The lookup is shared
+// by every call that waits for it, so no caller's context may cancel it: it
+// runs under its own deadline.
+func (c *Cache) load(h [32]byte, known bool, ok Result) (partner int64, err error) {
+	defer func() {
+		// singleflight re-raises a panic of a DoChan function on a goroutine
+		// of its own, where nothing recovers it: a lookup that panics must
+		// fail this key's calls, not the process.
+		if r := recover(); r != nil {
+			c.observe(ResultError)
+			partner, err = 0, fmt.Errorf("auth: key lookup panicked: %v", r)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	lane := c.lookups
+	if known {
+		lane = c.reserved
+	}
+	if err := lane.Acquire(ctx, 1); err != nil {
+		c.observe(ResultRefused)
+		return 0, ErrBusy
+	}
+	defer lane.Release(1)
+	read := c.now()
+	partner, err = c.lookup(ctx, h)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		partner, ttl = 0, NegativeTTL
-	case err != nil:
-		return 0, err
+	case errors.Is(err, store.ErrNotFound) || (err == nil && partner == 0):
+		c.known.Remove(h)
+		c.unknown.Add(h, struct{}{})
+		c.observe(ok)
+		return 0, nil
+	case err == nil:
+		c.unknown.Remove(h)
+		c.known.Add(h, &entry{partner: partner, read: read})
+		c.observe(ok)
+		return partner, nil
+	case ctx.Err() != nil:
+		c.observe(ResultTimeout)
+		return 0, fmt.Errorf("%w: %w", ErrTimeout, err)
+	default:
+		c.observe(ResultError)
+		return 0, fmt.Errorf("auth: look up key: %w", err)
 	}
-	c.mu.Lock()
-	if len(c.m) >= maxEntries {
-		clear(c.m)
-	}
-	c.m[h] = entry{partner: partner, expires: now.Add(ttl)}
-	c.mu.Unlock()
-	return partner, nil
 }
