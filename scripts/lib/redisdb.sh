@@ -1,7 +1,7 @@
 # Claims a Redis DB for a script's own stack the way shared/testenv claims
 # one for each test and the bench, so that tests, bench and scripts running
 # at the same time never share a DB: the key oneoffice:testenv:redis-db:<n>
-# in DB 0, taken with SET NX PX for the first free n from 1 to 15, renewed in
+# in DB 0, taken with SET NX PX for the first free n from 1 to 12, renewed in
 # the background while the script runs and deleted at release. The DB is
 # flushed when claimed and when released.
 #
@@ -30,13 +30,13 @@ return 0"
 
 redisdb_cli() { timeout 10 redis-cli "$@"; }
 
-# redisdb_claim OWNER: claims the first free DB from 1 to 15 for OWNER (a
+# redisdb_claim OWNER: claims the first free DB from 1 to 12 for OWNER (a
 # label, made unique here), flushes it and sets redisdb_n.
 redisdb_claim() {
   local n
   [ "$(redisdb_cli -n 0 PING 2>/dev/null)" = PONG ] || { echo "redisdb: Redis does not answer" >&2; return 1; }
   redisdb_owner="$1 pid $$ $(date +%s)-$RANDOM$RANDOM"
-  for n in $(seq 1 15); do
+  for n in $(seq 1 12); do
     if [ "$(redisdb_cli -n 0 SET "$redisdb_prefix$n" "$redisdb_owner" NX PX "$redisdb_ttl_ms")" = OK ]; then
       redisdb_n=$n
       redisdb_cli -n "$n" FLUSHDB >/dev/null || { redisdb_release; return 1; }
@@ -44,8 +44,8 @@ redisdb_claim() {
       return 0
     fi
   done
-  echo "redisdb: every Redis DB from 1 to 15 is claimed:" >&2
-  for n in $(seq 1 15); do echo "  $n: $(redisdb_cli -n 0 GET "$redisdb_prefix$n")" >&2; done
+  echo "redisdb: every Redis DB from 1 to 12 is claimed:" >&2
+  for n in $(seq 1 12); do echo "  $n: $(redisdb_cli -n 0 GET "$redisdb_prefix$n")" >&2; done
   return 1
 }
 

@@ -16,11 +16,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Redis DBs 1 to 15 are handed out; DB 0 holds the claims (and is the
-// service's default DB, which nothing here flushes).
+// Redis DBs 1 to 12 are handed out; DB 0 holds the claims (and is the
+// service's default DB, which nothing here flushes). DBs 13 to 15 are left to
+// outside tools that pick a fixed DB without claiming it (the operations
+// contract smoke check flushes DB 13).
 const (
 	FirstRedisDB = 1
-	LastRedisDB  = 15
+	LastRedisDB  = 12
 	// RedisClaimPrefix is followed by the DB number. scripts/lib/redisdb.sh
 	// claims with the same keys, so tests, the bench and the scripts never
 	// share a DB.
@@ -33,7 +35,7 @@ const (
 
 // ErrNoRedisDB is returned when every DB from FirstRedisDB to LastRedisDB is
 // claimed.
-var ErrNoRedisDB = errors.New("every Redis DB from 1 to 15 is claimed")
+var ErrNoRedisDB = errors.New("every Redis DB from 1 to 12 is claimed")
 
 // ErrClaimLost is returned by Release when another owner took the DB while
 // this one held it (its claim expired, or Redis restarted empty).
