@@ -6,10 +6,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/oneoffice/provisioner/shared/store"
 )
@@ -21,9 +23,12 @@ const secretPrefix = "oosig_"
 // CacheTTL is how long a gateway trusts what it read of a partner's secret,
 // so that a new, replaced or removed secret takes effect within 5 s, as a
 // revoked key does. cacheSize bounds the memory the cache can take.
+// lookupTimeout bounds a database lookup: past it the call is answered 503
+// rather than held.
 const (
-	CacheTTL  = 4 * time.Second
-	cacheSize = 100_000
+	CacheTTL      = 4 * time.Second
+	cacheSize     = 100_000
+	lookupTimeout = time.Second
 )
 
 // NewSecret returns a new random signing secret: 256 bits, base64url, with
@@ -50,11 +55,13 @@ func LookupSecret(ctx context.Context, db *pgxpool.Pool, partner int64) (string,
 	return *secret, nil
 }
 
-// secrets caches LookupSecret per partner. Errors are not cached: the next
+// secrets caches LookupSecret per partner. The calls of one partner that
+// miss the cache together share one lookup. Errors are not cached: the next
 // call asks the database again.
 type secrets struct {
-	db    *pgxpool.Pool
-	cache *expirable.LRU[int64, string]
+	db     *pgxpool.Pool
+	cache  *expirable.LRU[int64, string]
+	flight singleflight.Group
 }
 
 func newSecrets(db *pgxpool.Pool) *secrets {
@@ -66,12 +73,19 @@ func (s *secrets) get(ctx context.Context, partner int64) (string, error) {
 	if secret, ok := s.cache.Get(partner); ok {
 		return secret, nil
 	}
-	secret, err := LookupSecret(ctx, s.db, partner)
-	// A partner that disappeared has no secret; its key no longer
-	// authenticates it either, within the key cache's TTL.
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return "", fmt.Errorf("signing secret: %w", err)
-	}
-	s.cache.Add(partner, secret)
-	return secret, nil
+	v, err, _ := s.flight.Do(strconv.FormatInt(partner, 10), func() (any, error) {
+		// Other calls wait on this lookup: it must not end with the
+		// context of the call that happened to start it.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+		defer cancel()
+		secret, err := LookupSecret(ctx, s.db, partner)
+		// A partner that disappeared has no secret; its key no longer
+		// authenticates it either, within the key cache's TTL.
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return "", fmt.Errorf("signing secret: %w", err)
+		}
+		s.cache.Add(partner, secret)
+		return secret, nil
+	})
+	return v.(string), err
 }
