@@ -110,7 +110,9 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
-	p.url("AMQP_URL", c.AMQPURL, "amqp", "amqps")
+	for _, u := range splitURLs(c.AMQPURL) { // one URL, or the nodes of a cluster
+		p.url("AMQP_URL", strings.TrimSpace(u), "amqp", "amqps")
+	}
 	return c, errors.Join(p.errs...)
 }
 
