@@ -35,6 +35,10 @@ load: services ## k6 load test against an isolated stack (builds k6 into bin/ if
 bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request
 	. scripts/lib/godebug.sh && $(GO) run ./scripts/bench $(BENCH_FLAGS)
 
+.PHONY: preauth-bench
+preauth-bench: services ## a valid partner's latency, quiet and under 5,000 random-key calls a second (PREAUTH_FLAGS=)
+	. scripts/lib/godebug.sh && $(GO) run ./scripts/preauth $(PREAUTH_FLAGS)
+
 # Fuzz targets, package:name. Each runs FUZZTIME; a crash is written to the
 # package's testdata/fuzz/ as a new corpus entry, which `make test` replays.
 FUZZTIME ?= 5m
