@@ -4,6 +4,8 @@
 //	gateway                           serve the API
 //	gateway migrate                   apply the database migrations
 //	gateway keys create --partner N   create partner N if needed and a key; print only the key
+//	  [--signing]                     also issue N's signing secret (replacing any): the key on the
+//	                                  first line, the secret on the second, nothing else
 //	gateway keys revoke KEY           revoke a key
 //	gateway dlq list [N]              show up to N dead-lettered commands (default 100)
 //	gateway dlq replay [N]            put up to N dead-lettered commands back on the queue
@@ -31,7 +33,7 @@ import (
 const usage = `usage:
   gateway                           serve the API
   gateway migrate                   apply the database migrations
-  gateway keys create --partner NAME
+  gateway keys create --partner NAME [--signing]
   gateway keys revoke KEY
   gateway dlq list [N]
   gateway dlq replay [N]
@@ -94,10 +96,18 @@ func admin(ctx context.Context, cfg config.Config, args []string, stdout io.Writ
 	case len(args) >= 2 && args[0] == "keys" && args[1] == "create":
 		fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
 		partner := fs.String("partner", "", "partner name")
+		signed := fs.Bool("signing", false, "also issue the partner's signing secret, replacing any")
 		if err := fs.Parse(args[2:]); err != nil || *partner == "" {
 			return errUsage
 		}
 		if _, err := store.Migrate(ctx, db); err != nil {
+			return err
+		}
+		if *signed {
+			key, secret, err := auth.CreateSigningKey(ctx, db, *partner)
+			if err == nil {
+				fmt.Fprintf(stdout, "%s\n%s\n", key, secret)
+			}
 			return err
 		}
 		key, err := auth.CreateKey(ctx, db, *partner)

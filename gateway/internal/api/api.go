@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/gateway/internal/signing"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
@@ -65,6 +66,9 @@ type Deps struct {
 	// ClientRateLimit is lookups of unknown keys per second per client
 	// address, in this process; 0 = off.
 	ClientRateLimit float64
+	// Signing checks the signatures of partners that sign (SPEC section 6);
+	// nil checks none.
+	Signing *signing.Verifier
 }
 
 // New builds the Fiber app.

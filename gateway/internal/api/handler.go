@@ -79,6 +79,12 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 		return fail(protocol.NewError(http.StatusRequestHeaderFieldsTooLarge, protocol.CodeHeadersTooLarge, "",
 			fmt.Sprintf("the call has %d headers; at most %d are accepted", n, MaxHeaders)))
 	}
+	// Signatures are over the body as sent, so they are checked before it
+	// is inflated or parsed, and a refused call costs no decoding.
+	header := func(name string) string { return c.Get(name) }
+	if e := h.Signing.Verify(c.UserContext(), partner, header, c.Request().Body()); e != nil {
+		return fail(e)
+	}
 	body, perr := readBody(c)
 	if perr != nil {
 		return fail(perr)

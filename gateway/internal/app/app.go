@@ -17,6 +17,7 @@ import (
 	"github.com/oneoffice/provisioner/gateway/internal/api"
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
 	"github.com/oneoffice/provisioner/gateway/internal/rpc"
+	"github.com/oneoffice/provisioner/gateway/internal/signing"
 	"github.com/oneoffice/provisioner/shared/admin"
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/deps"
@@ -87,6 +88,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		RateLimit:       cfg.RateLimitRPS,
 		Redis:           rdb,
 		ClientRateLimit: cfg.ClientRateLimitRPS,
+		Signing:         signing.New(db, rdb, reg),
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

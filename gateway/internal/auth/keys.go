@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/oneoffice/provisioner/gateway/internal/signing"
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
@@ -25,6 +26,24 @@ func Hash(key string) [32]byte { return sha256.Sum256([]byte(key)) }
 // CreateKey creates the partner named name if it does not exist, and a new key
 // for it. The key is returned once and never stored.
 func CreateKey(ctx context.Context, db *pgxpool.Pool, name string) (string, error) {
+	return createKey(ctx, db, name, nil)
+}
+
+// CreateSigningKey is CreateKey that also gives the partner a new signing
+// secret, replacing any it had, in the same statement: from then on every
+// call of the partner must be signed with it (package signing). Both are
+// returned once.
+func CreateSigningKey(ctx context.Context, db *pgxpool.Pool, name string) (key, secret string, err error) {
+	if secret, err = signing.NewSecret(); err != nil {
+		return "", "", err
+	}
+	key, err = createKey(ctx, db, name, &secret)
+	return key, secret, err
+}
+
+// createKey creates the partner if needed and a key; a nil secret leaves the
+// partner's signing secret as it is.
+func createKey(ctx context.Context, db *pgxpool.Pool, name string, secret *string) (string, error) {
 	if name == "" || len(name) > 200 {
 		return "", errors.New("--partner must be a name of 1 to 200 characters")
 	}
@@ -35,9 +54,10 @@ func CreateKey(ctx context.Context, db *pgxpool.Pool, name string) (string, erro
 	key := keyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	h := Hash(key)
 	_, err := db.Exec(ctx, `WITH p AS (
-			INSERT INTO partners (name) VALUES ($1)
-			ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id)
-		INSERT INTO api_keys (partner_id, key_hash) SELECT id, $2 FROM p`, name, h[:])
+			INSERT INTO partners (name, signing_secret) VALUES ($1, $3)
+			ON CONFLICT (name) DO UPDATE SET signing_secret = COALESCE(excluded.signing_secret, partners.signing_secret)
+			RETURNING id)
+		INSERT INTO api_keys (partner_id, key_hash) SELECT id, $2 FROM p`, name, h[:], secret)
 	if err != nil {
 		return "", fmt.Errorf("create key: %w", err)
 	}
