@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 K6_VERSION := v1.8.1
 
-.PHONY: help build services migrate run test smoke load bench fuzz prom-check fmt vet clean
+.PHONY: help build services migrate run test smoke load bench fuzz prom-check cluster-test images fmt vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,16 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5m; CI runs a few seconds e
 
 prom-check: services ## promtool checks, then every dashboard query and alert against a real Prometheus
 	bash scripts/prom-check.sh
+
+cluster-test: services ## three-node RabbitMQ cluster on this host, nodes lost under load, effects checked in PostgreSQL
+	bash scripts/cluster-test.sh $(CLUSTER_FLAGS)
+
+# The image of deploy/Dockerfile (both binaries); needs a Docker engine with BuildKit.
+IMAGE ?= oneoffice/provisioner
+IMAGE_TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+images: ## build the image oneoffice/provisioner (IMAGE=, IMAGE_TAG=) from deploy/Dockerfile; needs a Docker engine
+	docker build -f deploy/Dockerfile -t $(IMAGE):$(IMAGE_TAG) -t $(IMAGE):latest .
 
 vet: ## go vet
 	$(GO) vet ./...
