@@ -182,7 +182,7 @@ func TestMalformedInput(t *testing.T) {
 		msgFragment string
 	}{
 		{"truncated JSON", `{"method":"getCustomer","params":{"id":"A"}`, 400, "invalid_json", "", "at byte"},
-		{"not JSON", `method=getCustomer`, 400, "invalid_json", "", "at byte 1"},
+		{"not JSON", `method=getCustomer`, 400, "invalid_json", "", "at byte 0"},
 		{"empty body", ``, 400, "invalid_json", "", "empty"},
 		{"array body", `[1,2]`, 400, "invalid_request", "", "JSON object"},
 		{"params string", `{"method":"getCustomer","params":"ABC"}`, 400, "invalid_request", "params", "params must be a JSON object"},

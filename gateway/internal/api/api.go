@@ -22,14 +22,10 @@ import (
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
-// BodyLimit is the largest request body accepted (413 beyond). The handler
-// enforces it after authentication, on a body the server read whole, so the
-// partner always gets the 413 answer; the HTTP server itself only refuses
-// bodies over hardBodyLimit unread, closing the connection.
-const (
-	BodyLimit     = 64 << 10
-	hardBodyLimit = 1 << 20
-)
+// BodyLimit is the largest request body accepted (413 beyond), as sent and
+// again once its Content-Encoding is undone. The server streams bodies, so
+// the handler enforces it after authentication while reading (body.go).
+const BodyLimit = 64 << 10
 
 // Header limits: the request line and headers must fit in HeaderBytes (431
 // beyond, from the HTTP server), and a call may carry at most MaxHeaders
@@ -75,8 +71,11 @@ type Deps struct {
 func New(d Deps) *fiber.App {
 	h := &handler{Deps: d, limits: newLimiter(d)}
 	app := fiber.New(fiber.Config{
-		AppName:               "oneoffice-gateway",
-		BodyLimit:             hardBodyLimit,
+		AppName: "oneoffice-gateway",
+		// With streaming, BodyLimit only bounds what the server reads ahead
+		// (at most 8 KiB); readRaw reads the rest and enforces the limit.
+		StreamRequestBody:     true,
+		BodyLimit:             BodyLimit,
 		ReadBufferSize:        HeaderBytes,
 		ReadTimeout:           ReadTimeout,
 		WriteTimeout:          WriteTimeout,

@@ -63,6 +63,10 @@ func envelopeError(err error) *protocol.Error {
 			return protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, field,
 				fmt.Sprintf("%s appears twice (at byte %d); every name may appear once", field, syn.ByteOffset))
 		}
+		if field != "" {
+			return protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, field,
+				fmt.Sprintf("%s is not valid JSON: %v (at byte %d)", field, syn.Err, syn.ByteOffset))
+		}
 		return protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, "",
 			fmt.Sprintf("the body is not valid JSON: %v (at byte %d)", syn.Err, syn.ByteOffset))
 	}

@@ -43,6 +43,7 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			status, err = http.StatusInternalServerError, sendError(c, cl.rid, internalError())
 		}
+		discardBody(c)
 		h.Metrics.inFlight.Dec()
 		elapsed := time.Since(start)
 		h.Metrics.observe(cl.method, status, elapsed.Seconds())
@@ -81,11 +82,15 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	}
 	// Signatures are over the body as sent, so they are checked before it
 	// is inflated or parsed, and a refused call costs no decoding.
+	raw, perr := readRaw(c)
+	if perr != nil {
+		return fail(perr)
+	}
 	header := func(name string) string { return c.Get(name) }
-	if e := h.Signing.Verify(c.UserContext(), partner, header, c.Request().Body()); e != nil {
+	if e := h.Signing.Verify(c.UserContext(), partner, header, raw); e != nil {
 		return fail(e)
 	}
-	body, perr := readBody(c)
+	body, perr := decodeBody(c, raw)
 	if perr != nil {
 		return fail(perr)
 	}
