@@ -27,7 +27,10 @@ type Customer struct {
 	Admin     protocol.Admin `json:"admin"`
 }
 
-const customerColumns = `id, remote_id, name, partner_id, created_at, is_active,
+// customerColumns read a customer as the API shows it: its id is its number
+// among the partner's customers, never the tenants' primary key, which counts
+// every partner's tenants.
+const customerColumns = `customer_number, remote_id, name, partner_id, created_at, is_active,
 	admin_email, coalesce(admin_phone, ''), coalesce(admin_display_name, ''), request_fp`
 
 func scanCustomer(row pgx.Row) (Customer, string, error) {

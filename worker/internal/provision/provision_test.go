@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
@@ -19,7 +21,7 @@ import (
 // fixture is a migrated database, a partner and a service whose clock the
 // test moves.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	db      *pgxpool.Pool
 	svc     *Service
 	clock   time.Time
@@ -27,7 +29,7 @@ type fixture struct {
 	root    string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, testenv.Database(t), 4)
@@ -45,6 +47,16 @@ func newFixture(t *testing.T) *fixture {
 	f.svc = New(db, Config{StorageRoot: f.root, RenewalWindow: 15 * 24 * time.Hour}, NewMetrics(prometheus.NewRegistry()))
 	f.svc.now = func() time.Time { return f.clock }
 	return f
+}
+
+// newPartner adds a partner to the database.
+func (f *fixture) newPartner(t testing.TB, name string) int64 {
+	t.Helper()
+	var id int64
+	if err := f.db.QueryRow(context.Background(), `INSERT INTO partners (name) VALUES ($1) RETURNING id`, name).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 // do runs a method and returns the status and decoded body.
@@ -252,5 +264,104 @@ func TestRenewalTimesAgreeToTheSecond(t *testing.T) {
 	rn := r["renewals"].([]any)[0].(m)
 	if rn["termStart"] != o["termEnd"] || rn["termEnd"] != r["termEnd"] || rn["createdAt"] != float64(f.clock.Unix()) {
 		t.Fatalf("renewal %v of order %v (first term ended %v)", rn, r, o["termEnd"])
+	}
+}
+
+// A customer's id counts its partner's customers only: 1, 2, 3... per
+// partner, however the partners' calls interleave. A create of an id the
+// partner already has (the same call again, or other params: 409) may use up
+// a number, a gap that only the partner's own calls make.
+func TestCustomerIDsArePerPartner(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	a, b := f.partner, f.newPartner(t, "Q")
+	create := func(partner int64, id, name string, status int) map[string]any {
+		t.Helper()
+		f.partner = partner
+		defer func() { f.partner = a }()
+		return f.want(protocol.CreateCustomer, m{"id": id, "name": name, "admin": m{"email": "a@example.com"}}, status)
+	}
+	for _, c := range []struct {
+		partner  int64
+		id, name string
+		status   int
+		want     float64 // the id answered
+	}{
+		{a, "ABC", "A's first", 200, 1},
+		{b, "ABC", "B's first", 200, 1},
+		{b, "B2", "B's second", 200, 2},
+		{a, "ABC", "A's first", 200, 1}, // the same call again: the same customer
+		{a, "ABC", "Other", 409, 0},     // the same id with other params
+		{b, "B3", "B's third", 200, 3},  // A's calls leave no trace in B's numbers
+		{a, "A2", "A's second", 200, 4}, // A's own two calls used up 2 and 3
+	} {
+		body := create(c.partner, c.id, c.name, c.status)
+		if c.want != 0 && (body["id"] != c.want || body["partner"] != float64(c.partner)) {
+			t.Errorf("partner %d %s: %v, want id %v", c.partner, c.id, body, c.want)
+		}
+	}
+	f.partner = b
+	if g := f.want(protocol.GetCustomer, m{"id": "B3"}, 200); g["id"] != float64(3) {
+		t.Errorf("getCustomer B3 of partner B: %v", g)
+	}
+	// Orders still reference the customer by its row, and show its partner's id.
+	if o := f.want(protocol.CreateFirstOrder, m{"customer": "B2", "id": "O1", "product": "oo-std", "licenses": 1, "duration": "monthly"}, 200); o["customer"] != "B2" {
+		t.Errorf("order %v", o)
+	}
+	// The consumer tenant is no customer and takes no number.
+	f.want(protocol.CreateUser, m{"email": "ann@example.com"}, 200)
+	if b4 := create(b, "B4", "B's fourth", 200); b4["id"] != float64(4) {
+		t.Errorf("after the consumer tenant: %v", b4)
+	}
+}
+
+// The migration numbers the customers that exist before it with the id they
+// were answered with, so that no partner sees an id change, and each
+// partner's numbering goes on after its highest. It goes down and up again.
+func TestCustomerNumberMigrationKeepsIssuedIDs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := store.Open(ctx, testenv.Database(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	sqlDB := stdlib.OpenDBFromPool(db)
+	t.Cleanup(func() { sqlDB.Close() })
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, os.DirFS("../../../shared/store/migrations"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Two partners' customers interleaved, and a consumer tenant, under the
+	// schema before the migration.
+	if _, err := db.Exec(ctx, `INSERT INTO partners (id, name) VALUES (1, 'P'), (2, 'Q');
+		INSERT INTO tenants (id, partner_id, kind, remote_id, name, admin_email, storage_path) VALUES
+			(1, 1, 'customer', 'A1', 'A1', 'a@example.com', 'x'), (2, 2, 'customer', 'B1', 'B1', 'b@example.com', 'x'),
+			(3, 1, 'customer', 'A2', 'A2', 'a@example.com', 'x');
+		INSERT INTO tenants (id, partner_id, kind, name, storage_path) VALUES (4, 2, 'consumer', 'Consumers', 'x');
+		SELECT setval('tenants_id_seq', 4)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := db.QueryRow(ctx, `SELECT string_agg(coalesce(remote_id, kind) || '=' || coalesce(customer_number::text, '-'), ' ' ORDER BY id)
+		FROM tenants`).Scan(&got); err != nil || got != "A1=1 B1=2 A2=3 consumer=-" {
+		t.Fatalf("numbers after the migration %q (%v), want the issued ids", got, err)
+	}
+	f := &fixture{t: t, db: db, root: t.TempDir(), clock: day("2024-01-31T09:00:00Z"), partner: 2}
+	f.svc = New(db, Config{StorageRoot: f.root}, NewMetrics(prometheus.NewRegistry()))
+	if c := f.want(protocol.CreateCustomer, m{"id": "B2", "name": "B2", "admin": m{"email": "b@example.com"}}, 200); c["id"] != float64(3) {
+		t.Fatalf("Q's next customer after the migration: %v, want id 3", c)
+	}
+	if _, err := p.DownTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
