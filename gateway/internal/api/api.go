@@ -25,7 +25,7 @@ import (
 // BodyLimit is the largest request body accepted (413 beyond), as sent and
 // again once its Content-Encoding is undone. The server streams bodies, so
 // the handler enforces it after authentication while reading (body.go).
-const BodyLimit = 64 << 10
+const BodyLimit = protocol.MaxBody
 
 // Header limits: the request line and headers must fit in HeaderBytes (431
 // beyond, from the HTTP server), and a call may carry at most MaxHeaders
