@@ -28,9 +28,11 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
 		c.m.redeliveries.Inc()
 	}
 	cmd, err := protocol.DecodeCommand(d)
+	if err == nil {
+		err = verify(&cmd)
+	}
 	if err != nil {
-		c.log.ErrorContext(ctx, "undecodable command dead-lettered", "error", err, "message_id", d.MessageId)
-		c.deadLetter(d, out, "decode")
+		c.refuse(ctx, d, out, &cmd, err)
 		return
 	}
 	log := c.log.With("request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method)
@@ -65,6 +67,68 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
 	c.m.commands.WithLabelValues(cmd.Method, outcome).Inc()
 	log.InfoContext(ctx, "command", "status", res.Status, "duration_ms", float64(elapsed.Microseconds())/1000,
 		"redelivered", d.Redelivered)
+}
+
+// refuse dead-letters a message that is not a command a gateway sent: it
+// never runs, and its idempotency key is neither completed nor released, since
+// the record it names may be another call's (or another partner's) in flight.
+func (c *Consumer) refuse(ctx context.Context, d *amqp.Delivery, out *outbox, cmd *protocol.Command, err error) {
+	reason := "decode"
+	if errors.Is(err, protocol.ErrUntrusted) {
+		reason = "invalid"
+	}
+	c.log.ErrorContext(ctx, "command refused and dead-lettered", "reason", reason, "error", err,
+		"message_id", d.MessageId, "request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method)
+	c.deadLetter(d, out, reason)
+	if protocol.Known(cmd.Method) { // the method label takes registered names only
+		c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
+	}
+}
+
+// verify checks a decoded command's idempotency headers against its params,
+// as the gateway built them: a read takes no key; a key names the command's
+// partner; a derived key is the one the params derive; the fingerprint is the
+// one of the params. A keyed method without a key is an un-keyed call. What
+// fails is protocol.ErrUntrusted.
+func verify(cmd *protocol.Command) error {
+	if cmd.IdemKey == "" {
+		return nil // DecodeCommand saw that the other idempotency headers are absent too
+	}
+	m, _ := protocol.Lookup(cmd.Method) // DecodeCommand saw that it is registered
+	if !m.Keyed() {
+		return fmt.Errorf("%w: %s takes no idempotency key, and this one carries one", protocol.ErrUntrusted, m.Name)
+	}
+	partner, key, derived, ok := idempotency.ParseKey(cmd.IdemKey)
+	if !ok || partner != cmd.Partner {
+		return fmt.Errorf("%w: the idempotency key is not one of partner %d", protocol.ErrUntrusted, cmd.Partner)
+	}
+	if !derived && !headerKey(key) {
+		return fmt.Errorf("%w: the idempotency key is not 1 to 255 printable ASCII characters", protocol.ErrUntrusted)
+	}
+	params, perr := protocol.DecodeParams(cmd.Method, cmd.Params)
+	if perr != nil {
+		return fmt.Errorf("%w: params of a keyed call do not validate: %s", protocol.ErrUntrusted, perr.Message)
+	}
+	if derived && key != m.Key(params) {
+		return fmt.Errorf("%w: the derived idempotency key is not the one of the params", protocol.ErrUntrusted)
+	}
+	if idempotency.Fingerprint(cmd.Method, protocol.Canonical(params)) != cmd.IdemFP {
+		return fmt.Errorf("%w: the fingerprint is not the one of the params", protocol.ErrUntrusted)
+	}
+	return nil
+}
+
+// headerKey applies the gateway's rule for an Idempotency-Key header.
+func headerKey(k string) bool {
+	if len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // giveUp dead-letters a command that failed permanently (invalid, panicked or
