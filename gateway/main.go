@@ -13,12 +13,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -116,7 +118,24 @@ func admin(ctx context.Context, cfg config.Config, args []string, stdout io.Writ
 		}
 		return err
 	case len(args) == 3 && args[0] == "keys" && args[1] == "revoke":
-		return auth.RevokeKey(ctx, db, args[2])
+		key := args[2]
+		if key == "-" {
+			// From standard input the key stays out of the process list and
+			// the shell's history. A key is short: more is not a key.
+			b, err := io.ReadAll(io.LimitReader(os.Stdin, 4096))
+			if err != nil {
+				return fmt.Errorf("reading the key from standard input: %w", err)
+			}
+			key = strings.TrimSpace(string(b))
+		}
+		if key == "" {
+			return errors.New("no key given: pass the key, or - and the key on standard input")
+		}
+		err := auth.RevokeKey(ctx, db, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return errors.New("no live key matches: the key is unknown or already revoked")
+		}
+		return err
 	}
 	return errUsage
 }
