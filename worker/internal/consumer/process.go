@@ -77,7 +77,9 @@ func (c *Consumer) refuse(ctx context.Context, d *amqp.Delivery, out *outbox, cm
 	if errors.Is(err, protocol.ErrUntrusted) {
 		reason = "invalid"
 	}
-	c.log.ErrorContext(ctx, "command refused and dead-lettered", "reason", reason, "error", err,
+	// The message is giveUp's, so that one search of the log finds every
+	// dead-lettered command, whatever its reason.
+	c.log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err,
 		"message_id", d.MessageId, "request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method)
 	c.deadLetter(d, out, reason)
 	if protocol.Known(cmd.Method) { // the method label takes registered names only
