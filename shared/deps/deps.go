@@ -1,12 +1,17 @@
 // Package deps opens the connections both binaries need: the PostgreSQL pool
 // (migrated) and the Redis client, with timeouts short enough that a dead
-// dependency yields a quick 503 or retry rather than a hang.
+// dependency yields a quick 503 or retry rather than a hang. Both accept the
+// high-availability forms of their URLs: several PostgreSQL hosts with
+// target_session_attrs=read-write (pgx connects to the one that takes
+// writes), and Redis Sentinels (OpenRedis).
 package deps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -44,18 +49,71 @@ func OpenDB(ctx context.Context, url string, maxConns int32, log *slog.Logger) (
 }
 
 // OpenRedis returns a client for url; it does not wait for the server.
+//
+// url names one server, redis://[:password@]host:port/db (rediss:// for TLS),
+// or, with a master_name parameter, the Sentinels that watch a master and its
+// replicas:
+//
+//	redis://[:sentinel-password@]sentinel1:26379/db?master_name=NAME&addr=sentinel2:26379&addr=sentinel3:26379&password=MASTER-PASSWORD
+//
+// A Sentinel client asks the Sentinels where the master is and follows it
+// when they fail it over (go-redis's FailoverClient, through its
+// ParseFailoverURL).
 func OpenRedis(url string, poolSize int) (*redis.Client, error) {
+	if sentinel, err := isSentinelURL(url); err != nil {
+		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
+	} else if sentinel {
+		return openFailover(url, poolSize)
+	}
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
 	}
-	opt.DialTimeout = time.Second
-	opt.ReadTimeout = time.Second
-	opt.WriteTimeout = time.Second
-	opt.PoolTimeout = 2 * time.Second
+	opt.DialTimeout = redisDialTimeout
+	opt.ReadTimeout = redisIOTimeout
+	opt.WriteTimeout = redisIOTimeout
+	opt.PoolTimeout = redisPoolTimeout
 	opt.MaxRetries = 1
 	if poolSize > 0 {
 		opt.PoolSize = poolSize
 	}
 	return redis.NewClient(opt), nil
+}
+
+// Timeouts of every Redis client: short, so that a dead Redis gives a quick
+// 503 or retry rather than a hang.
+const (
+	redisDialTimeout = time.Second
+	redisIOTimeout   = time.Second
+	redisPoolTimeout = 2 * time.Second
+)
+
+// isSentinelURL reports whether url names Sentinels: a master_name parameter.
+func isSentinelURL(raw string) (bool, error) {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return false, err
+	}
+	return u.Query().Has("master_name"), nil
+}
+
+func openFailover(url string, poolSize int) (*redis.Client, error) {
+	opt, err := redis.ParseFailoverURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
+	}
+	if opt.MasterName == "" {
+		return nil, errors.New("parse REDIS_URL: master_name is empty")
+	}
+	opt.DialTimeout = redisDialTimeout
+	opt.ReadTimeout = redisIOTimeout
+	opt.WriteTimeout = redisIOTimeout
+	opt.PoolTimeout = redisPoolTimeout
+	// One retry, as with a single server, plus room for the switch to a new
+	// master: the first call after a failover may meet the old one.
+	opt.MaxRetries = 2
+	if poolSize > 0 {
+		opt.PoolSize = poolSize
+	}
+	return redis.NewFailoverClient(opt), nil
 }
