@@ -120,9 +120,12 @@ type report struct {
 
 func (r report) print(out io.Writer) {
 	c := r.cfg
+	// The processes inherit the bench's environment: an exported setting
+	// applies to them.
 	fmt.Fprintf(out, "\npreauth bench: one gateway (GOMAXPROCS %s), one worker; CLIENT_RATE_LIMIT_RPS %s; "+
-		"AUTH_LOOKUP_CONCURRENCY and AUTH_LOOKUP_TIMEOUT at their defaults\n",
-		orDefault(c.gomaxprocs, "1 (default)"), orOff(c.clientRPS))
+		"AUTH_LOOKUP_CONCURRENCY %s; AUTH_LOOKUP_TIMEOUT %s\n",
+		orDefault(c.gomaxprocs, envOr("GOMAXPROCS", "1 (default)")), orOff(c.clientRPS),
+		envOr("AUTH_LOOKUP_CONCURRENCY", "4 (default)"), envOr("AUTH_LOOKUP_TIMEOUT", "1s (default)"))
 	fmt.Fprintf(out, "\nthe valid partner's getCustomer at %g/s, %s per phase\n", c.probeRate, c.duration)
 	fmt.Fprintf(out, "  %-6s %7s %9s %9s %9s  %s\n", "phase", "calls", "p50", "p99", "max", "statuses")
 	for _, p := range r.phases {
@@ -171,6 +174,13 @@ func statuses(t *tally) string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
 
 func orDefault(n int, def string) string {
 	if n == 0 {
