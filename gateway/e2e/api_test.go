@@ -116,7 +116,8 @@ func TestPartnerIsolation(t *testing.T) {
 	}
 	// The same remote id can exist under both partners.
 	r := asB("createCustomer", primer)
-	if r.Status != 200 || r.JSON(t)["id"] == a["id"] || r.JSON(t)["partner"] == a["partner"] {
+	// Each partner numbers its own customers: both are customer 1 of their partner.
+	if r.Status != 200 || r.JSON(t)["id"] != a["id"] || r.JSON(t)["partner"] == a["partner"] {
 		t.Fatalf("partner B createCustomer ABC: %d %s (A: %v)", r.Status, r.Body, a)
 	}
 	if g := s.Want(200, "getOrder", m{"id": "O1"}); g["status"] != "active" {

@@ -57,7 +57,7 @@ func TestReplayAndMismatch(t *testing.T) {
 	// Keys are scoped to the partner: B's same key and call run for B.
 	keyB := s.NewKey("Partner B")
 	if r := s.Do(keyB, envelope("createCustomer", primer)); r.Status != 200 ||
-		(r.Pending == 0 && r.Header.Get("Idempotent-Replayed") != "") || r.JSON(t)["id"] == first.JSON(t)["id"] {
+		(r.Pending == 0 && r.Header.Get("Idempotent-Replayed") != "") || r.JSON(t)["partner"] == first.JSON(t)["partner"] {
 		t.Fatalf("partner B got partner A's result: %s", r.Body)
 	}
 }

@@ -25,7 +25,7 @@ import (
 var errFlaky = errors.New("database unreachable")
 
 // faultyHandler injects faults: it panics on resetUser, fails transiently
-// the first flaky calls of getOrder, and answers everything else.
+// the first flaky calls of cancelOrder, and answers everything else.
 type faultyHandler struct {
 	flaky atomic.Int32
 	gate  chan struct{} // updateOrder waits for it to close
@@ -42,7 +42,7 @@ func (h *faultyHandler) Handle(ctx context.Context, cmd *protocol.Command) (prot
 	switch cmd.Method {
 	case protocol.ResetUser:
 		panic("boom")
-	case protocol.GetOrder:
+	case protocol.CancelOrder:
 		if h.flaky.Add(-1) >= 0 {
 			return protocol.Result{}, errFlaky
 		}
@@ -158,14 +158,15 @@ func TestBadMessagesAreDeadLetteredAndTheWorkerGoesOn(t *testing.T) {
 
 func TestTransientFailuresAreRetriedInPlace(t *testing.T) {
 	hs := start(t)
-	c := command(protocol.GetOrder, "flaky")
-	c.IdemKey, c.IdemToken, c.IdemFP = "oo:test:flaky", "tok", "fp"
+	c := command(protocol.CancelOrder, "flaky")
+	c.IdemKey, c.IdemToken = idempotency.Key(c.Partner, "flaky", false), "tok"
+	c.IdemFP = idempotency.Fingerprint(c.Method, c.Params)
 	if out, _, err := hs.idem.Acquire(context.Background(), c.IdemKey, c.IdemToken, c.IdemFP); err != nil || out != idempotency.New {
 		t.Fatalf("acquire: %v %v", out, err)
 	}
 	hs.publish(t, c.Publishing("", ""))
 	eventually(t, "the flaky command to succeed", func() bool {
-		return testutil.ToFloat64(hs.m.commands.WithLabelValues(protocol.GetOrder, OutcomeOK)) == 1
+		return testutil.ToFloat64(hs.m.commands.WithLabelValues(protocol.CancelOrder, OutcomeOK)) == 1
 	})
 	if hs.h.seen["flaky"] != 4 {
 		t.Errorf("handler ran %d times, want 4 (3 failures, then success)", hs.h.seen["flaky"])
