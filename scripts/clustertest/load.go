@@ -312,7 +312,7 @@ func (f *flow) order() {
 			rid := s.params.(protocol.CreateRenewalOrderParams).ID
 			apply = func(o *orderWant) { o.renewals = append(o.renewals, rid) }
 			if r.out == notDone {
-				l.model.absentRenewal(o, rid)
+				l.model.absentRenewal(o, rid, r)
 			}
 		}
 		if !l.model.step(o, r, apply) {

@@ -27,10 +27,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -74,6 +76,9 @@ func run() int {
 	started := time.Now()
 	td := &teardown{}
 	res, err := scenario(ctx, cfg, td)
+	if err != nil {
+		explain(os.Stderr, cfg, err)
+	}
 	if terr := td.run(2 * time.Minute); terr != nil {
 		err = errors.Join(err, fmt.Errorf("teardown: %w", terr))
 	}
@@ -260,6 +265,29 @@ func restore(ctx context.Context, ld *load, n *node, kind string) error {
 	}
 	logf("%s of %s back in %s", kind, n.name, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// explain prints what the gateways logged about the calls a failure names
+// (by request id), before teardown removes the logs.
+func explain(w io.Writer, cfg *config, err error) {
+	ids := regexp.MustCompile(`rq-`+cfg.tag+`-[0-9]+`).FindAllString(err.Error(), 20)
+	if len(ids) == 0 {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(cfg.work, "gateway*.log"))
+	for _, path := range logs {
+		b, rerr := os.ReadFile(path)
+		if rerr != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, id := range ids {
+				if strings.Contains(line, `"`+id+`"`) && strings.Contains(line, "WARN") {
+					fmt.Fprintf(w, "clustertest: %s: %s\n", filepath.Base(path), line)
+				}
+			}
+		}
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -39,9 +39,12 @@ type orderWant struct {
 	// termEnd is the end of the first term as createFirstOrder answered it
 	// (Unix seconds), 0 if that call was answered 202.
 	termEnd        int64
-	renewals       []string // renewals that took effect, in order
-	absentRenewals []string // renewals answered 503
+	renewals       []string   // renewals that took effect, in order
+	absentRenewals []absentID // renewals answered 503
 }
+
+// absentID is a resource that must not exist, and the call that says so.
+type absentID struct{ id, by string }
 
 // userWant is what a consumer-tenant user must look like after the drain.
 type userWant struct {
@@ -128,10 +131,10 @@ func (m *model) step(o *orderWant, r result, apply func(*orderWant)) bool {
 	return false
 }
 
-func (m *model) absentRenewal(o *orderWant, id string) {
+func (m *model) absentRenewal(o *orderWant, id string, r result) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	o.absentRenewals = append(o.absentRenewals, id)
+	o.absentRenewals = append(o.absentRenewals, absentID{id, r.by})
 }
 
 func (m *model) user(p int, email string, r result) *userWant {

@@ -126,21 +126,20 @@ func startStack(ctx context.Context, cfg *config, cl *cluster, td *teardown) (*s
 	}
 	td.add("stop the gateways and workers", st.stop)
 	for i := range 3 {
-		p, err := startProc(ctx, cfg, env, "worker", fmt.Sprintf("worker%d", i+1))
+		p, err := startReady(ctx, cfg, env, "worker", fmt.Sprintf("worker%d", i+1))
+		if p != nil {
+			st.workers = append(st.workers, p)
+		}
 		if err != nil {
 			return nil, err
 		}
-		st.workers = append(st.workers, p)
 	}
 	for i := range 2 {
-		p, err := startProc(ctx, cfg, env, "gateway", fmt.Sprintf("gateway%d", i+1))
-		if err != nil {
-			return nil, err
+		p, err := startReady(ctx, cfg, env, "gateway", fmt.Sprintf("gateway%d", i+1))
+		if p != nil {
+			st.gateways = append(st.gateways, p)
 		}
-		st.gateways = append(st.gateways, p)
-	}
-	for _, p := range append(append([]*proc{}, st.workers...), st.gateways...) {
-		if err := p.waitReady(ctx, time.Minute); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -183,6 +182,36 @@ func runBin(ctx context.Context, cfg *config, env []string, bin string, args ...
 		return stderr.String(), err
 	}
 	return string(out), nil
+}
+
+// startReady starts a process and waits for its /readyz. A port picked free
+// can be taken by someone else before the process binds it: then it is
+// started again on new ports.
+func startReady(ctx context.Context, cfg *config, env []string, bin, name string) (*proc, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := startProc(ctx, cfg, env, bin, name)
+		if err != nil {
+			return nil, err
+		}
+		err = p.waitReady(ctx, time.Minute)
+		if err == nil {
+			return p, nil
+		}
+		log, _ := os.ReadFile(filepath.Join(cfg.work, name+".log"))
+		if attempt == 3 || !p.exited() || !strings.Contains(string(log), "address already in use") {
+			return p, err
+		}
+		logf("%s: a port it was given was taken meanwhile; starting it again", name)
+	}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func startProc(ctx context.Context, cfg *config, env []string, bin, name string) (*proc, error) {

@@ -172,10 +172,10 @@ func (c *checker) orders(m *model) {
 			c.failf("order %s: absent after %s", r.id, want.by)
 			continue
 		}
-		for _, id := range want.absentRenewals {
+		for _, a := range want.absentRenewals {
 			c.res.checked++
-			if c.renewalIDs[ref{r.p, id}] {
-				c.failf("renewal %s: answered 503 but applied", id)
+			if c.renewalIDs[ref{r.p, a.id}] {
+				c.failf("renewal %s: applied after %s", a.id, a.by)
 			}
 		}
 		if !want.known {
