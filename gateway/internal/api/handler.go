@@ -107,8 +107,9 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	}
 	cl.traceparent = traceparent(c.Get("traceparent"))
 	c.Set("traceparent", cl.traceparent)
-	cmd := &protocol.Command{Method: method.Name, Partner: partner, RequestID: cl.rid, Traceparent: cl.traceparent,
-		Params: protocol.Canonical(params), Timestamp: time.Now()}
+	// One command id per call: the worker's ledger knows a redelivery by it.
+	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Partner: partner, RequestID: cl.rid,
+		Traceparent: cl.traceparent, Params: protocol.Canonical(params), Timestamp: time.Now()}
 	if done, status, err := h.takeKey(c, cl, method, cmd, params); done {
 		return status, err
 	}
@@ -164,13 +165,28 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 	return true, e.Status, sendError(c, cl.rid, e)
 }
 
-// dispatch sends the command and answers with its result, 202 or 503.
+// dispatch sends the command and answers with its result, 202 or 503. This
+// is the one place where the RPC client's error kinds become statuses:
+//
+//	nil                 the worker's result, its status and body
+//	rpc.ErrTimeout      202 pending: enqueued, no reply in time; key kept
+//	rpc.ErrUnknown      202 pending: written, not confirmed in time; the
+//	                    command may run, so its key is kept and a retry is
+//	                    told 409 request_in_progress, then the result
+//	rpc.ErrUnavailable  503 unavailable: surely not enqueued (not connected,
+//	                    broker blocked, nacked, returned); the key is released
 func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, error) {
 	res, err := h.RPC.Call(c.UserContext(), cmd, h.RPCTimeout)
 	switch {
 	case err == nil:
+		if res.Replayed { // answered from the worker's ledger, Redis having lost the record
+			c.Set("Idempotent-Replayed", "true")
+		}
 		return res.Status, send(c, res.Status, res.Body)
-	case errors.Is(err, rpc.ErrTimeout):
+	case errors.Is(err, rpc.ErrTimeout), errors.Is(err, rpc.ErrUnknown):
+		if errors.Is(err, rpc.ErrUnknown) {
+			h.Log.WarnContext(c.UserContext(), "command sent, outcome unknown", "request_id", cl.rid, "error", err)
+		}
 		h.Metrics.pending.WithLabelValues(cmd.Method).Inc()
 		return http.StatusAccepted, send(c, http.StatusAccepted, protocol.PendingBody(cl.rid))
 	default:
@@ -185,7 +201,7 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 				h.Log.WarnContext(c.UserContext(), "idempotency key not released", "request_id", cl.rid, "error", err)
 			}
 		}
-		e := unavailable("the message broker is unreachable; nothing was done, retry later")
+		e := unavailable("the message broker is unreachable or refusing commands; nothing was done, retry later")
 		return e.Status, sendError(c, cl.rid, e)
 	}
 }

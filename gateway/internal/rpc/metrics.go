@@ -10,6 +10,10 @@ type Metrics struct {
 	roundTrip prometheus.Histogram
 	confirm   prometheus.Histogram
 	connected prometheus.Gauge
+	blocked   prometheus.Gauge
+	// unconfirmed counts commands written whose publish was not confirmed by
+	// the deadline: their outcome is unknown, the partner got 202.
+	unconfirmed prometheus.Counter
 }
 
 // NewMetrics registers the RPC client's metrics on reg.
@@ -29,6 +33,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		connected: f.NewGauge(prometheus.GaugeOpts{
 			Name: "oneoffice_gateway_broker_connected",
 			Help: "1 while the gateway holds a channel to the broker.",
+		}),
+		blocked: f.NewGauge(prometheus.GaugeOpts{
+			Name: "oneoffice_gateway_broker_blocked",
+			Help: "1 while the broker blocks the gateway's publishes (connection.blocked: a memory or disk alarm); calls are answered 503 meanwhile.",
+		}),
+		unconfirmed: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_gateway_publish_unconfirmed_total",
+			Help: "Commands sent whose publish was not confirmed by the deadline: outcome unknown, answered 202.",
 		}),
 	}
 }

@@ -1,7 +1,26 @@
 // Package rpc sends commands to the workers over RabbitMQ and waits for their
-// replies: one connection, one channel in confirm mode shared by all requests
-// (amqp091 serializes publishes on it), persistent mandatory publishes, and
-// replies through Direct Reply-to matched by correlation id.
+// replies: one connection, one channel in confirm mode shared by all requests,
+// persistent mandatory publishes, and replies through Direct Reply-to matched
+// by correlation id.
+//
+// A call ends in one of four ways, and the API maps each to one status:
+//   - a result (nil error);
+//   - ErrUnavailable: the command surely did not reach the broker (no
+//     connection, the broker blocking publishers, the publish refused before
+//     it was handed to the socket, nacked, or returned unroutable); the caller
+//     may release its idempotency key;
+//   - ErrUnknown: the publish was handed to the socket but not confirmed by
+//     the deadline (or the connection was lost before the confirm); the
+//     command may run, so the caller keeps its key;
+//   - ErrTimeout: the broker confirmed the command but no reply came in time.
+//
+// Publishes are made by one goroutine per connection (publisher.go), so a
+// publish stuck in a socket write, when the broker stops reading, holds no
+// caller past its deadline. While the broker blocks the connection (a memory
+// or disk alarm, connection.blocked) Call answers ErrUnavailable at once and
+// publishes nothing. The client stays Ready meanwhile: the alarm is the whole
+// cluster's, every gateway is blocked alike, and a gateway taken out of its
+// load balancer could not tell partners "503, retry later".
 package rpc
 
 import (
@@ -21,9 +40,12 @@ import (
 )
 
 var (
-	// ErrUnavailable: the broker is unreachable or refused the command; it was
-	// not enqueued.
+	// ErrUnavailable: the command surely did not reach the broker; it was not
+	// enqueued.
 	ErrUnavailable = errors.New("broker unavailable")
+	// ErrUnknown: the command was handed to the connection but its publish
+	// was not confirmed before the deadline; it may or may not be enqueued.
+	ErrUnknown = errors.New("publish outcome unknown")
 	// ErrTimeout: the command was enqueued but no reply came before the deadline.
 	ErrTimeout = errors.New("no reply before the deadline")
 )
@@ -33,10 +55,12 @@ type reply struct {
 	returned bool
 }
 
-// session is one live connection's channel.
+// session is one live connection's channel and its publisher.
 type session struct {
-	ch     *amqp.Channel
-	closed chan struct{}
+	ch      *amqp.Channel
+	closed  chan struct{}
+	queue   chan *publishReq
+	blocked atomic.Bool // the broker sent connection.blocked, not yet unblocked
 }
 
 // Client is the gateway's RPC client. Run keeps it connected.
@@ -59,7 +83,8 @@ func New(url string, log *slog.Logger, m *Metrics) *Client {
 	return c
 }
 
-// Ready reports whether the client holds a live channel.
+// Ready reports whether the client holds a live channel. A channel the
+// broker blocks (see the package comment) is still ready.
 func (c *Client) Ready() bool { return c.cur.Load() != nil }
 
 // Run connects and reconnects with backoff until ctx ends.
@@ -90,13 +115,16 @@ func (c *Client) serve(ctx context.Context, conn *amqp.Connection) error {
 	}
 	returns := ch.NotifyReturn(make(chan amqp.Return, 16))
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
-	s := &session{ch: ch, closed: make(chan struct{})}
+	blockings := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	s := &session{ch: ch, closed: make(chan struct{}), queue: make(chan *publishReq, publishQueue)}
+	go s.publisher()
 	c.cur.Store(s)
 	c.m.connected.Set(1)
 	c.log.InfoContext(ctx, "broker connected")
 	defer func() {
 		c.cur.Store(nil)
 		c.m.connected.Set(0)
+		c.m.blocked.Set(0)
 		close(s.closed)
 	}()
 	for {
@@ -105,6 +133,11 @@ func (c *Client) serve(ctx context.Context, conn *amqp.Connection) error {
 			return nil
 		case e := <-chClosed:
 			return fmt.Errorf("channel closed: %v", e)
+		case b, ok := <-blockings:
+			if !ok {
+				return errors.New("connection closed")
+			}
+			c.setBlocked(ctx, s, b)
 		case d, ok := <-deliveries:
 			if !ok {
 				return errors.New("reply consumer closed")
@@ -121,6 +154,18 @@ func (c *Client) serve(ctx context.Context, conn *amqp.Connection) error {
 	}
 }
 
+// setBlocked follows connection.blocked and connection.unblocked.
+func (c *Client) setBlocked(ctx context.Context, s *session, b amqp.Blocking) {
+	s.blocked.Store(b.Active)
+	if b.Active {
+		c.m.blocked.Set(1)
+		c.log.WarnContext(ctx, "broker blocks publishers; calls are answered 503", "reason", b.Reason)
+		return
+	}
+	c.m.blocked.Set(0)
+	c.log.InfoContext(ctx, "broker unblocked publishers")
+}
+
 func (c *Client) deliver(id string, r reply) {
 	c.mu.Lock()
 	rc, ok := c.pending[id]
@@ -132,12 +177,16 @@ func (c *Client) deliver(id string, r reply) {
 }
 
 // Call publishes cmd and waits for its result until deadline passes. It returns
-// ErrUnavailable when the command was not enqueued, ErrTimeout when it was but
-// did not complete in time.
+// ErrUnavailable when the command surely was not enqueued, ErrUnknown when it
+// was sent but not confirmed in time, ErrTimeout when it was enqueued but did
+// not complete in time.
 func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.Duration) (protocol.Result, error) {
 	s := c.cur.Load()
 	if s == nil {
-		return protocol.Result{}, ErrUnavailable
+		return protocol.Result{}, fmt.Errorf("%w: not connected", ErrUnavailable)
+	}
+	if s.blocked.Load() {
+		return protocol.Result{}, errBlocked
 	}
 	id := strconv.FormatUint(c.seq.Add(1), 36)
 	rc := c.replies.Get().(chan reply)
@@ -166,22 +215,31 @@ func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.
 
 func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, id string, rc chan reply, timer *time.Timer) (protocol.Result, error) {
 	start := time.Now()
-	dc, err := s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false,
-		cmd.Publishing(id, amqpx.DirectReplyTo))
+	dc, err := s.publish(ctx, cmd.Publishing(id, amqpx.DirectReplyTo), timer)
 	if err != nil {
-		return protocol.Result{}, fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
+		if errors.Is(err, ErrUnknown) {
+			c.m.unconfirmed.Inc()
+		}
+		return protocol.Result{}, err
 	}
+	// From here on the command was written: only the broker's nack or return
+	// says it was not enqueued; anything else leaves its outcome unknown.
+	var unknown string
 	select {
 	case <-dc.Done():
 		if !dc.Acked() {
 			return protocol.Result{}, fmt.Errorf("%w: broker nacked the command", ErrUnavailable)
 		}
 	case <-s.closed:
-		return protocol.Result{}, fmt.Errorf("%w: connection lost before the confirm", ErrUnavailable)
+		unknown = "connection lost before the confirm"
 	case <-timer.C:
-		return protocol.Result{}, fmt.Errorf("%w: no publisher confirm in time", ErrUnavailable)
+		unknown = "no publisher confirm in time"
 	case <-ctx.Done():
-		return protocol.Result{}, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		unknown = ctx.Err().Error()
+	}
+	if unknown != "" {
+		c.m.unconfirmed.Inc()
+		return protocol.Result{}, fmt.Errorf("%w: %s", ErrUnknown, unknown)
 	}
 	c.m.confirm.Observe(time.Since(start).Seconds())
 	select {
