@@ -1,0 +1,268 @@
+package testenv
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Settings of a private RabbitMQ node, from the environment with the
+// defaults of a Debian or Ubuntu package install.
+const (
+	// RabbitBinEnv names the directory holding rabbitmq-server.
+	RabbitBinEnv     = "TEST_RABBITMQ_BIN"
+	defaultRabbitBin = "/usr/lib/rabbitmq/bin"
+	// RabbitUserEnv names the user a node runs as when the test runs as
+	// root; its home holds the Erlang cookie the CLI shares.
+	RabbitUserEnv     = "TEST_RABBITMQ_USER"
+	defaultRabbitUser = "rabbitmq"
+	// nodeBootLimit bounds a node's start-up.
+	nodeBootLimit = 2 * time.Minute
+)
+
+// RabbitNode is a RabbitMQ node of one test, beside the shared broker: its
+// own node name, AMQP and distribution ports and directories, sharing only
+// the Erlang cookie and epmd with the machine's broker. A test may do to it
+// what it must never do to the shared one: raise a resource alarm, stop it.
+type RabbitNode struct {
+	Name string // rabbitmqctl -n Name
+	Port int    // AMQP, on 127.0.0.1
+
+	dir  string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the node's process has exited
+}
+
+// StartRabbitNode boots a node in a new directory under os.TempDir and waits
+// until it serves. On error nothing is left running or on disk.
+func StartRabbitNode(ctx context.Context) (*RabbitNode, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	u, err := user.Lookup(cmp.Or(os.Getenv(RabbitUserEnv), defaultRabbitUser))
+	if err != nil {
+		return nil, fmt.Errorf("RabbitMQ user (%s): %w", RabbitUserEnv, err)
+	}
+	dir, err := os.MkdirTemp("", "oo-rabbit")
+	if err != nil {
+		return nil, err
+	}
+	n := &RabbitNode{Name: strings.ReplaceAll(Name("oo-test"), "_", "-") + "@localhost", Port: ports[0], dir: dir}
+	if err := n.prepare(u); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := n.start(ctx, u, ports[1]); err != nil {
+		return nil, errors.Join(err, n.Stop(context.WithoutCancel(ctx)))
+	}
+	return n, nil
+}
+
+// prepare writes the node's configuration: a listener on loopback, no
+// plugins, and an empty rabbitmq-env.conf so that the machine's is not read.
+func (n *RabbitNode) prepare(u *user.User) error {
+	if err := os.Chmod(n.dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{"mnesia", "log"} {
+		if err := os.MkdirAll(filepath.Join(n.dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	files := map[string]string{
+		"rabbitmq.conf": fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d\nloopback_users = none\n"+
+			"disk_free_limit.absolute = 50MB\n", n.Port),
+		"enabled_plugins":   "[].\n",
+		"rabbitmq-env.conf": "",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(n.dir, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return filepath.Walk(n.dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+func (n *RabbitNode) start(ctx context.Context, u *user.User, dist int) error {
+	server := filepath.Join(cmp.Or(os.Getenv(RabbitBinEnv), defaultRabbitBin), "rabbitmq-server")
+	if os.Geteuid() == 0 {
+		n.cmd = exec.Command("runuser", "-u", u.Username, "--", server)
+	} else {
+		n.cmd = exec.Command(server)
+	}
+	n.cmd.Env = append(os.Environ(),
+		"HOME="+u.HomeDir,
+		"RABBITMQ_NODENAME="+n.Name,
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(n.Port),
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(dist),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(n.dir, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(n.dir, "log"),
+		"RABBITMQ_PID_FILE="+filepath.Join(n.dir, "pid"),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(n.dir, "rabbitmq.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(n.dir, "enabled_plugins"),
+		"RABBITMQ_CONF_ENV_FILE="+filepath.Join(n.dir, "rabbitmq-env.conf"),
+		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
+	)
+	n.cmd.Dir = n.dir
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := os.Create(filepath.Join(n.dir, "stdout.log"))
+	if err != nil {
+		return err
+	}
+	n.cmd.Stdout, n.cmd.Stderr = out, out
+	if err := n.cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("start RabbitMQ node %s: %w", n.Name, err)
+	}
+	n.done = make(chan struct{})
+	go func() {
+		n.cmd.Wait()
+		out.Close()
+		close(n.done)
+	}()
+	return n.awaitBoot(ctx)
+}
+
+func (n *RabbitNode) awaitBoot(ctx context.Context) error {
+	deadline := time.Now().Add(nodeBootLimit)
+	for {
+		err := n.Ctl(ctx, "await_startup", "--timeout", "30")
+		if err == nil {
+			return nil
+		}
+		if n.exited() {
+			log, _ := os.ReadFile(filepath.Join(n.dir, "stdout.log"))
+			return fmt.Errorf("RabbitMQ node %s exited while booting: %v\n%s", n.Name, err, log)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("RabbitMQ node %s did not boot: %w", n.Name, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// Ctl runs rabbitmqctl against the node.
+func (n *RabbitNode) Ctl(ctx context.Context, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, rabbitmqctlTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-n", n.Name}, args...)...)
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("rabbitmqctl -n %s %s: %w: %s", n.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Vhost creates vhost name on the node for guest and returns its AMQP URL.
+func (n *RabbitNode) Vhost(ctx context.Context, name string) (string, error) {
+	if err := n.Ctl(ctx, "add_vhost", name); err != nil {
+		return "", err
+	}
+	if err := n.Ctl(ctx, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/%s", n.Port, name), nil
+}
+
+// Stop halts the node, kills its processes if it does not stop within 30
+// seconds, and removes its directory. It is safe to call twice.
+func (n *RabbitNode) Stop(ctx context.Context) error {
+	var err error
+	if !n.exited() {
+		err = n.Ctl(ctx, "stop")
+		select {
+		case <-n.done:
+			err = nil
+		case <-time.After(30 * time.Second):
+			n.kill()
+		}
+	}
+	return errors.Join(err, os.RemoveAll(n.dir))
+}
+
+// kill ends the node's process group and the Erlang VM named in its pid
+// file, which runuser may have left outside the group.
+func (n *RabbitNode) kill() {
+	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	if b, err := os.ReadFile(filepath.Join(n.dir, "pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+func (n *RabbitNode) exited() bool {
+	if n.done == nil {
+		return true
+	}
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// PrivateRabbit starts a RabbitMQ node for the test, stopped and removed at
+// cleanup; the test fails if it does not boot.
+func PrivateRabbit(t testing.TB) *RabbitNode {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), nodeBootLimit+30*time.Second)
+	defer cancel()
+	n, err := StartRabbitNode(ctx)
+	if err != nil {
+		t.Fatalf("start a private RabbitMQ node: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := n.Stop(ctx); err != nil {
+			t.Errorf("stop the private RabbitMQ node: %v", err)
+		}
+	})
+	return n
+}
+
+// freePorts returns n loopback ports free right now, all different.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for len(ports) < n {
+		addr, err := PickAddr()
+		if err != nil {
+			return nil, err
+		}
+		_, p, _ := strings.Cut(addr, ":")
+		port, _ := strconv.Atoi(p)
+		if !slices.Contains(ports, port) {
+			ports = append(ports, port)
+		}
+	}
+	return ports, nil
+}
