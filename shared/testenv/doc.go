@@ -7,7 +7,10 @@
 // fresh PostgreSQL database (CreateDatabase), a RabbitMQ vhost (CreateVhost)
 // and a Redis DB claimed for it alone (ClaimRedis); Build compiles the
 // binaries, StartProc runs one and waits for its /readyz, and Teardown undoes
-// all of it in reverse order within a time limit.
+// all of it in reverse order within a time limit. UpStack does all of these
+// steps for a whole deployment (database, vhost, Redis DB, binaries,
+// migrations, a partner's key, workers and a gateway) and Stack.Close
+// undoes them; the bench and the preauth bench run on one.
 //
 // Every function that reaches a server retries with backoff for
 // TEST_SERVICE_WAIT (default 45s), so a server that is still starting, or
