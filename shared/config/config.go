@@ -26,6 +26,7 @@ const (
 	DefaultRPCTimeout        = 4 * time.Second
 	DefaultRenewalWindowDays = 15
 	DefaultIdempotencyTTL    = 24 * time.Hour
+	DefaultLedgerRetention   = 30 * 24 * time.Hour
 	DefaultWorkerConcurrency = 32
 	DefaultWorkerPrefetch    = 64
 	DefaultRateLimitRPS      = 0
@@ -59,6 +60,7 @@ type Config struct {
 	RPCTimeout        time.Duration // RPC_TIMEOUT, default 4s: past it the gateway answers 202
 	RenewalWindowDays int           // RENEWAL_WINDOW_DAYS, default 15
 	IdempotencyTTL    time.Duration // IDEMPOTENCY_TTL, default 24h
+	LedgerRetention   time.Duration // LEDGER_RETENTION, default 720h (30 days): how long getRequest finds a call
 	WorkerConcurrency int           // WORKER_CONCURRENCY, default 32 commands at once per worker
 	WorkerPrefetch    int           // WORKER_PREFETCH, default 64 unacked messages per worker
 	RateLimitRPS      float64       // RATE_LIMIT_RPS per partner (all its keys, all gateways: kept in Redis), default 0 (off)
@@ -94,6 +96,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		RPCTimeout:        p.duration("RPC_TIMEOUT", DefaultRPCTimeout),
 		RenewalWindowDays: p.integer("RENEWAL_WINDOW_DAYS", DefaultRenewalWindowDays, 0, 3660),
 		IdempotencyTTL:    p.duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
+		LedgerRetention:   p.duration("LEDGER_RETENTION", DefaultLedgerRetention),
 		WorkerConcurrency: p.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 4096),
 		WorkerPrefetch:    p.integer("WORKER_PREFETCH", DefaultWorkerPrefetch, 1, 65535),
 		RateLimitRPS:      p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
@@ -134,6 +137,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("rpc_timeout", c.RPCTimeout),
 		slog.Int("renewal_window_days", c.RenewalWindowDays),
 		slog.Duration("idempotency_ttl", c.IdempotencyTTL),
+		slog.Duration("ledger_retention", c.LedgerRetention),
 		slog.Int("worker_concurrency", c.WorkerConcurrency),
 		slog.Int("worker_prefetch", c.WorkerPrefetch),
 		slog.Float64("rate_limit_rps", c.RateLimitRPS),

@@ -63,6 +63,7 @@ return 0`)
 // Store reads and writes idempotency records.
 type Store struct {
 	rdb      redis.Scripter // the client itself
+	cli      *redis.Client  // the same client, for plain commands
 	pipe     redis.Scripter // its automatic pipeline; nil when it has none
 	inFlight atomic.Int32   // calls of this store under way
 	ttl      time.Duration
@@ -75,7 +76,7 @@ type Store struct {
 // itself, without the hand-off to the pipeline's goroutine. Each call stays one
 // atomic script, so batching changes no outcome.
 func NewStore(rdb *redis.Client, ttl time.Duration) *Store {
-	s := &Store{rdb: rdb, ttl: ttl}
+	s := &Store{rdb: rdb, cli: rdb, ttl: ttl}
 	if ap, err := rdb.AutoPipeline(); err == nil {
 		s.pipe = ap
 	}

@@ -193,3 +193,44 @@ func TestOnlyConcurrentCallsArePipelined(t *testing.T) {
 	}
 	t.Logf("64 x 20 concurrent calls: %d commands pipelined, %d alone", h.pipelined.Load(), h.alone.Load()-20)
 }
+
+// A finished record ends with the resource it created; a pending one is left
+// to its holder.
+func TestEnd(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	key := Key(7, "user:ann@example.com", true)
+	s.Acquire(ctx, key, "t1", "fp")
+	if err := s.End(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if rdb.Exists(ctx, key).Val() != 1 {
+		t.Fatal("End deleted a pending record")
+	}
+	s.Complete(ctx, key, "t1", "fp", Result{Status: 200, Body: []byte(`{}`)})
+	if err := s.End(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := s.Acquire(ctx, key, "t2", "fp2"); got != New {
+		t.Fatalf("after End: %v, want new", got)
+	}
+}
+
+func TestPendingMarker(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, ok, err := s.Pending(ctx, 7, "r-1"); ok || err != nil {
+		t.Fatalf("no marker: %v %v", ok, err)
+	}
+	at := time.Unix(1700000000, 0).UTC()
+	if err := s.MarkPending(ctx, 7, "r-1", "suspendOrder", at); err != nil {
+		t.Fatal(err)
+	}
+	p, ok, err := s.Pending(ctx, 7, "r-1")
+	if !ok || err != nil || p.Method != "suspendOrder" || !p.At.Equal(at) {
+		t.Fatalf("marker: %+v %v %v", p, ok, err)
+	}
+	if _, ok, _ := s.Pending(ctx, 8, "r-1"); ok {
+		t.Fatal("another partner sees the marker")
+	}
+}

@@ -19,6 +19,7 @@ const (
 	CodeCustomerNotFound     = "customer_not_found"
 	CodeOrderNotFound        = "order_not_found"
 	CodeUserNotFound         = "user_not_found"
+	CodeRequestNotFound      = "request_not_found"
 	CodeAlreadyExists        = "already_exists"
 	CodeConflict             = "conflict"
 	CodeRequestInProgress    = "request_in_progress"

@@ -19,11 +19,21 @@ const (
 	HeaderIdemToken   = "idem_token"
 	HeaderIdemFP      = "idem_fp"
 	HeaderStatus      = "status"
+	HeaderCommandID   = "command_id"
+	HeaderReplayed    = "replayed"
 )
+
+// MaxCommandID bounds a command id read off the queue: the gateway's are UUIDs.
+const MaxCommandID = 128
 
 // Command is one API call on its way to a worker. Params is the canonical
 // encoding of the validated params.
 type Command struct {
+	// CommandID identifies this call, one per call however it is retried or
+	// redelivered: the worker's ledger records the command under it. The
+	// gateway assigns it; a message without one (queued by an older gateway)
+	// gets one from the worker and is not recognised when redelivered.
+	CommandID   string
 	Method      string
 	Partner     int64
 	RequestID   string
@@ -45,6 +55,9 @@ func (c *Command) Publishing(correlationID, replyTo string) amqp.Publishing {
 	}
 	if c.Traceparent != "" {
 		h[HeaderTraceparent] = c.Traceparent
+	}
+	if c.CommandID != "" {
+		h[HeaderCommandID] = c.CommandID
 	}
 	if c.IdemKey != "" {
 		h[HeaderIdemKey] = c.IdemKey
@@ -104,13 +117,16 @@ func DecodeCommand(d *amqp.Delivery) (Command, error) {
 		name string
 		to   *string
 	}{
-		{HeaderRequestID, &c.RequestID}, {HeaderTraceparent, &c.Traceparent},
+		{HeaderRequestID, &c.RequestID}, {HeaderTraceparent, &c.Traceparent}, {HeaderCommandID, &c.CommandID},
 		{HeaderIdemKey, &c.IdemKey}, {HeaderIdemToken, &c.IdemToken}, {HeaderIdemFP, &c.IdemFP},
 	} {
 		errs = append(errs, stringHeader(d.Headers, h.name, h.to))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, err
+	}
+	if len(c.CommandID) > MaxCommandID {
+		return c, fmt.Errorf("%w: header %s of %d bytes, over %d", ErrUntrusted, HeaderCommandID, len(c.CommandID), MaxCommandID)
 	}
 	if some, all := c.IdemKey != "" || c.IdemToken != "" || c.IdemFP != "",
 		c.IdemKey != "" && c.IdemToken != "" && c.IdemFP != ""; some && !all {
@@ -140,14 +156,26 @@ func stringHeader(h amqp.Table, name string, to *string) error {
 type Result struct {
 	Status int
 	Body   []byte
+	// Replayed reports an answer taken from an earlier call's record under
+	// the same idempotency key (the worker's ledger, when Redis had lost the
+	// record): the gateway sends it with Idempotent-Replayed: true.
+	Replayed bool
+	// Ended lists idempotency records (Redis keys) that the command ended:
+	// deleting a resource ends the derived key that created it. The worker
+	// deletes them after the commit; they never travel.
+	Ended []string
 }
 
 // ReplyPublishing encodes a result as a reply message.
 func (r Result) ReplyPublishing(correlationID string) amqp.Publishing {
+	h := amqp.Table{HeaderStatus: int32(r.Status)}
+	if r.Replayed {
+		h[HeaderReplayed] = true
+	}
 	return amqp.Publishing{
 		ContentType:   "application/json",
 		CorrelationId: correlationID,
-		Headers:       amqp.Table{HeaderStatus: int32(r.Status)},
+		Headers:       h,
 		Body:          r.Body,
 	}
 }
@@ -166,5 +194,6 @@ func DecodeReply(d *amqp.Delivery) (Result, error) {
 	if status < 200 || status > 599 {
 		return Result{}, fmt.Errorf("%w: reply status %v", ErrBadMessage, d.Headers[HeaderStatus])
 	}
-	return Result{Status: status, Body: d.Body}, nil
+	replayed, _ := d.Headers[HeaderReplayed].(bool)
+	return Result{Status: status, Body: d.Body, Replayed: replayed}, nil
 }

@@ -17,6 +17,7 @@ const (
 	CreateUser         = "createUser"
 	DeleteUser         = "deleteUser"
 	ResetUser          = "resetUser"
+	GetRequest         = "getRequest"
 )
 
 // Method is one API method: what the gateway's validation, the idempotency
@@ -67,6 +68,8 @@ var registry = []Method{
 		DerivedKey: func(p Params) string { return "user:" + p.(*CreateUserParams).Email }},
 	{Name: DeleteUser, NewParams: func() Params { return new(UserRef) }, Mutates: true, Replay: true},
 	{Name: ResetUser, NewParams: func() Params { return new(UserRef) }, Mutates: true},
+	// getRequest reads the ledger; like every read it writes no ledger row.
+	{Name: GetRequest, NewParams: func() Params { return new(RequestRef) }},
 }
 
 // byName indexes the registry.

@@ -87,6 +87,7 @@ func TestIdempotencyRules(t *testing.T) {
 		{ResetUser, `{"email":"ann@example.com"}`, "", false},
 		{GetCustomer, `{"id":"ABC"}`, "", false},
 		{GetOrder, `{"id":"O1"}`, "", false},
+		{GetRequest, `{"id":"r-1"}`, "", false},
 	}
 	if len(cases) != len(Names()) {
 		t.Errorf("%d cases for %d methods", len(cases), len(Names()))

@@ -32,6 +32,9 @@ const (
 	ruleProduct  = "must be one of oo-lite, oo-std, oo-ent, erp-std, erp-admin, erp-lim"
 	ruleLicenses = "must be an integer from 1 to 100000"
 	ruleDuration = "must be monthly or yearly"
+	// MaxRequestIDLen is the longest X-Request-Id the gateway echoes.
+	MaxRequestIDLen = 128
+	ruleRequestID   = "must be a request id: 1 to 128 printable ASCII characters"
 )
 
 // Params is the validated, typed params of one method.
@@ -94,6 +97,25 @@ type CreateUserParams struct {
 // UserRef names one user of the consumer tenant: deleteUser, resetUser.
 type UserRef struct {
 	Email string `json:"email"`
+}
+
+// RequestRef names one of the partner's calls by its request id: getRequest.
+type RequestRef struct {
+	ID string `json:"id"`
+}
+
+// Validate applies the gateway's rule for X-Request-Id: a request id it
+// would not have echoed cannot name a call.
+func (p *RequestRef) Validate() *Error {
+	if len(p.ID) < 1 || len(p.ID) > MaxRequestIDLen {
+		return InvalidParams("params.id", "params.id "+ruleRequestID)
+	}
+	for i := 0; i < len(p.ID); i++ {
+		if p.ID[i] < 0x20 || p.ID[i] > 0x7e {
+			return InvalidParams("params.id", "params.id "+ruleRequestID)
+		}
+	}
+	return nil
 }
 
 func (p *CreateCustomerParams) Validate() *Error {

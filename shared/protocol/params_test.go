@@ -55,6 +55,12 @@ var decodeCases = []struct {
 	{GetCustomer, `"x"`, CodeInvalidRequest, "params", ""},
 	{GetCustomer, `null`, CodeInvalidRequest, "params", ""},
 	{GetCustomer, ``, CodeInvalidRequest, "params", ""},
+	{GetRequest, `{"id":"3f2a9c1e-8d7b-4e60-9a35-0c1d2e3f4a5b"}`, "", "", ""},
+	{GetRequest, `{"id":"partner's own id / with spaces"}`, "", "", ""},
+	{GetRequest, `{"id":""}`, CodeInvalidParams, "params.id", "params.id must be a request id: 1 to 128 printable ASCII"},
+	{GetRequest, `{"id":"` + strings.Repeat("r", 129) + `"}`, CodeInvalidParams, "params.id", ""},
+	{GetRequest, `{"id":"tab\there"}`, CodeInvalidParams, "params.id", ""},
+	{GetRequest, `{"id":"caf\u00e9"}`, CodeInvalidParams, "params.id", ""},
 	{"dropTables", `{}`, CodeUnknownMethod, "method", ""},
 	// Strict decoding: exact names, no unknown or repeated ones, integers as integers.
 	{CreateCustomer, `{"ID":"A","name":"n","admin":{"email":"a@example.com"}}`, CodeInvalidParams, "params.ID", "params.ID is not a param of createCustomer (names are case-sensitive)"},

@@ -66,17 +66,23 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	go adm.Serve(log)
 	closers.Push("admin server", adm.Stop)
 
+	idem := idempotency.NewStore(rdb, cfg.IdempotencyTTL)
 	svc := provision.New(db, provision.Config{
 		StorageRoot:   cfg.StorageRoot,
 		RenewalWindow: time.Duration(cfg.RenewalWindowDays) * 24 * time.Hour,
+		KeyTTL:        cfg.IdempotencyTTL,
+		Pending:       idem.Pending,
 	}, provision.NewMetrics(reg))
+	pruneCtx, stopPruning := context.WithCancel(ctx)
+	defer stopPruning()
+	go svc.PruneLedger(pruneCtx, cfg.LedgerRetention, log)
 	c := consumer.New(consumer.Config{
 		AMQPURL:         cfg.AMQPURL,
 		Concurrency:     cfg.WorkerConcurrency,
 		Prefetch:        cfg.WorkerPrefetch,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		OnConnected:     connected.Store,
-	}, svc, provision.IsTransient, idempotency.NewStore(rdb, cfg.IdempotencyTTL), log, m)
+	}, svc, provision.IsTransient, idem, log, m)
 	log.InfoContext(ctx, "worker running", "metrics_addr", adm.Addr())
 	err = c.Run(ctx)
 	log.InfoContext(ctx, "worker stopped")

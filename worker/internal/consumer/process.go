@@ -133,9 +133,18 @@ func headerKey(k string) bool {
 	return true
 }
 
+// FailureRecorder is a Handler that records a command that failed
+// permanently, so that the partner can look it up (getRequest) and a replay
+// from the dead-letter queue is told apart from a redelivery.
+type FailureRecorder interface {
+	Failed(ctx context.Context, cmd *protocol.Command, res protocol.Result) error
+}
+
 // giveUp dead-letters a command that failed permanently (invalid, panicked or
 // refused by the database), releasing its idempotency key so the partner's
-// retry is not answered "in progress", and replying when there is an answer.
+// retry is not answered "in progress" but runs again, and answers the partner:
+// the refusal of an invalid command, otherwise 500 internal with its request
+// id, recorded as failed.
 func (c *Consumer) giveUp(ctx context.Context, d *amqp.Delivery, out *outbox, cmd *protocol.Command,
 	res protocol.Result, err error, log *slog.Logger) {
 	reason := "permanent"
@@ -145,10 +154,18 @@ func (c *Consumer) giveUp(ctx context.Context, d *amqp.Delivery, out *outbox, cm
 		reason = "invalid"
 	}
 	log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err)
-	c.releaseKey(ctx, cmd, log)
-	if res.Status != 0 {
-		c.reply(ctx, d, out.replies, res, log)
+	if reason != "invalid" {
+		e := protocol.NewError(http.StatusInternalServerError, protocol.CodeInternal, "",
+			"the call failed inside the service; nothing was changed, and it was kept for an operator")
+		res = protocol.Result{Status: e.Status, Body: e.Body(cmd.RequestID)}
+		if r, ok := c.handler.(FailureRecorder); ok {
+			if err := r.Failed(ctx, cmd, res); err != nil {
+				log.WarnContext(ctx, "recording the failure in the ledger failed", "error", err)
+			}
+		}
 	}
+	c.releaseKey(ctx, cmd, log)
+	c.reply(ctx, d, out.replies, res, log)
 	c.deadLetter(d, out, reason)
 	c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
 }
@@ -183,17 +200,27 @@ func (c *Consumer) run(ctx context.Context, cmd *protocol.Command) (protocol.Res
 // key derived from a create call (customer_not_found, renewal_too_early) is
 // not kept: the key is released, so the marketplace's retry after the partner
 // fixed the cause runs again instead of replaying the refusal for a day.
+//
+// The records the command ended (a deleted user's derived key) are deleted
+// too, so the same create call runs again.
 func (c *Consumer) storeResult(ctx context.Context, cmd *protocol.Command, res protocol.Result) error {
-	if cmd.IdemKey == "" {
+	if cmd.IdemKey == "" && len(res.Ended) == 0 {
 		return nil
 	}
 	r := idempotency.Result{Status: res.Status, Body: res.Body}
 	release := res.Status >= http.StatusMultipleChoices && idempotency.Derived(cmd.IdemKey)
 	return backoff.Retry(func() error {
 		var err error
-		if release {
+		for _, key := range res.Ended {
+			if err = c.idem.End(ctx, key); err != nil {
+				break
+			}
+		}
+		switch {
+		case err != nil, cmd.IdemKey == "":
+		case release:
 			err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
-		} else {
+		default:
 			err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP, r)
 		}
 		if err != nil && ctx.Err() == nil {

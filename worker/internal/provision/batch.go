@@ -1,13 +1,17 @@
 package provision
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,9 +46,14 @@ type newCustomer struct {
 	path    string // storage path, relative to the storage root
 	fp      string
 	now     time.Time
+	cmd     *protocol.Command
+	// suffix is the response body after its leading {"id":N, which only the
+	// insert knows: the statement writes the ledger row's body from it, and
+	// the command answers the same bytes.
+	suffix string
 
-	cust     Customer
-	inserted bool // false: the (partner, id) existed before, nothing was inserted
+	body     []byte // the response, once inserted
+	inserted bool   // false: the (partner, id) existed before, nothing was inserted
 	err      error
 	// wake receives true when the command is to run the next statement, false
 	// when another command's statement settled it.
@@ -97,7 +106,7 @@ func (in *inserter) lead(ctx context.Context, n *newCustomer) {
 	in.queue = slices.Delete(in.queue, 0, k)
 	in.mu.Unlock()
 	for _, m := range batch {
-		m.cust, m.inserted, m.err = Customer{}, false, errBatchFailed
+		m.body, m.inserted, m.err = nil, false, errBatchFailed
 	}
 	defer in.handOn(n, batch)
 	in.run(ctx, batch)
@@ -129,7 +138,11 @@ func (in *inserter) run(ctx context.Context, batch []*newCustomer) {
 	in.rows.Observe(float64(len(batch)))
 	if len(batch) == 1 {
 		n := batch[0]
-		n.cust, n.inserted, n.err = insertCustomer(ctx, in.db, n)
+		var got map[string]insertedCustomer
+		got, n.err = insertCustomers(ctx, in.db, batch, true)
+		if c, ok := got[n.cmd.CommandID]; ok {
+			n.body, n.inserted = c.body, true
+		}
 		return
 	}
 	// Rows in one order, so that two statements inserting the same ids take
@@ -137,35 +150,42 @@ func (in *inserter) run(ctx context.Context, batch []*newCustomer) {
 	slices.SortFunc(batch, func(a, b *newCustomer) int {
 		return cmp.Or(cmp.Compare(a.partner, b.partner), cmp.Compare(a.params.ID, b.params.ID))
 	})
-	got, err := insertCustomers(ctx, in.db, batch)
+	got, err := insertCustomers(ctx, in.db, batch, true)
 	if err != nil {
 		return // each command keeps errBatchFailed and runs alone
 	}
 	for _, n := range batch {
 		n.err = nil
-		if c, ok := got[customerKey{n.partner, n.params.ID}]; ok && c.fp == n.fp {
-			n.cust, n.inserted = c.Customer, true
-			delete(got, customerKey{n.partner, n.params.ID}) // the same id twice: one insert
+		// Of the same id twice, the row names the command it was inserted
+		// for; the other finds the customer existing.
+		if c, ok := got[n.cmd.CommandID]; ok {
+			n.body, n.inserted = c.body, true
 		}
 	}
 }
 
-type customerKey struct {
-	partner int64
-	id      string
-}
-
+// insertedCustomer is a row a statement inserted: the customer and the
+// response body the ledger recorded for it.
 type insertedCustomer struct {
 	Customer
-	fp string
+	body []byte
 }
 
-// insertCustomer inserts one customer; inserted is false when the id was taken.
-func insertCustomer(ctx context.Context, db *pgxpool.Pool, n *newCustomer) (Customer, bool, error) {
-	got, err := insertCustomers(ctx, db, []*newCustomer{n})
-	c, ok := got[customerKey{n.partner, n.params.ID}]
-	return c.Customer, ok, err
+// responseSuffix is the createCustomer response of n after its leading
+// {"id":N: every field but the number is the params' own.
+func responseSuffix(n *newCustomer) (string, error) {
+	p := n.params
+	b, err := json.Marshal(Customer{RemoteID: p.ID, Name: p.Name, Partner: n.partner,
+		CreatedAt: n.now.Unix(), IsActive: true, Admin: *p.Admin})
+	if err != nil || !bytes.HasPrefix(b, idPrefix) {
+		return "", fmt.Errorf("encode createCustomer result: %v", err)
+	}
+	return string(b[len(idPrefix):]), nil
 }
+
+// idPrefix is how a Customer with no number starts; the statement puts the
+// number in its place.
+var idPrefix = []byte(`{"id":0`)
 
 // insertCustomersSQL inserts customers and numbers them within their
 // partners: it drops the second of two rows with the same id, adds the count
@@ -182,15 +202,17 @@ func insertCustomer(ctx context.Context, db *pgxpool.Pool, n *newCustomer) (Cust
 const insertCustomersSQL = `WITH n AS (
 		SELECT DISTINCT ON (n.partner_id, n.remote_id) n.*
 		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-			$8::text[], $9::timestamptz[])
-			AS n(partner_id, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp, created_at)
+			$8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+			$15::timestamptz[])
+			AS n(partner_id, remote_id, name, admin_email, admin_phone, admin_display_name, storage_path, request_fp,
+				created_at, command_id, idem_key, request_id, trace_id, body_suffix, received_at)
 		ORDER BY n.partner_id, n.remote_id),
 	counter AS (
 		INSERT INTO partner_counters AS c (partner_id, last_customer_number)
 		SELECT partner_id, count(*) FROM n GROUP BY partner_id ORDER BY partner_id
 		ON CONFLICT (partner_id) DO UPDATE SET last_customer_number = c.last_customer_number + excluded.last_customer_number
-		RETURNING partner_id, last_customer_number)
-	INSERT INTO tenants (partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name,
+		RETURNING partner_id, last_customer_number),
+	ins AS (INSERT INTO tenants (partner_id, kind, remote_id, name, admin_email, admin_phone, admin_display_name,
 		storage_path, request_fp, created_at, customer_number)
 	SELECT n.partner_id, 'customer', n.remote_id, n.name, n.admin_email, nullif(n.admin_phone, ''),
 		nullif(n.admin_display_name, ''), n.storage_path, n.request_fp, n.created_at,
@@ -198,37 +220,66 @@ const insertCustomersSQL = `WITH n AS (
 	FROM n JOIN counter c USING (partner_id)
 	WINDOW p AS (PARTITION BY n.partner_id)
 	ON CONFLICT (partner_id, remote_id) DO NOTHING
-	RETURNING ` + customerColumns
+	RETURNING partner_id, remote_id, customer_number, name, created_at, is_active, admin_email,
+		coalesce(admin_phone, '') AS admin_phone, coalesce(admin_display_name, '') AS admin_display_name),
+	inserted AS (
+		SELECT ins.*, n.command_id, '{"id":' || ins.customer_number || n.body_suffix AS body,
+			n.request_fp, n.idem_key, n.request_id, n.trace_id, n.received_at
+		FROM ins JOIN n USING (partner_id, remote_id)),
+	ledger AS (
+		INSERT INTO command_ledger (partner_id, command_id, method, request_fp, idem_key, request_id, trace_id,
+			status, response_status, response_body, created_at)
+		SELECT partner_id, command_id, 'createCustomer', request_fp, nullif(idem_key, ''), request_id,
+			nullif(trace_id, ''), 'succeeded', 200, convert_to(body, 'UTF8'), received_at
+		FROM inserted WHERE $16)
+	SELECT customer_number, remote_id, name, partner_id, created_at, is_active, admin_email, admin_phone,
+		admin_display_name, command_id, body
+	FROM inserted`
+
+// rowsQuerier is what a pool and a transaction have in common for a query.
+type rowsQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
 
 // insertCustomers inserts the batch in one statement and returns the rows it
-// inserted by (partner, id).
-func insertCustomers(ctx context.Context, db *pgxpool.Pool, batch []*newCustomer) (map[customerKey]insertedCustomer, error) {
+// inserted by command id. With record, the same statement writes the ledger
+// rows of the inserted customers, in its own commit; without, the caller's
+// transaction records the command.
+func insertCustomers(ctx context.Context, q rowsQuerier, batch []*newCustomer, record bool) (map[string]insertedCustomer, error) {
 	n := len(batch)
-	partners, times := make([]int64, n), make([]time.Time, n)
-	cols := make([][]string, 7)
+	partners, times, received := make([]int64, n), make([]time.Time, n), make([]time.Time, n)
+	cols := make([][]string, 12)
 	for i := range cols {
 		cols[i] = make([]string, n)
 	}
 	for i, c := range batch {
 		p := c.params
-		partners[i], times[i] = c.partner, c.now
-		for j, v := range []string{p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, c.path, c.fp} {
+		partners[i], times[i], received[i] = c.partner, c.now, c.now
+		if !c.cmd.Timestamp.IsZero() {
+			received[i] = c.cmd.Timestamp
+		}
+		for j, v := range []string{p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, c.path, c.fp,
+			c.cmd.CommandID, c.cmd.IdemKey, c.cmd.RequestID, traceID(c.cmd.Traceparent), c.suffix} {
 			cols[j][i] = v
 		}
 	}
-	rows, err := db.Query(ctx, insertCustomersSQL,
-		partners, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], times)
+	rows, err := q.Query(ctx, insertCustomersSQL, partners, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5],
+		cols[6], times, cols[7], cols[8], cols[9], cols[10], cols[11], received, record)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	got := make(map[customerKey]insertedCustomer, n)
+	got := make(map[string]insertedCustomer, n)
 	for rows.Next() {
-		c, fp, err := scanCustomer(rows)
-		if err != nil {
+		var c insertedCustomer
+		var created time.Time
+		var id string
+		if err := rows.Scan(&c.ID, &c.RemoteID, &c.Name, &c.Partner, &created, &c.IsActive,
+			&c.Admin.Email, &c.Admin.Phone, &c.Admin.DisplayName, &id, &c.body); err != nil {
 			return nil, err
 		}
-		got[customerKey{c.Partner, c.RemoteID}] = insertedCustomer{c, fp}
+		c.CreatedAt = created.Unix()
+		got[id] = c
 	}
 	return got, rows.Err()
 }

@@ -48,8 +48,11 @@ func scanCustomer(row pgx.Row) (Customer, string, error) {
 
 // createCustomer makes the tenant's storage first, then inserts its row in one
 // statement, shared with the other createCustomer commands that reach the
-// database at the same time: a tenant row never exists without its storage,
-// and a directory left by a failed insert is reused by the retry.
+// database at the same time, which writes their ledger rows too: a tenant row
+// never exists without its storage, and a directory left by a failed insert
+// is reused by the retry. A command that statement did not insert (its id was
+// taken: the same call again, a redelivery, or a clash) or could not settle
+// runs again alone in the command's transaction, recorded by runCommand.
 func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	p := c.params.(*protocol.CreateCustomerParams)
 	rel := tenantPath(c.partner, "c-"+p.ID)
@@ -58,16 +61,38 @@ func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	}
 	n := newCustomers.Get().(*newCustomer)
 	defer newCustomers.Put(n)
-	n.partner, n.params, n.path, n.fp, n.now = c.partner, p, rel, c.fp, c.now
+	n.partner, n.params, n.path, n.fp, n.now, n.cmd = c.partner, p, rel, c.fp, c.now, c.cmd
+	if c.tx != nil && c.taken {
+		return s.existingCustomer(ctx, c.tx, c, p.ID)
+	}
+	if c.tx != nil {
+		n.suffix = "" // the ledger row is runCommand's
+		got, err := insertCustomers(ctx, c.tx, []*newCustomer{n}, false)
+		if cust, ok := got[c.cmd.CommandID]; ok || err != nil {
+			return cust.Customer, err
+		}
+		return s.existingCustomer(ctx, c.tx, c, p.ID)
+	}
+	var err error
+	if n.suffix, err = responseSuffix(n); err != nil {
+		return nil, err
+	}
 	s.customers.insert(ctx, n)
-	cust, inserted, err := n.cust, n.inserted, n.err
-	if errors.Is(err, errBatchFailed) {
-		cust, inserted, err = insertCustomer(ctx, s.db, n)
+	switch {
+	case n.err == nil && n.inserted:
+		c.recorded = true
+		return rawBody(n.body), nil
+	case n.err == nil:
+		// The id was taken: answered from the existing customer, without
+		// a second insert, which would take a number for nothing.
+		c.taken = true
+		return nil, errInTx
+	case errors.Is(n.err, errBatchFailed), !IsTransient(n.err):
+		// A permanent failure of a statement of one row (a ledger conflict,
+		// a row the database refuses) is told apart alone, in a transaction.
+		return nil, errInTx
 	}
-	if err != nil || inserted {
-		return cust, err
-	}
-	return s.existingCustomer(ctx, s.db, c, p.ID)
+	return nil, n.err
 }
 
 // existingCustomer answers a create whose id is taken: the same call again

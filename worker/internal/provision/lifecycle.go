@@ -13,7 +13,7 @@ import (
 // each gets the order as its own change left it.
 func (s *Service) changeOrder(ctx context.Context, c *call, id string, change func(tx pgx.Tx, r *orderRow) error) (any, error) {
 	var out Order
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := func(tx pgx.Tx) error {
 		r, err := s.loadOrder(ctx, tx, c, "params.id", id, true, false)
 		if err != nil {
 			return err
@@ -26,7 +26,7 @@ func (s *Service) changeOrder(ctx context.Context, c *call, id string, change fu
 			out = r.view(c.now)
 		}
 		return err
-	})
+	}(c.tx)
 	return out, err
 }
 

@@ -7,7 +7,8 @@ import (
 
 // Metrics of the provisioning service.
 type Metrics struct {
-	insertRows prometheus.Histogram
+	insertRows   prometheus.Histogram
+	ledgerPruned prometheus.Counter
 }
 
 // NewMetrics registers the provisioning metrics on reg.
@@ -17,6 +18,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name:    "oneoffice_worker_customer_insert_rows",
 			Help:    "createCustomer rows per insert statement: concurrent commands share one statement and one commit.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
+		ledgerPruned: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_worker_ledger_pruned_total",
+			Help: "Command ledger rows deleted after LEDGER_RETENTION.",
 		}),
 	}
 }

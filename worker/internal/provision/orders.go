@@ -132,7 +132,7 @@ func (s *Service) getOrder(ctx context.Context, c *call) (any, error) {
 func (s *Service) createFirstOrder(ctx context.Context, c *call) (any, error) {
 	p := c.params.(*protocol.CreateFirstOrderParams)
 	var out Order
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := func(tx pgx.Tx) error {
 		var tenant int64
 		err := store.NoRows(tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND remote_id = $2`,
 			c.partner, p.Customer).Scan(&tenant))
@@ -162,7 +162,7 @@ func (s *Service) createFirstOrder(ctx context.Context, c *call) (any, error) {
 			out = r.view(c.now)
 		}
 		return err
-	})
+	}(c.tx)
 	return out, err
 }
 
@@ -190,7 +190,7 @@ func (s *Service) existingOrder(ctx context.Context, tx pgx.Tx, c *call, id stri
 func (s *Service) createRenewalOrder(ctx context.Context, c *call) (any, error) {
 	p := c.params.(*protocol.CreateRenewalOrderParams)
 	var out Order
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := func(tx pgx.Tx) error {
 		r, err := s.loadOrder(ctx, tx, c, "params.parent", p.Parent, true, false)
 		if err != nil {
 			return err
@@ -226,7 +226,7 @@ func (s *Service) createRenewalOrder(ctx context.Context, c *call) (any, error) 
 			out = r.view(c.now)
 		}
 		return err
-	})
+	}(c.tx)
 	return out, err
 }
 

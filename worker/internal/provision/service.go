@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -25,6 +26,12 @@ import (
 type Config struct {
 	StorageRoot   string        // directory under which each tenant gets its own
 	RenewalWindow time.Duration // a renewal is refused while more is left on the term
+	// KeyTTL is how long the ledger answers for an idempotency key, as Redis
+	// keeps a result (IDEMPOTENCY_TTL); zero: as long as the row is kept.
+	KeyTTL time.Duration
+	// Pending tells getRequest of a call the gateway answered 202 that no
+	// worker recorded yet; nil: such a call is not found.
+	Pending func(ctx context.Context, partner int64, requestID string) (idempotency.PendingCall, bool, error)
 }
 
 // Service runs commands.
@@ -40,12 +47,13 @@ type Service struct {
 	// customers groups the createCustomer inserts of concurrent commands.
 	customers *inserter
 	mux       *mux
+	m         *Metrics
 }
 
 // New returns a service on db.
 func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
 	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() },
-		customers: newInserter(db, m.insertRows), mux: newMux()}
+		customers: newInserter(db, m.insertRows), mux: newMux(), m: m}
 	s.routes(s.mux)
 	return s
 }
@@ -64,6 +72,7 @@ func (s *Service) routes(m *mux) {
 	m.handle(protocol.CreateUser, s.createUser)
 	m.handle(protocol.DeleteUser, s.deleteUser)
 	m.handle(protocol.ResetUser, s.resetUser)
+	m.handle(protocol.GetRequest, s.getRequest)
 }
 
 // call is one command being run: its partner, validated params and fingerprint.
@@ -73,6 +82,19 @@ type call struct {
 	params  protocol.Params
 	fp      string
 	now     time.Time
+	cmd     *protocol.Command
+	// tx is the command's transaction, in which a mutating handler makes its
+	// effect and the ledger records it; nil for reads, and for createCustomer
+	// on its shared insert statement.
+	tx pgx.Tx
+	// recorded reports that the handler's statement wrote the ledger row
+	// itself (the batched createCustomer insert).
+	recorded bool
+	// taken reports that createCustomer's shared statement found the id
+	// taken: the command's transaction only reads the existing customer.
+	taken bool
+	// ended lists the idempotency records the command ended.
+	ended []string
 }
 
 // ErrInvalidCommand marks a command whose params do not validate: the gateway
@@ -81,7 +103,8 @@ var ErrInvalidCommand = errors.New("invalid command")
 
 // Handle runs one command and returns the partner's answer. An API error (404,
 // 409, 422) is a result, not an error; the error is for failures, which
-// IsTransient classifies.
+// IsTransient classifies. A mutating command runs through the ledger
+// (runCommand); a read writes nothing.
 func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
 	params, perr := protocol.DecodeParams(cmd.Method, cmd.Params)
 	if perr != nil {
@@ -91,9 +114,17 @@ func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.R
 	if !ok {
 		return protocol.Result{}, fmt.Errorf("%w: no handler for %q", ErrInvalidCommand, cmd.Method)
 	}
+	if cmd.CommandID == "" {
+		// A message from a gateway that assigned no id: it is recorded, but a
+		// redelivery of it is not recognised.
+		cmd.CommandID = uuid.NewString()
+	}
 	c := &call{
-		partner: cmd.Partner, method: cmd.Method, params: params, now: s.now(),
+		partner: cmd.Partner, method: cmd.Method, params: params, now: s.now(), cmd: cmd,
 		fp: idempotency.Fingerprint(cmd.Method, protocol.Canonical(params)),
+	}
+	if m, _ := protocol.Lookup(cmd.Method); m.Mutates {
+		return s.runCommand(ctx, h, c)
 	}
 	v, err := h(ctx, c)
 	var apiErr *protocol.Error
@@ -103,9 +134,19 @@ func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.R
 	if err != nil {
 		return protocol.Result{}, err
 	}
+	return encodeResult(c, v)
+}
+
+// rawBody is a response already encoded.
+type rawBody []byte
+
+func encodeResult(c *call, v any) (protocol.Result, error) {
+	if b, ok := v.(rawBody); ok {
+		return protocol.Result{Status: http.StatusOK, Body: b}, nil
+	}
 	body, err := json.Marshal(v)
 	if err != nil {
-		return protocol.Result{}, fmt.Errorf("encode %s result: %w", cmd.Method, err)
+		return protocol.Result{}, fmt.Errorf("encode %s result: %w", c.method, err)
 	}
 	return protocol.Result{Status: http.StatusOK, Body: body}, nil
 }
@@ -117,12 +158,6 @@ func errorResult(e *protocol.Error, requestID string) protocol.Result {
 // querier is what a pool and a transaction have in common.
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// inTx runs fn in a transaction, committed when fn returns nil and rolled back
-// otherwise, API errors included: a refused command leaves nothing behind.
-func (s *Service) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.db, fn)
 }
 
 func notFound(code, field, what, id string) *protocol.Error {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/store"
 )
@@ -48,7 +49,7 @@ func (s *Service) consumerTenant(ctx context.Context, tx pgx.Tx, partner int64) 
 func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
 	p := c.params.(*protocol.CreateUserParams)
 	var u User
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := func(tx pgx.Tx) error {
 		tenant, err := s.consumerTenant(ctx, tx, c.partner)
 		if err != nil {
 			return err
@@ -74,17 +75,26 @@ func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
 		}
 		u.Email, u.CreatedAt, u.IsActive = p.Email, created.Unix(), true
 		return nil
-	})
+	}(c.tx)
 	return u, err
 }
 
+// deleteUser deletes the user and ends the derived key user:<email> that
+// created it (SPEC section 3): the ledger stops answering for the key in this
+// transaction, and the worker deletes its Redis record after the commit, so
+// the same createUser again creates the user again.
 func (s *Service) deleteUser(ctx context.Context, c *call) (any, error) {
 	email := c.params.(*protocol.UserRef).Email
-	_, err := s.db.Exec(ctx, `DELETE FROM users WHERE email = $2 AND tenant_id =
+	_, err := c.tx.Exec(ctx, `DELETE FROM users WHERE email = $2 AND tenant_id =
 		(SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`, c.partner, email)
 	if err != nil {
 		return nil, err
 	}
+	key := idempotency.Key(c.partner, "user:"+email, true)
+	if err := endKey(ctx, c.tx, c.partner, key); err != nil {
+		return nil, err
+	}
+	c.ended = append(c.ended, key)
 	return struct {
 		Email   string `json:"email"`
 		Deleted bool   `json:"deleted"`
@@ -100,7 +110,7 @@ func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
 	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := sha256.Sum256([]byte(token))
 	expires := c.now.Add(ResetTokenTTL)
-	tag, err := s.db.Exec(ctx, `UPDATE users SET reset_token_hash = $3, reset_expires_at = $4
+	tag, err := c.tx.Exec(ctx, `UPDATE users SET reset_token_hash = $3, reset_expires_at = $4
 		WHERE email = $2 AND tenant_id = (SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`,
 		c.partner, email, hash[:], expires)
 	if err != nil {
@@ -110,9 +120,21 @@ func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
 		return nil, protocol.NewError(http.StatusNotFound, protocol.CodeUserNotFound, "params.email",
 			fmt.Sprintf("user %q does not exist", email))
 	}
+	return resetAnswer{email, token, expires.Unix()}, nil
+}
+
+// resetAnswer is resetUser's response. Its token is stored only as a hash, so
+// the ledger records the answer without it: a redelivered resetUser answers
+// the email and expiry, and the token the partner received stays the valid one.
+type resetAnswer struct {
+	Email      string `json:"email"`
+	ResetToken string `json:"resetToken"`
+	ExpiresAt  int64  `json:"expiresAt"`
+}
+
+func (a resetAnswer) recorded() any {
 	return struct {
-		Email      string `json:"email"`
-		ResetToken string `json:"resetToken"`
-		ExpiresAt  int64  `json:"expiresAt"`
-	}{email, token, expires.Unix()}, nil
+		Email     string `json:"email"`
+		ExpiresAt int64  `json:"expiresAt"`
+	}{a.Email, a.ExpiresAt}
 }
