@@ -98,7 +98,7 @@ func (s *stack) measureCPU(phase func() Row) Row {
 }
 
 func (s *stack) cpuSnapshot() cpuSnapshot {
-	gw, workers := s.pids()
+	gw, workers := s.Pids()
 	classes := map[int]string{gw: classGateway, os.Getpid(): classBench}
 	for _, pid := range workers {
 		classes[pid] = classWorkers

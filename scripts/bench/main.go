@@ -58,29 +58,29 @@ func run() int {
 
 // bench runs the whole benchmark on a fresh stack and reports to out.
 func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
-	st := newStack(cfg)
+	st, err := upStack(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		progress("tearing down the stack")
-		if cerr := st.close(); cerr != nil {
+		if cerr := st.Close(teardownLimit); cerr != nil {
 			fmt.Fprintln(os.Stderr, "bench: teardown:", cerr)
 		}
 	}()
-	if err := st.up(ctx); err != nil {
-		return fmt.Errorf("stack: %w", err)
-	}
 	rep := newReport(cfg)
 	progress("idle CPU of the gateway and workers for 3s")
 	if rep.Idle, err = st.idleCPU(ctx, 3*time.Second); err != nil {
 		return err
 	}
-	api := newAPIClient(st.httpURL(), st.key, cfg)
+	api := newAPIClient(st.URL(), st.Key, cfg)
 	defer api.close()
 	if err := warmUp(ctx, api, cfg); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	for i := 1; i <= cfg.runs; i++ {
 		progress("run %d of %d", i, cfg.runs)
-		cost, err := mkdirCost(st.root)
+		cost, err := mkdirCost(st.StorageRoot)
 		if err != nil {
 			return fmt.Errorf("mkdir calibration: %w", err)
 		}
@@ -92,7 +92,7 @@ func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
 		rep.Runs = append(rep.Runs, rows)
 	}
 	progress("phase 6: idempotency step")
-	if rep.Idempotency, err = idempotencyPhase(ctx, st.redisURL, cfg); err != nil {
+	if rep.Idempotency, err = idempotencyPhase(ctx, st.RedisURL, cfg); err != nil {
 		return fmt.Errorf("idempotency: %w", err)
 	}
 	rep.finish()
@@ -109,7 +109,7 @@ func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
 // runOnce runs phases 1 to 5 once and returns their rows in report order.
 func runOnce(ctx context.Context, st *stack, api *apiClient, cfg config) ([]Row, error) {
 	progress("phase 1: raw broker ceiling (%d in flight, then 1)", cfg.c)
-	ceiling, ceilingSingle, err := ceilingPhase(ctx, st.amqpURL, cfg, st.measureCPU)
+	ceiling, ceilingSingle, err := ceilingPhase(ctx, st.AMQPURL, cfg, st.measureCPU)
 	if err != nil {
 		return nil, fmt.Errorf("ceiling: %w", err)
 	}
