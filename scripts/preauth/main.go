@@ -103,19 +103,19 @@ const (
 )
 
 func bench(ctx context.Context, cfg config) (err error) {
-	st := newStack(cfg)
-	defer func() { err = errors.Join(err, st.close()) }()
-	if err := st.up(ctx); err != nil {
+	st, err := upStack(ctx, cfg)
+	if err != nil {
 		return err
 	}
-	setup := newCaller(st.httpAddr, 1, []byte(createCustomer))
-	if status, _ := setup.call(st.key); status != 200 {
+	defer func() { err = errors.Join(err, st.Close(testenv.DefaultCloseTimeout)) }()
+	setup := newCaller(st.HTTPAddr, 1, []byte(createCustomer))
+	if status, _ := setup.call(st.Key); status != 200 {
 		return fmt.Errorf("createCustomer: status %d, want 200", status)
 	}
-	probe := newCaller(st.httpAddr, 8, []byte(getCustomer))
-	flood := newCaller(st.httpAddr, cfg.conns, []byte(getCustomer))
+	probe := newCaller(st.HTTPAddr, 8, []byte(getCustomer))
+	flood := newCaller(st.HTTPAddr, cfg.conns, []byte(getCustomer))
 	progress("warm-up: %s", cfg.warmUp)
-	if _, _, err := phase(ctx, cfg, probe, flood, st.key, cfg.warmUp, 0); err != nil {
+	if _, _, err := phase(ctx, cfg, probe, flood, st.Key, cfg.warmUp, 0); err != nil {
 		return err
 	}
 	rep := report{cfg: cfg}
@@ -124,7 +124,7 @@ func bench(ctx context.Context, cfg config) (err error) {
 		flood float64
 	}{{"quiet", 0}, {"flood", cfg.floodRate}} {
 		progress("%s: %s", p.name, cfg.duration)
-		before, err := scrape(ctx, st.gateway.Metrics)
+		before, err := scrape(ctx, st.Gateway.Metrics)
 		if err != nil {
 			return err
 		}
@@ -133,7 +133,7 @@ func bench(ctx context.Context, cfg config) (err error) {
 		if err != nil {
 			return err
 		}
-		good, bad, err := phase(ctx, cfg, probe, flood, st.key, cfg.duration, p.flood)
+		good, bad, err := phase(ctx, cfg, probe, flood, st.Key, cfg.duration, p.flood)
 		if err != nil {
 			return err
 		}
@@ -141,7 +141,7 @@ func bench(ctx context.Context, cfg config) (err error) {
 		if err != nil {
 			return err
 		}
-		after, err := scrape(ctx, st.gateway.Metrics)
+		after, err := scrape(ctx, st.Gateway.Metrics)
 		if err != nil {
 			return err
 		}
