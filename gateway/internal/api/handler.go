@@ -107,8 +107,9 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	}
 	cl.traceparent = traceparent(c.Get("traceparent"))
 	c.Set("traceparent", cl.traceparent)
-	cmd := &protocol.Command{Method: method.Name, Partner: partner, RequestID: cl.rid, Traceparent: cl.traceparent,
-		Params: protocol.Canonical(params), Timestamp: time.Now()}
+	// One command id per call: the worker's ledger knows a redelivery by it.
+	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Partner: partner, RequestID: cl.rid,
+		Traceparent: cl.traceparent, Params: protocol.Canonical(params), Timestamp: time.Now()}
 	if done, status, err := h.takeKey(c, cl, method, cmd, params); done {
 		return status, err
 	}
@@ -178,6 +179,9 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 	res, err := h.RPC.Call(c.UserContext(), cmd, h.RPCTimeout)
 	switch {
 	case err == nil:
+		if res.Replayed { // answered from the worker's ledger, Redis having lost the record
+			c.Set("Idempotent-Replayed", "true")
+		}
 		return res.Status, send(c, res.Status, res.Body)
 	case errors.Is(err, rpc.ErrTimeout), errors.Is(err, rpc.ErrUnknown):
 		if errors.Is(err, rpc.ErrUnknown) {
