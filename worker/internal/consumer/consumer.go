@@ -87,6 +87,9 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	// The broker cancels the consumer when the queue is deleted (or deleted
+	// and declared again): deliveries stop while the connection lives on.
+	cancelled := ch.NotifyCancel(make(chan string, 1))
 	c.log.InfoContext(ctx, "consuming", "queue", amqpx.Queue, "concurrency", c.cfg.Concurrency, "prefetch", c.cfg.Prefetch)
 
 	// Commands run on their own context: at shutdown they may finish for up to
@@ -120,6 +123,15 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 		lost = fmt.Errorf("connection closed: %v", e)
 	case e := <-chClosed:
 		lost = fmt.Errorf("channel closed: %v", e)
+	case _, ok := <-cancelled:
+		if !ok { // amqp091 closes it with the channel
+			lost = errors.New("channel closed")
+			break
+		}
+		// Not ready until a new session has declared the queue again and
+		// consumes from it.
+		c.setConnected(false)
+		lost = errors.New("the broker cancelled the consumer (queue deleted)")
 	}
 	// Cancelling the consumer closes deliveries, which ends the pool once the
 	// commands in flight are done. If the cancel fails the pool still ends:
