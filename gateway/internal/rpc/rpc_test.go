@@ -189,7 +189,8 @@ func BenchmarkCall(b *testing.B) {
 	}
 	cmd := &protocol.Command{Method: "getCustomer", Partner: 1, RequestID: "bench", Params: []byte(`{"id":"X"}`), Timestamp: time.Now()}
 	b.ResetTimer()
-	b.SetParallelism(16); b.RunParallel(func(pb *testing.PB) {
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := c.Call(context.Background(), cmd, 5*time.Second); err != nil {
 				b.Error(err)
