@@ -14,6 +14,9 @@ type Metrics struct {
 	// unconfirmed counts commands written whose publish was not confirmed by
 	// the deadline: their outcome is unknown, the partner got 202.
 	unconfirmed prometheus.Counter
+	// nacked counts copies of commands the broker nacked; each was published
+	// again within the call's deadline.
+	nacked prometheus.Counter
 }
 
 // NewMetrics registers the RPC client's metrics on reg.
@@ -41,6 +44,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		unconfirmed: f.NewCounter(prometheus.CounterOpts{
 			Name: "oneoffice_gateway_publish_unconfirmed_total",
 			Help: "Commands sent whose publish was not confirmed by the deadline: outcome unknown, answered 202.",
+		}),
+		nacked: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_gateway_publish_nacked_total",
+			Help: "Copies of commands the broker nacked (a quorum queue changing leader); each is published again until confirmed or the deadline.",
 		}),
 	}
 }

@@ -7,12 +7,20 @@
 //   - a result (nil error);
 //   - ErrUnavailable: the command surely did not reach the broker (no
 //     connection, the broker blocking publishers, the publish refused before
-//     it was handed to the socket, nacked, or returned unroutable); the caller
-//     may release its idempotency key;
+//     it was handed to the socket, or returned unroutable); the caller may
+//     release its idempotency key;
 //   - ErrUnknown: the publish was handed to the socket but not confirmed by
-//     the deadline (or the connection was lost before the confirm); the
-//     command may run, so the caller keeps its key;
+//     the deadline (or the connection was lost before the confirm, or the
+//     broker nacked every copy sent); the command may run, so the caller
+//     keeps its key;
 //   - ErrTimeout: the broker confirmed the command but no reply came in time.
+//
+// A nack does not say "not enqueued": when the node leading a quorum queue
+// is lost, RabbitMQ nacks publishes it had not confirmed, and some of them
+// are in the new leader's log and run all the same. So a nacked command is
+// published again, the same message with the same command id, until a copy
+// is confirmed or the deadline passes (then ErrUnknown); a copy that runs
+// twice is answered from the worker's command ledger the second time.
 //
 // Publishes are made by one goroutine per connection (publisher.go), so a
 // publish stuck in a socket write, when the broker stops reading, holds no
@@ -215,31 +223,11 @@ func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.
 
 func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, id string, rc chan reply, timer *time.Timer) (protocol.Result, error) {
 	start := time.Now()
-	dc, err := s.publish(ctx, cmd.Publishing(id, amqpx.DirectReplyTo), timer)
-	if err != nil {
+	if err := c.publishConfirmed(ctx, s, cmd.Publishing(id, amqpx.DirectReplyTo), timer); err != nil {
 		if errors.Is(err, ErrUnknown) {
 			c.m.unconfirmed.Inc()
 		}
 		return protocol.Result{}, err
-	}
-	// From here on the command was written: only the broker's nack or return
-	// says it was not enqueued; anything else leaves its outcome unknown.
-	var unknown string
-	select {
-	case <-dc.Done():
-		if !dc.Acked() {
-			return protocol.Result{}, fmt.Errorf("%w: broker nacked the command", ErrUnavailable)
-		}
-	case <-s.closed:
-		unknown = "connection lost before the confirm"
-	case <-timer.C:
-		unknown = "no publisher confirm in time"
-	case <-ctx.Done():
-		unknown = ctx.Err().Error()
-	}
-	if unknown != "" {
-		c.m.unconfirmed.Inc()
-		return protocol.Result{}, fmt.Errorf("%w: %s", ErrUnknown, unknown)
 	}
 	c.m.confirm.Observe(time.Since(start).Seconds())
 	select {
@@ -254,5 +242,53 @@ func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, i
 		return protocol.Result{}, ErrTimeout
 	case <-ctx.Done():
 		return protocol.Result{}, ErrTimeout
+	}
+}
+
+// nackPause is the first pause before a nacked command is published again;
+// it doubles up to maxNackPause.
+const (
+	nackPause    = 20 * time.Millisecond
+	maxNackPause = 500 * time.Millisecond
+)
+
+// publishConfirmed publishes pub until the broker confirms a copy or the
+// deadline passes. Once one copy was written, the outcome is never "not
+// enqueued": a copy nacked or unconfirmed may still run (see the package
+// comment), so every failure after the first write is ErrUnknown.
+func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publishing, timer *time.Timer) error {
+	pause := nackPause
+	for copies := 0; ; copies++ {
+		dc, err := s.publish(ctx, pub, timer)
+		if err != nil {
+			if copies > 0 && errors.Is(err, ErrUnavailable) {
+				return fmt.Errorf("%w: %d nacked copies written, then %v", ErrUnknown, copies, err)
+			}
+			return err
+		}
+		select {
+		case <-dc.Done():
+			if dc.Acked() {
+				return nil
+			}
+		case <-s.closed:
+			return fmt.Errorf("%w: connection lost before the confirm", ErrUnknown)
+		case <-timer.C:
+			return fmt.Errorf("%w: no publisher confirm in time", ErrUnknown)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
+		}
+		c.m.nacked.Inc()
+		c.log.WarnContext(ctx, "broker nacked the command; publishing it again", "message_id", pub.MessageId, "copies", copies+1)
+		select {
+		case <-time.After(pause):
+		case <-s.closed:
+			return fmt.Errorf("%w: connection lost after a nack", ErrUnknown)
+		case <-timer.C:
+			return fmt.Errorf("%w: nacked until the deadline", ErrUnknown)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
+		}
+		pause = min(2*pause, maxNackPause)
 	}
 }
