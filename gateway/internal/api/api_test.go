@@ -18,8 +18,12 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/gateway/internal/rpc"
+	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/testenv"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
@@ -31,6 +35,9 @@ var _ RPC = (*echoRPC)(nil)
 
 func (r *echoRPC) Call(_ context.Context, cmd *protocol.Command, _ time.Duration) (protocol.Result, error) {
 	r.calls.Add(1)
+	if string(cmd.Params) == `{"id":"SLOW"}` {
+		return protocol.Result{}, rpc.ErrTimeout
+	}
 	if string(cmd.Params) == `{"id":"PANIC"}` {
 		panic("injected fault")
 	}
@@ -43,20 +50,26 @@ const testKey = "oo_test_key"
 // no idempotency store is needed.
 func newTestApp(t *testing.T) (*fiber.App, *echoRPC) {
 	t.Helper()
-	rpc := &echoRPC{}
+	return newTestAppWith(t, nil)
+}
+
+func newTestAppWith(t *testing.T, idem *idempotency.Store) (*fiber.App, *echoRPC) {
+	t.Helper()
+	fake := &echoRPC{}
 	app := New(Deps{
+		Idem: idem,
 		Auth: auth.NewCache(func(_ context.Context, h [32]byte) (int64, error) {
 			if h == auth.Hash(testKey) {
 				return 1, nil
 			}
 			return 0, nil
 		}),
-		RPC:        rpc,
+		RPC:        fake,
 		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Metrics:    NewMetrics(prometheus.NewRegistry()),
 		RPCTimeout: time.Second,
 	})
-	return app, rpc
+	return app, fake
 }
 
 type answer struct {
@@ -230,5 +243,30 @@ func TestAPanicIsThatCallsInternalError(t *testing.T) {
 	}
 	if a := do(t, app, http.MethodPost, []byte(getOrder)); a.status != 200 {
 		t.Fatalf("the call after a panic: %d %s", a.status, a.body)
+	}
+}
+
+// TestA202IsMarkedPending: a call answered 202 leaves the marker getRequest
+// reads, in the real Redis, under the caller's partner and request id.
+func TestA202IsMarkedPending(t *testing.T) {
+	t.Parallel()
+	opt, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	idem := idempotency.NewStore(rdb, time.Hour)
+	app, _ := newTestAppWith(t, idem)
+	a := do(t, app, http.MethodPost, []byte(`{"method":"getOrder","params":{"id":"SLOW"}}`), "X-Request-Id", "rid-slow")
+	if a.status != http.StatusAccepted {
+		t.Fatalf("slow call: %d %s", a.status, a.body)
+	}
+	p, ok, err := idem.Pending(context.Background(), 1, "rid-slow")
+	if err != nil || !ok || p.Method != protocol.GetOrder {
+		t.Fatalf("pending marker: %+v %v %v", p, ok, err)
+	}
+	if _, ok, _ := idem.Pending(context.Background(), 2, "rid-slow"); ok {
+		t.Fatal("another partner sees the marker")
 	}
 }

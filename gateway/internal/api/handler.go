@@ -188,6 +188,7 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 			h.Log.WarnContext(c.UserContext(), "command sent, outcome unknown", "request_id", cl.rid, "error", err)
 		}
 		h.Metrics.pending.WithLabelValues(cmd.Method).Inc()
+		h.markPending(c, cl, cmd)
 		return http.StatusAccepted, send(c, http.StatusAccepted, protocol.PendingBody(cl.rid))
 	default:
 		h.Log.WarnContext(c.UserContext(), "command not enqueued", "request_id", cl.rid, "error", err)
@@ -203,6 +204,20 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 		}
 		e := unavailable("the message broker is unreachable or refusing commands; nothing was done, retry later")
 		return e.Status, sendError(c, cl.rid, e)
+	}
+}
+
+// markPending records the 202 so that getRequest answers "pending" until
+// the worker records the call. A failure only costs that: getRequest then
+// answers 404 until the call is recorded, and the call itself is unaffected.
+func (h *handler) markPending(c *fiber.Ctx, cl *call, cmd *protocol.Command) {
+	if h.Idem == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := h.Idem.MarkPending(ctx, cmd.Partner, cl.rid, cmd.Method, cmd.Timestamp); err != nil {
+		h.Log.WarnContext(c.UserContext(), "202 not marked pending", "request_id", cl.rid, "error", err)
 	}
 }
 
