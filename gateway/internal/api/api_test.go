@@ -23,8 +23,8 @@ import (
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
 	"github.com/oneoffice/provisioner/gateway/internal/rpc"
 	"github.com/oneoffice/provisioner/shared/idempotency"
-	"github.com/oneoffice/provisioner/shared/testenv"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
 // echoRPC answers every command with its canonical params, and panics on the

@@ -17,10 +17,12 @@
 //
 // A nack does not say "not enqueued": when the node leading a quorum queue
 // is lost, RabbitMQ nacks publishes it had not confirmed, and some of them
-// are in the new leader's log and run all the same. So a nacked command is
-// published again, the same message with the same command id, until a copy
-// is confirmed or the deadline passes (then ErrUnknown); a copy that runs
-// twice is answered from the worker's command ledger the second time.
+// are in the new leader's log and run all the same; a connection lost before
+// the confirm says no more. So such a command is published again, the same
+// message with the same command id, on the next connection if its own is
+// gone, until a copy is confirmed or the deadline passes (then ErrUnknown); a
+// copy that runs twice is answered from the worker's command ledger the
+// second time.
 //
 // Publishes are made by one goroutine per connection (publisher.go), so a
 // publish stuck in a socket write, when the broker stops reading, holds no
@@ -205,7 +207,7 @@ func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.
 	defer timer.Stop()
 
 	start := time.Now()
-	res, err := c.await(ctx, s, cmd, id, rc, timer)
+	res, err := c.await(ctx, s, cmd, id, rc, timer, start.Add(deadline))
 	c.mu.Lock()
 	_, unanswered := c.pending[id]
 	delete(c.pending, id)
@@ -221,9 +223,10 @@ func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.
 	return res, err
 }
 
-func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, id string, rc chan reply, timer *time.Timer) (protocol.Result, error) {
+func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, id string, rc chan reply, timer *time.Timer, until time.Time) (protocol.Result, error) {
 	start := time.Now()
-	if err := c.publishConfirmed(ctx, s, cmd.Publishing(id, amqpx.DirectReplyTo), timer); err != nil {
+	s, err := c.publishConfirmed(ctx, s, cmd.Publishing(id, amqpx.DirectReplyTo), timer, until)
+	if err != nil {
 		if errors.Is(err, ErrUnknown) {
 			c.m.unconfirmed.Inc()
 		}
@@ -253,42 +256,49 @@ const (
 )
 
 // publishConfirmed publishes pub until the broker confirms a copy or the
-// deadline passes. Once one copy was written, the outcome is never "not
-// enqueued": a copy nacked or unconfirmed may still run (see the package
-// comment), so every failure after the first write is ErrUnknown.
-func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publishing, timer *time.Timer) error {
+// deadline (until, when timer fires) passes, and returns the session of the
+// confirmed copy, whose channel the reply comes back on. Until a copy was
+// handed to a connection, a failure is ErrUnavailable: nothing went out.
+// After that the outcome is never "not enqueued": a copy nacked, or lost with
+// its connection before the confirm, may still run (see the package comment),
+// so it is published again, on the next connection if its own is gone, and a
+// deadline passed meanwhile is ErrUnknown.
+func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publishing, timer *time.Timer, until time.Time) (*session, error) {
 	pause := nackPause
-	for copies := 0; ; copies++ {
+	for copies := 0; ; {
 		dc, err := s.publish(ctx, pub, timer)
-		if err != nil {
-			if copies > 0 && errors.Is(err, ErrUnavailable) {
-				return fmt.Errorf("%w: %d nacked copies written, then %v", ErrUnknown, copies, err)
+		switch {
+		case err != nil && copies == 0:
+			return s, err
+		case err != nil && (errors.Is(err, ErrUnknown) || !time.Now().Before(until) || ctx.Err() != nil):
+			return s, fmt.Errorf("%w: %d copies written, then %v", ErrUnknown, copies, err)
+		case err == nil:
+			copies++
+			select {
+			case <-dc.Done():
+				if dc.Acked() {
+					return s, nil
+				}
+				c.m.nacked.Inc()
+				c.log.WarnContext(ctx, "broker nacked the command; publishing it again", "message_id", pub.MessageId, "copies", copies)
+			case <-s.closed:
+				c.log.WarnContext(ctx, "connection lost before the confirm; publishing the command again", "message_id", pub.MessageId, "copies", copies)
+			case <-timer.C:
+				return s, fmt.Errorf("%w: no publisher confirm in time", ErrUnknown)
+			case <-ctx.Done():
+				return s, fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
 			}
-			return err
 		}
-		select {
-		case <-dc.Done():
-			if dc.Acked() {
-				return nil
-			}
-		case <-s.closed:
-			return fmt.Errorf("%w: connection lost before the confirm", ErrUnknown)
-		case <-timer.C:
-			return fmt.Errorf("%w: no publisher confirm in time", ErrUnknown)
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
-		}
-		c.m.nacked.Inc()
-		c.log.WarnContext(ctx, "broker nacked the command; publishing it again", "message_id", pub.MessageId, "copies", copies+1)
 		select {
 		case <-time.After(pause):
-		case <-s.closed:
-			return fmt.Errorf("%w: connection lost after a nack", ErrUnknown)
 		case <-timer.C:
-			return fmt.Errorf("%w: nacked until the deadline", ErrUnknown)
+			return s, fmt.Errorf("%w: %d copies written, none confirmed by the deadline", ErrUnknown, copies)
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
+			return s, fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
 		}
 		pause = min(2*pause, maxNackPause)
+		if next := c.cur.Load(); next != nil {
+			s = next // the same session after a nack; the next one after a lost connection
+		}
 	}
 }
