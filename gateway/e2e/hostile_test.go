@@ -94,7 +94,8 @@ func TestDecompressionBombsLeaveTheGatewayStanding(t *testing.T) {
 // for every one.
 func sendConcurrently(t *testing.T, s *Stack, n int, body string, headers ...string) {
 	t.Helper()
-	client := &http.Client{Timeout: 60 * time.Second}
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
 	var wg sync.WaitGroup
 	statuses := make([]int, n)
 	codes := make([]string, n)
