@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -67,11 +68,21 @@ func discardBody(c *fiber.Ctx) {
 	if stream == nil {
 		return
 	}
+	// A client that stops sending must not hold the call, nor a shutdown
+	// that waits for it: the rest has drainTime to arrive.
+	if conn := c.Context().Conn(); conn != nil {
+		if err := conn.SetReadDeadline(time.Now().Add(drainTime)); err == nil {
+			defer conn.SetReadDeadline(time.Time{}) // the server sets its own before the next request
+		}
+	}
 	n, err := io.Copy(io.Discard, io.LimitReader(stream, drainLimit))
 	if err != nil || n == drainLimit {
 		c.Context().SetConnectionClose()
 	}
 }
+
+// drainTime bounds how long discardBody waits for the rest of a body.
+const drainTime = time.Second
 
 // readAtMost appends r to buf until EOF, or fails with errTooLarge as soon as
 // more than limit bytes came.
