@@ -43,7 +43,7 @@ var errBatchFailed = errors.New("customer batch insert failed")
 type newCustomer struct {
 	partner int64
 	params  *protocol.CreateCustomerParams
-	path    string // storage path, relative to the storage root
+	path    string // storage location as recorded (storageURI)
 	fp      string
 	now     time.Time
 	cmd     *protocol.Command

@@ -61,7 +61,7 @@ func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	}
 	n := newCustomers.Get().(*newCustomer)
 	defer newCustomers.Put(n)
-	n.partner, n.params, n.path, n.fp, n.now, n.cmd = c.partner, p, rel, c.fp, c.now, c.cmd
+	n.partner, n.params, n.path, n.fp, n.now, n.cmd = c.partner, p, storageURI(rel), c.fp, c.now, c.cmd
 	if c.tx != nil && c.taken {
 		return s.existingCustomer(ctx, c.tx, c, p.ID)
 	}
@@ -124,6 +124,13 @@ func (s *Service) getCustomer(ctx context.Context, c *call) (any, error) {
 func tenantPath(partner int64, name string) string {
 	return filepath.Join("p"+strconv.FormatInt(partner, 10), name)
 }
+
+// storageURI is a tenant's storage location as its row records it: a URI
+// whose scheme names the storage backend. "local:" is the directory backend,
+// its path relative to STORAGE_ROOT; workers on several hosts share it through
+// one volume mounted at STORAGE_ROOT on each (docs/SCALING.md). Another
+// backend would record its own scheme, so rows keep saying where a tenant is.
+func storageURI(rel string) string { return "local:" + filepath.ToSlash(rel) }
 
 // makeStorage creates a tenant's storage location before the tenant's row
 // commits (createCustomer calls it before its insert, the consumer tenant inside

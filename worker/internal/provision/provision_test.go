@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,7 +106,11 @@ func TestCustomerCreatesTenantWithStorage(t *testing.T) {
 	if err := f.db.QueryRow(context.Background(), `SELECT storage_path FROM tenants WHERE remote_id = 'ABC'`).Scan(&path); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := os.Stat(filepath.Join(f.root, path)); err != nil || !st.IsDir() {
+	rel, ok := strings.CutPrefix(path, "local:")
+	if !ok {
+		t.Fatalf("tenant storage recorded as %q, want a local: URI", path)
+	}
+	if st, err := os.Stat(filepath.Join(f.root, rel)); err != nil || !st.IsDir() {
 		t.Fatalf("tenant storage %s: %v", path, err)
 	}
 	// The same call again returns the same customer; other params are a conflict.

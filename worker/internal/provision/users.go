@@ -35,7 +35,7 @@ func (s *Service) consumerTenant(ctx context.Context, tx pgx.Tx, partner int64) 
 	var id int64
 	err := store.NoRows(tx.QueryRow(ctx, `INSERT INTO tenants (partner_id, kind, name, storage_path)
 		VALUES ($1, 'consumer', 'Consumers', $2)
-		ON CONFLICT (partner_id) WHERE kind = 'consumer' DO NOTHING RETURNING id`, partner, rel).Scan(&id))
+		ON CONFLICT (partner_id) WHERE kind = 'consumer' DO NOTHING RETURNING id`, partner, storageURI(rel)).Scan(&id))
 	if errors.Is(err, store.ErrNotFound) {
 		err = tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer'`, partner).Scan(&id)
 		return id, store.NoRows(err)
