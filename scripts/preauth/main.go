@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
@@ -97,9 +98,10 @@ func run() int {
 	return 0
 }
 
-const (
-	createCustomer = `{"method":"createCustomer","params":{"id":"C1","name":"Preauth Co","admin":{"email":"admin@example.com"}}}`
-	getCustomer    = `{"method":"getCustomer","params":{"id":"C1"}}`
+// The bodies the bench sends, named from the protocol's registry.
+var (
+	createCustomer = `{"method":"` + protocol.CreateCustomer + `","params":{"id":"C1","name":"Preauth Co","admin":{"email":"admin@example.com"}}}`
+	getCustomer    = `{"method":"` + protocol.GetCustomer + `","params":{"id":"C1"}}`
 )
 
 func bench(ctx context.Context, cfg config) (err error) {

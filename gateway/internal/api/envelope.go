@@ -30,7 +30,7 @@ type envelope struct {
 func parseEnvelope(body []byte) (*protocol.Method, []byte, *protocol.Error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, "",
-			`the body is empty; send a JSON object such as {"method":"getCustomer","params":{"id":"ABC"}}`)
+			fmt.Sprintf(`the body is empty; send a JSON object such as {"method":%q,"params":{"id":"ABC"}}`, protocol.GetCustomer))
 	}
 	if at, ok := withinDepth(body, MaxDepth); !ok {
 		return nil, nil, protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidJSON, "",

@@ -170,11 +170,14 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 //
 //	nil                 the worker's result, its status and body
 //	rpc.ErrTimeout      202 pending: enqueued, no reply in time; key kept
-//	rpc.ErrUnknown      202 pending: written, not confirmed in time; the
-//	                    command may run, so its key is kept and a retry is
-//	                    told 409 request_in_progress, then the result
+//	rpc.ErrUnknown      202 pending: written, not confirmed in time (or
+//	                    nacked or lost with its connection until the
+//	                    deadline); the command may run, so its key is kept
+//	                    and a retry is told 409 request_in_progress, then
+//	                    the result
 //	rpc.ErrUnavailable  503 unavailable: surely not enqueued (not connected,
-//	                    broker blocked, nacked, returned); the key is released
+//	                    broker blocked, returned unroutable); the key is
+//	                    released
 func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, error) {
 	res, err := h.RPC.Call(c.UserContext(), cmd, h.RPCTimeout)
 	switch {

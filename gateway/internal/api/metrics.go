@@ -49,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		pending: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "oneoffice_gateway_pending_total",
-			Help: "Calls answered 202 pending because no worker replied before RPC_TIMEOUT, by API method.",
+			Help: "Calls answered 202 pending, by API method: no worker replied before RPC_TIMEOUT, or the publish was not confirmed by then.",
 		}, []string{"method"}),
 		idempotency: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "oneoffice_idempotency_outcomes_total",
