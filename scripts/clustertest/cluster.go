@@ -251,7 +251,7 @@ func startCluster(ctx context.Context, cfg *config, size int, td *teardown) (*cl
 		}
 		c.nodes = append(c.nodes, n)
 	}
-	td.add("stop the RabbitMQ nodes", c.stopAll)
+	td.Add("stop the RabbitMQ nodes", c.stopAll)
 	errs := make(chan error, size)
 	for _, n := range c.nodes {
 		go func() { errs <- n.start(ctx) }()

@@ -79,7 +79,7 @@ func run() int {
 	if err != nil {
 		explain(os.Stderr, cfg, err)
 	}
-	if terr := td.run(2 * time.Minute); terr != nil {
+	if terr := td.Run(2 * time.Minute); terr != nil {
 		err = errors.Join(err, fmt.Errorf("teardown: %w", terr))
 	}
 	if res != nil {

@@ -10,46 +10,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
-// teardown undoes what the run made, last first, whatever happened.
-type teardown struct {
-	mu    sync.Mutex
-	steps []step
-}
-
-type step struct {
-	what string
-	undo func(context.Context) error
-}
-
-func (td *teardown) add(what string, undo func(context.Context) error) {
-	td.mu.Lock()
-	defer td.mu.Unlock()
-	td.steps = append(td.steps, step{what, undo})
-}
-
-func (td *teardown) run(limit time.Duration) error {
-	td.mu.Lock()
-	steps := td.steps
-	td.steps = nil
-	td.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	var errs []error
-	for i := len(steps) - 1; i >= 0; i-- {
-		if err := steps[i].undo(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", steps[i].what, err))
-		}
-	}
-	return errors.Join(errs...)
-}
+// teardown undoes what the run made, last first, whatever happened: the
+// harness's undo stack.
+type teardown = testenv.Teardown
 
 // partner is one partner of the stack and its API key.
 type partner struct {
@@ -83,11 +55,15 @@ func startStack(ctx context.Context, cfg *config, cl *cluster, td *teardown) (*s
 	if st.dbURL, err = createDatabase(ctx, cfg, td); err != nil {
 		return nil, err
 	}
-	db, err := claimRedis(ctx, cfg.redisAddr, "clustertest "+cfg.tag, td)
+	// The Redis DB is claimed the way the tests, the bench and the load
+	// scripts claim theirs, so none of them shares it with this run.
+	srv := testenv.Servers{RedisAddr: cfg.redisAddr, Wait: testenv.DefaultWait}
+	r, err := srv.ClaimRedis(ctx, "clustertest "+cfg.tag, 0)
 	if err != nil {
 		return nil, err
 	}
-	st.redisURL = fmt.Sprintf("redis://%s/%d", cfg.redisAddr, db)
+	td.Add(fmt.Sprintf("release Redis DB %d", r.DB), r.Release)
+	st.redisURL = r.URL
 	env := []string{
 		"DATABASE_URL=" + st.dbURL,
 		"REDIS_URL=" + st.redisURL,
@@ -118,13 +94,13 @@ func startStack(ctx context.Context, cfg *config, cl *cluster, td *teardown) (*s
 	if st.db, err = pgxpool.New(ctx, st.dbURL); err != nil {
 		return nil, err
 	}
-	td.add("close the database pool", func(context.Context) error { st.db.Close(); return nil })
+	td.Add("close the database pool", func(context.Context) error { st.db.Close(); return nil })
 	for _, p := range st.partners {
 		if err := st.db.QueryRow(ctx, `SELECT id FROM partners WHERE name = $1`, p.name).Scan(&p.id); err != nil {
 			return nil, fmt.Errorf("partner %s: %w", p.name, err)
 		}
 	}
-	td.add("stop the gateways and workers", st.stop)
+	td.Add("stop the gateways and workers", st.stop)
 	for i := range 3 {
 		p, err := startReady(ctx, cfg, env, "worker", fmt.Sprintf("worker%d", i+1))
 		if p != nil {
@@ -143,7 +119,7 @@ func startStack(ctx context.Context, cfg *config, cl *cluster, td *teardown) (*s
 			return nil, err
 		}
 	}
-	logf("stack up: 2 gateways, 3 workers, database %s, Redis DB %d", cfg.tag, db)
+	logf("stack up: 2 gateways, 3 workers, database %s, Redis DB %d", cfg.tag, r.DB)
 	return st, nil
 }
 
@@ -156,7 +132,7 @@ func createDatabase(ctx context.Context, cfg *config, td *teardown) (string, err
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+cfg.tag); err != nil {
 		return "", fmt.Errorf("create database %s: %w", cfg.tag, err)
 	}
-	td.add("drop database "+cfg.tag, func(ctx context.Context) error {
+	td.Add("drop database "+cfg.tag, func(ctx context.Context) error {
 		conn, err := pgx.Connect(ctx, cfg.postgres)
 		if err != nil {
 			return err
