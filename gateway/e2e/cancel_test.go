@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/oneoffice/provisioner/shared/amqpx"
 )
 
@@ -47,15 +45,7 @@ func TestCancelledConsumer(t *testing.T) {
 	s.Want(200, "createCustomer", customer("C1"))
 
 	proxy.refuseNew()
-	conn, err := amqp.Dial(s.AMQPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := brokerChannel(t, s)
 	if _, err := ch.QueueDelete(amqpx.Queue, false, false, false); err != nil {
 		t.Fatal(err)
 	}

@@ -131,19 +131,25 @@ func commandsHandled(t *testing.T, p *Proc) float64 {
 	return n
 }
 
-// deadLetters is the number of messages in the stack's dead-letter queue.
-func deadLetters(t *testing.T, s *Stack) int {
+// brokerChannel is a channel on the stack's vhost, closed at cleanup.
+func brokerChannel(t *testing.T, s *Stack) *amqp.Channel {
 	t.Helper()
 	conn, err := amqp.Dial(s.AMQPURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := ch.QueueDeclarePassive(amqpx.DeadQueue, true, false, false, false,
+	return ch
+}
+
+// deadLetters is the number of messages in the stack's dead-letter queue.
+func deadLetters(t *testing.T, s *Stack) int {
+	t.Helper()
+	q, err := brokerChannel(t, s).QueueDeclarePassive(amqpx.DeadQueue, true, false, false, false,
 		amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
 	if err != nil {
 		t.Fatal(err)

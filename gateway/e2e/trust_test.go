@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/oneoffice/provisioner/shared/amqpx"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
@@ -52,15 +50,7 @@ func TestTrustForgedCommandIsNotRun(t *testing.T) {
 	forged := protocol.Command{Method: protocol.CreateCustomer, Partner: a, RequestID: "forged-1", Params: params,
 		IdemKey: idempotency.Key(b, "customer:X1", true), IdemToken: idempotency.NewToken(),
 		IdemFP: idempotency.Fingerprint(protocol.CreateCustomer, params)}
-	conn, err := amqp.Dial(s.AMQPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := brokerChannel(t, s)
 	if err := ch.Publish(amqpx.Exchange, amqpx.RoutingKey, true, false, forged.Publishing("", "")); err != nil {
 		t.Fatal(err)
 	}
