@@ -129,6 +129,21 @@ func Derived(key string) bool {
 	return len(parts) == 5 && parts[3] == "d"
 }
 
+// ValidHeaderKey applies SPEC section 1's rule for an Idempotency-Key header:
+// 1 to 255 printable ASCII characters. The gateway checks it on the call, the
+// worker again on the key it reads off the queue.
+func ValidHeaderKey(k string) bool {
+	if len(k) < 1 || len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // Fingerprint identifies a call's method and canonical params.
 func Fingerprint(method string, canonical []byte) string {
 	h := sha256.New()

@@ -45,6 +45,10 @@ type Command struct {
 	IdemFP    string
 	Params    []byte
 	Timestamp time.Time
+	// Decoded holds Params decoded and validated, once a reader of the
+	// message has done that (the worker does for a keyed command, to check
+	// its fingerprint); nil until then. It never travels on the wire.
+	Decoded Params
 }
 
 // Publishing encodes the command as a persistent AMQP message.

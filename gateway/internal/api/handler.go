@@ -123,7 +123,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 		return false, 0, nil
 	}
 	key, derived := c.Get("Idempotency-Key"), false
-	if key != "" && !validIdemKey(key) {
+	if key != "" && !idempotency.ValidHeaderKey(key) {
 		e := protocol.NewError(http.StatusBadRequest, protocol.CodeInvalidRequest, "Idempotency-Key",
 			"the Idempotency-Key header must be 1 to 255 printable ASCII characters")
 		return true, e.Status, sendError(c, cl.rid, e)
@@ -260,8 +260,6 @@ func requestID(c *fiber.Ctx) string {
 
 // ridKey holds the call's request id among the Fiber context's locals.
 type ridKey struct{}
-
-func validIdemKey(k string) bool { return len(k) <= 255 && printable(k) }
 
 func printable(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -104,7 +104,7 @@ func verify(cmd *protocol.Command) error {
 	if !ok || partner != cmd.Partner {
 		return fmt.Errorf("%w: the idempotency key is not one of partner %d", protocol.ErrUntrusted, cmd.Partner)
 	}
-	if !derived && !headerKey(key) {
+	if !derived && !idempotency.ValidHeaderKey(key) {
 		return fmt.Errorf("%w: the idempotency key is not 1 to 255 printable ASCII characters", protocol.ErrUntrusted)
 	}
 	params, perr := protocol.DecodeParams(cmd.Method, cmd.Params)
@@ -117,20 +117,8 @@ func verify(cmd *protocol.Command) error {
 	if idempotency.Fingerprint(cmd.Method, protocol.Canonical(params)) != cmd.IdemFP {
 		return fmt.Errorf("%w: the fingerprint is not the one of the params", protocol.ErrUntrusted)
 	}
+	cmd.Decoded = params // the handler runs them without decoding them again
 	return nil
-}
-
-// headerKey applies the gateway's rule for an Idempotency-Key header.
-func headerKey(k string) bool {
-	if len(k) > 255 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x20 || k[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 // FailureRecorder is a Handler that records a command that failed

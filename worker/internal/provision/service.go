@@ -106,9 +106,15 @@ var ErrInvalidCommand = errors.New("invalid command")
 // IsTransient classifies. A mutating command runs through the ledger
 // (runCommand); a read writes nothing.
 func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
-	params, perr := protocol.DecodeParams(cmd.Method, cmd.Params)
-	if perr != nil {
-		return errorResult(perr, cmd.RequestID), fmt.Errorf("%w: %v", ErrInvalidCommand, perr)
+	params, fp := cmd.Decoded, cmd.IdemFP
+	if params == nil || fp == "" {
+		// Not verified against a fingerprint yet (an un-keyed command): decode
+		// and validate it here.
+		var perr *protocol.Error
+		if params, perr = protocol.DecodeParams(cmd.Method, cmd.Params); perr != nil {
+			return errorResult(perr, cmd.RequestID), fmt.Errorf("%w: %v", ErrInvalidCommand, perr)
+		}
+		fp = idempotency.Fingerprint(cmd.Method, protocol.Canonical(params))
 	}
 	h, ok := s.mux.handler(cmd.Method)
 	if !ok {
@@ -120,8 +126,7 @@ func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.R
 		cmd.CommandID = uuid.NewString()
 	}
 	c := &call{
-		partner: cmd.Partner, method: cmd.Method, params: params, now: s.now(), cmd: cmd,
-		fp: idempotency.Fingerprint(cmd.Method, protocol.Canonical(params)),
+		partner: cmd.Partner, method: cmd.Method, params: params, now: s.now(), cmd: cmd, fp: fp,
 	}
 	if m, _ := protocol.Lookup(cmd.Method); m.Mutates {
 		return s.runCommand(ctx, h, c)
