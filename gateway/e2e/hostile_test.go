@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -243,4 +244,18 @@ func TestKeysMatchExactly(t *testing.T) {
 	if status != "active" {
 		t.Fatalf("order O1 is %s in the database", status)
 	}
+}
+
+// TestASilentConnectionDoesNotFailShutdown: a client's spare connection that
+// never sends a request keeps the HTTP server waiting at shutdown, but no call
+// was cut short, so the gateway still exits 0 (Stop fails the test otherwise).
+func TestASilentConnectionDoesNotFailShutdown(t *testing.T) {
+	s := NewStack(t)
+	gw := s.StartGateway("SHUTDOWN_TIMEOUT=1s")
+	conn, err := net.Dial("tcp", s.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	gw.Stop()
 }

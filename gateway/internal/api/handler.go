@@ -32,6 +32,7 @@ type call struct {
 func (h *handler) serve(c *fiber.Ctx) (err error) {
 	start := time.Now()
 	h.Metrics.inFlight.Inc()
+	h.Metrics.calls.Add(1)
 	cl := &call{rid: requestID(c), method: "unknown"}
 	status := http.StatusInternalServerError
 	defer func() {
@@ -45,6 +46,7 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 		}
 		discardBody(c)
 		h.Metrics.inFlight.Dec()
+		h.Metrics.calls.Add(-1)
 		elapsed := time.Since(start)
 		h.Metrics.observe(cl.method, status, elapsed.Seconds())
 		h.Log.InfoContext(c.UserContext(), "request", "request_id", cl.rid, "partner", cl.partner,

@@ -2,6 +2,7 @@ package api
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -16,6 +17,7 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	inFlight    prometheus.Gauge
+	calls       atomic.Int64 // inFlight's value, for Busy
 	pending     *prometheus.CounterVec
 	idempotency *prometheus.CounterVec
 	authFail    *prometheus.CounterVec
@@ -113,3 +115,7 @@ func (m *Metrics) observe(method string, status int, seconds float64) {
 func (m *Metrics) count(method string, status int) {
 	m.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
 }
+
+// Busy reports whether a call is being answered now. A drain that timed out
+// while none was cut short only closed connections that had sent no request.
+func (m *Metrics) Busy() bool { return m.calls.Load() > 0 }
