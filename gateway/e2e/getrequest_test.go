@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
+	"time"
 )
 
 // getRequest tells a partner what became of its own mutating calls, a
@@ -48,5 +50,73 @@ func TestGetRequest(t *testing.T) {
 	}
 	if r := s.Call("getRequest", m{"id": ""}); r.Status != 400 || r.ErrorCode(t) != "invalid_params" {
 		t.Errorf("getRequest of an empty id: %d %s", r.Status, r.Body)
+	}
+}
+
+// A call answered 202 is told by getRequest as pending while it runs, then
+// as succeeded with the answer the partner gets when it repeats the call.
+// The order's row is held locked from the test, so the suspend waits in the
+// worker past the gateway's deadline; getRequest, a read, runs beside it.
+func TestGetRequestPendingThenSucceeded(t *testing.T) {
+	s := NewStack(t)
+	s.StartGateway("RPC_TIMEOUT=300ms")
+	s.StartWorker("WORKER_CONCURRENCY=4")
+	s.Want(200, "createCustomer", m{"id": "C1", "name": "C1", "admin": m{"email": "a@example.com"}})
+	s.Want(200, "createFirstOrder", m{"customer": "C1", "id": "O1", "product": "oo-lite", "licenses": 5, "duration": "monthly"})
+
+	ctx := context.Background()
+	lock, err := s.DB().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM orders WHERE remote_id = 'O1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+
+	const key = "suspend-O1-pending"
+	first := s.CallOnce("suspendOrder", m{"id": "O1"}, "Idempotency-Key", key, "X-Request-Id", "req-slow")
+	if first.Status != 202 || first.JSON(t)["requestId"] != "req-slow" {
+		t.Fatalf("suspend behind a locked row: %d %s, want 202 pending with its request id", first.Status, first.Body)
+	}
+	g := s.Want(200, "getRequest", m{"id": "req-slow"})
+	if g["status"] != "pending" || g["method"] != "suspendOrder" || g["requestId"] != "req-slow" ||
+		g["createdAt"] == nil || g["response"] != nil || g["completedAt"] != nil {
+		t.Fatalf("getRequest while the call runs: %v, want pending with no response yet", g)
+	}
+	if n := s.Count(`SELECT count(*) FROM command_ledger WHERE request_id = 'req-slow'`); n != 0 {
+		t.Fatalf("%d ledger rows for a call still running", n)
+	}
+
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var done map[string]any
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		done = s.Want(200, "getRequest", m{"id": "req-slow"})
+		if done["status"] != "pending" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, _ := done["response"].(m)
+	if done["status"] != "succeeded" || resp["status"] != float64(200) || done["completedAt"] == nil {
+		t.Fatalf("getRequest once the lock is gone: %v, want succeeded 200", done)
+	}
+	if body, _ := resp["body"].(m); body["status"] != "suspended" {
+		t.Fatalf("getRequest's response body: %v, want the suspended order", resp["body"])
+	}
+	// The call repeated gets that same answer, replayed; the order is
+	// suspended once.
+	again := s.CallOnce("suspendOrder", m{"id": "O1"}, "Idempotency-Key", key, "X-Request-Id", "req-again")
+	if again.Status != 200 || again.Header.Get("Idempotent-Replayed") != "true" || again.JSON(t)["status"] != "suspended" {
+		t.Fatalf("the call repeated: %d %v %s, want 200 replayed", again.Status, again.Header, again.Body)
+	}
+	if n := s.Count(`SELECT count(*) FROM command_ledger WHERE method = 'suspendOrder'`); n != 1 {
+		t.Fatalf("%d suspendOrder ledger rows, want 1", n)
+	}
+	if n := s.Count(`SELECT count(*) FROM orders WHERE remote_id = 'O1' AND status = 'suspended'`); n != 1 {
+		t.Fatalf("order O1 not suspended in the database")
 	}
 }
