@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,22 +18,23 @@ import (
 
 // Defaults, applied with cmp.Or when a variable is unset or empty.
 const (
-	DefaultDatabaseURL       = "postgres://postgres@127.0.0.1:5432/oneoffice?sslmode=disable"
-	DefaultRedisURL          = "redis://127.0.0.1:6379/0"
-	DefaultAMQPURL           = "amqp://guest:guest@127.0.0.1:5672/"
-	DefaultHTTPAddr          = "127.0.0.1:8080"
-	DefaultGatewayMetrics    = "127.0.0.1:9100"
-	DefaultWorkerMetrics     = "127.0.0.1:9101"
-	DefaultRPCTimeout        = 4 * time.Second
-	DefaultRenewalWindowDays = 15
-	DefaultIdempotencyTTL    = 24 * time.Hour
-	DefaultLedgerRetention   = 30 * 24 * time.Hour
-	DefaultWorkerConcurrency = 32
-	DefaultWorkerPrefetch    = 64
-	DefaultRateLimitRPS      = 0
-	DefaultStorageRoot       = "var/tenants"
-	DefaultShutdownTimeout   = 10 * time.Second
-	DefaultDatabaseMaxConns  = 10
+	DefaultDatabaseURL        = "postgres://postgres@127.0.0.1:5432/oneoffice?sslmode=disable"
+	DefaultRedisURL           = "redis://127.0.0.1:6379/0"
+	DefaultAMQPURL            = "amqp://guest:guest@127.0.0.1:5672/"
+	DefaultHTTPAddr           = "127.0.0.1:8080"
+	DefaultGatewayMetrics     = "127.0.0.1:9100"
+	DefaultWorkerMetrics      = "127.0.0.1:9101"
+	DefaultRPCTimeout         = 4 * time.Second
+	DefaultRenewalWindowDays  = 15
+	DefaultIdempotencyTTL     = 24 * time.Hour
+	DefaultLedgerRetention    = 30 * 24 * time.Hour
+	DefaultWorkerConcurrency  = 32
+	DefaultWorkerPrefetch     = 64
+	DefaultRateLimitRPS       = 0
+	DefaultStorageRoot        = "var/tenants"
+	DefaultStorageOrphanGrace = time.Hour
+	DefaultShutdownTimeout    = 10 * time.Second
+	DefaultDatabaseMaxConns   = 10
 	// DefaultGoMaxProcs is one processor: a gateway or a worker uses a fraction
 	// of a core, and with a second processor every goroutine a reply wakes
 	// woke a second thread too (docs/PERFORMANCE.md, "One processor").
@@ -64,12 +66,15 @@ type Config struct {
 	WorkerConcurrency int           // WORKER_CONCURRENCY, default 32 commands at once per worker
 	WorkerPrefetch    int           // WORKER_PREFETCH, default 64 unacked messages per worker
 	RateLimitRPS      float64       // RATE_LIMIT_RPS per partner (all its keys, all gateways: kept in Redis), default 0 (off)
-	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant
-	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
-	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway: AUTH_LOOKUP_CONCURRENCY + 2)
-	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
-	GoMaxProcs        int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
-	GoDebug           string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
+	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant; absolute once loaded
+	// STORAGE_ORPHAN_GRACE, default 1h: how long a tenant directory without a
+	// tenant row (its insert failed) is left alone before the worker removes it.
+	StorageOrphanGrace time.Duration
+	ShutdownTimeout    time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
+	DatabaseMaxConns   int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway: AUTH_LOOKUP_CONCURRENCY + 2)
+	LogLevel           slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
+	GoMaxProcs         int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
+	GoDebug            string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
 
 	// CLIENT_RATE_LIMIT_RPS, default 0 (off): database lookups of API keys the
 	// gateway does not know, per second per client address (the TCP peer;
@@ -88,24 +93,25 @@ type Config struct {
 func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
-		DatabaseURL:       cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL),
-		RedisURL:          cmp.Or(getenv("REDIS_URL"), DefaultRedisURL),
-		AMQPURL:           cmp.Or(getenv("AMQP_URL"), DefaultAMQPURL),
-		HTTPAddr:          cmp.Or(getenv("HTTP_ADDR"), DefaultHTTPAddr),
-		MetricsAddr:       cmp.Or(getenv("METRICS_ADDR"), metricsDefault),
-		RPCTimeout:        p.duration("RPC_TIMEOUT", DefaultRPCTimeout),
-		RenewalWindowDays: p.integer("RENEWAL_WINDOW_DAYS", DefaultRenewalWindowDays, 0, 3660),
-		IdempotencyTTL:    p.duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
-		LedgerRetention:   p.duration("LEDGER_RETENTION", DefaultLedgerRetention),
-		WorkerConcurrency: p.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 4096),
-		WorkerPrefetch:    p.integer("WORKER_PREFETCH", DefaultWorkerPrefetch, 1, 65535),
-		RateLimitRPS:      p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
-		StorageRoot:       cmp.Or(getenv("STORAGE_ROOT"), DefaultStorageRoot),
-		ShutdownTimeout:   p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
-		DatabaseMaxConns:  p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
-		LogLevel:          p.level("LOG_LEVEL"),
-		GoMaxProcs:        p.integer("GOMAXPROCS", DefaultGoMaxProcs, 1, 1024),
-		GoDebug:           getenv("GODEBUG"),
+		DatabaseURL:        cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL),
+		RedisURL:           cmp.Or(getenv("REDIS_URL"), DefaultRedisURL),
+		AMQPURL:            cmp.Or(getenv("AMQP_URL"), DefaultAMQPURL),
+		HTTPAddr:           cmp.Or(getenv("HTTP_ADDR"), DefaultHTTPAddr),
+		MetricsAddr:        cmp.Or(getenv("METRICS_ADDR"), metricsDefault),
+		RPCTimeout:         p.duration("RPC_TIMEOUT", DefaultRPCTimeout),
+		RenewalWindowDays:  p.integer("RENEWAL_WINDOW_DAYS", DefaultRenewalWindowDays, 0, 3660),
+		IdempotencyTTL:     p.duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
+		LedgerRetention:    p.duration("LEDGER_RETENTION", DefaultLedgerRetention),
+		WorkerConcurrency:  p.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 4096),
+		WorkerPrefetch:     p.integer("WORKER_PREFETCH", DefaultWorkerPrefetch, 1, 65535),
+		RateLimitRPS:       p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
+		StorageRoot:        p.path("STORAGE_ROOT", DefaultStorageRoot),
+		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
+		ShutdownTimeout:    p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		DatabaseMaxConns:   p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
+		LogLevel:           p.level("LOG_LEVEL"),
+		GoMaxProcs:         p.integer("GOMAXPROCS", DefaultGoMaxProcs, 1, 1024),
+		GoDebug:            getenv("GODEBUG"),
 
 		ClientRateLimitRPS:    p.float("CLIENT_RATE_LIMIT_RPS", DefaultClientRateLimitRPS),
 		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
@@ -145,6 +151,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("auth_lookup_concurrency", c.AuthLookupConcurrency),
 		slog.Duration("auth_lookup_timeout", c.AuthLookupTimeout),
 		slog.String("storage_root", c.StorageRoot),
+		slog.Duration("storage_orphan_grace", c.StorageOrphanGrace),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("database_max_conns", c.DatabaseMaxConns),
 		slog.String("log_level", c.LogLevel.String()),
@@ -173,6 +180,18 @@ func (p *parser) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// path reads a file system path, made absolute against the working
+// directory, so that the process prints and uses the one it resolved at start.
+func (p *parser) path(name, def string) string {
+	v := cmp.Or(p.getenv(name), def)
+	abs, err := filepath.Abs(v)
+	if err != nil {
+		p.fail(name, v, "a path that can be made absolute ("+err.Error()+")")
+		return v
+	}
+	return abs
 }
 
 func (p *parser) integer(name string, def, lo, hi int) int {
