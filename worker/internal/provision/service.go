@@ -6,6 +6,7 @@
 package provision
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,10 @@ import (
 
 // Config of the provisioning service.
 type Config struct {
-	StorageRoot   string        // directory under which each tenant gets its own
+	StorageRoot string // directory under which each tenant gets its own
+	// OrphanGrace is how long a tenant directory without a tenant row is left
+	// alone after it was last made or reused before the sweeper removes it.
+	OrphanGrace   time.Duration
 	RenewalWindow time.Duration // a renewal is refused while more is left on the term
 	// KeyTTL is how long the ledger answers for an idempotency key, as Redis
 	// keeps a result (IDEMPOTENCY_TTL); zero: as long as the row is kept.
@@ -44,6 +48,7 @@ type Service struct {
 	// waiting for it spin on the CPU, while goroutines waiting here sleep. On
 	// ext4 this halved the CPU per directory with 32 commands running.
 	mkdir sync.Mutex
+	fs    fileSystem
 	// customers groups the createCustomer inserts of concurrent commands.
 	customers *inserter
 	mux       *mux
@@ -52,7 +57,8 @@ type Service struct {
 
 // New returns a service on db.
 func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
-	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() },
+	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, DefaultOrphanGrace)
+	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, fs: osFileSystem,
 		customers: newInserter(db, m.insertRows), mux: newMux(), m: m}
 	s.routes(s.mux)
 	return s
