@@ -25,11 +25,12 @@ import (
 
 // Config of the provisioning service.
 type Config struct {
-	StorageRoot string // directory under which each tenant gets its own
-	// OrphanGrace is how long a tenant directory without a tenant row is left
-	// alone after it was last made or reused before the sweeper removes it.
-	OrphanGrace   time.Duration
+	StorageRoot   string        // directory under which each tenant gets its own
 	RenewalWindow time.Duration // a renewal is refused while more is left on the term
+	// OrphanGrace is how long the sweeper leaves a tenant directory that no
+	// tenant row records after it was last made or reused; zero:
+	// DefaultOrphanGrace.
+	OrphanGrace time.Duration
 	// KeyTTL is how long the ledger answers for an idempotency key, as Redis
 	// keeps a result (IDEMPOTENCY_TTL); zero: as long as the row is kept.
 	KeyTTL time.Duration
