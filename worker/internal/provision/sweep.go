@@ -36,7 +36,9 @@ import (
 // by an advisory lock; without it their renames would still exclude each other
 // (only one rename of a name succeeds), the lock only saves the second walk.
 // Only names a tenant can have are touched ("c-<id>", "consumer"), only empty
-// directories removed: an orphan holding files is kept for an operator.
+// directories removed: an orphan holding files is kept for an operator. A file
+// system that stamped a renamed directory's modification time would make the
+// sweeper put every orphan back: it errs on the side of keeping.
 
 const (
 	// DefaultOrphanGrace is OrphanGrace when unset.
