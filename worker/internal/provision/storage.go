@@ -16,7 +16,8 @@ import (
 // directory may then outlive a failed or never-committed insert (the insert
 // failed, the transaction rolled back, the process died between the two):
 // the sweeper (sweep.go) removes such orphans once no one has made or reused
-// them for OrphanGrace. Every attempt at making a directory that exists
+// them for OrphanGrace. A conflict on the customer id leaves none: the path
+// is the partner's and the id's, so it is the existing customer's directory. Every attempt at making a directory that exists
 // already touches it (sets its modification time), which is what keeps the
 // sweeper off a directory a command is about to record.
 

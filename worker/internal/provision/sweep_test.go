@@ -64,8 +64,9 @@ func TestSweeperRemovesOrphansOnly(t *testing.T) {
 	old, cutoff := now.Add(-2*time.Hour), now.Add(-time.Hour)
 	f.want(protocol.CreateCustomer, m{"id": "KEPT", "name": "Kept", "admin": m{"email": "a@example.com"}}, 200)
 	age(t, f.customerDir("KEPT"), old)
+	f.want(protocol.CreateUser, m{"email": "ann@example.com"}, 200) // the consumer tenant, with its directory
+	age(t, filepath.Join(f.root, tenantPath(f.partner, "consumer")), old)
 	orphan(t, f.root, f.partner, "c-GONE", old)
-	orphan(t, f.root, f.partner, "consumer", old) // no consumer tenant yet
 	orphan(t, f.root, f.partner, "c-RECENT", now)
 	orphan(t, f.root, f.partner, "notes", old)
 	full := orphan(t, f.root, f.partner, "c-FULL", old)
@@ -75,12 +76,13 @@ func TestSweeperRemovesOrphansOnly(t *testing.T) {
 	age(t, full, old)
 	other := f.newPartner(t, "Q")
 	orphan(t, f.root, other, "c-KEPT", old) // the same id at another partner is not KEPT's
+	orphan(t, f.root, other, "consumer", old) // no consumer tenant there
 
 	r, err := f.svc.sweepStorage(context.Background(), cutoff)
 	if err != nil || r.skipped {
 		t.Fatalf("sweep: %+v, %v", r, err)
 	}
-	want := []string{"c-FULL", "c-KEPT", "c-RECENT", "notes"}
+	want := []string{"c-FULL", "c-KEPT", "c-RECENT", "consumer", "notes"}
 	if got := names(t, filepath.Join(f.root, tenantPath(f.partner, ""))); !slices.Equal(got, want) {
 		t.Fatalf("left %v, want %v", got, want)
 	}
