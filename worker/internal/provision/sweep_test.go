@@ -75,7 +75,7 @@ func TestSweeperRemovesOrphansOnly(t *testing.T) {
 	}
 	age(t, full, old)
 	other := f.newPartner(t, "Q")
-	orphan(t, f.root, other, "c-KEPT", old) // the same id at another partner is not KEPT's
+	orphan(t, f.root, other, "c-KEPT", old)   // the same id at another partner is not KEPT's
 	orphan(t, f.root, other, "consumer", old) // no consumer tenant there
 
 	r, err := f.svc.sweepStorage(context.Background(), cutoff)
