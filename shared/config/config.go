@@ -18,23 +18,22 @@ import (
 
 // Defaults, applied with cmp.Or when a variable is unset or empty.
 const (
-	DefaultDatabaseURL        = "postgres://postgres@127.0.0.1:5432/oneoffice?sslmode=disable"
-	DefaultRedisURL           = "redis://127.0.0.1:6379/0"
-	DefaultAMQPURL            = "amqp://guest:guest@127.0.0.1:5672/"
-	DefaultHTTPAddr           = "127.0.0.1:8080"
-	DefaultGatewayMetrics     = "127.0.0.1:9100"
-	DefaultWorkerMetrics      = "127.0.0.1:9101"
-	DefaultRPCTimeout         = 4 * time.Second
-	DefaultRenewalWindowDays  = 15
-	DefaultIdempotencyTTL     = 24 * time.Hour
-	DefaultLedgerRetention    = 30 * 24 * time.Hour
-	DefaultWorkerConcurrency  = 32
-	DefaultWorkerPrefetch     = 64
-	DefaultRateLimitRPS       = 0
-	DefaultStorageRoot        = "var/tenants"
-	DefaultStorageOrphanGrace = time.Hour
-	DefaultShutdownTimeout    = 10 * time.Second
-	DefaultDatabaseMaxConns   = 10
+	DefaultDatabaseURL       = "postgres://postgres@127.0.0.1:5432/oneoffice?sslmode=disable"
+	DefaultRedisURL          = "redis://127.0.0.1:6379/0"
+	DefaultAMQPURL           = "amqp://guest:guest@127.0.0.1:5672/"
+	DefaultHTTPAddr          = "127.0.0.1:8080"
+	DefaultGatewayMetrics    = "127.0.0.1:9100"
+	DefaultWorkerMetrics     = "127.0.0.1:9101"
+	DefaultRPCTimeout        = 4 * time.Second
+	DefaultRenewalWindowDays = 15
+	DefaultIdempotencyTTL    = 24 * time.Hour
+	DefaultLedgerRetention   = 30 * 24 * time.Hour
+	DefaultWorkerConcurrency = 32
+	DefaultWorkerPrefetch    = 64
+	DefaultRateLimitRPS      = 0
+	DefaultStorageRoot       = "var/tenants"
+	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultDatabaseMaxConns  = 10
 	// DefaultGoMaxProcs is one processor: a gateway or a worker uses a fraction
 	// of a core, and with a second processor every goroutine a reply wakes
 	// woke a second thread too (docs/PERFORMANCE.md, "One processor").
@@ -50,6 +49,10 @@ const (
 	DefaultAuthLookupConcurrency = 4
 	DefaultAuthLookupTimeout     = time.Second
 )
+
+// DefaultStorageOrphanGrace is how long a tenant directory without a tenant
+// row is left alone before a worker removes it.
+const DefaultStorageOrphanGrace = time.Hour
 
 // Config is the effective configuration of one process.
 type Config struct {
@@ -67,14 +70,11 @@ type Config struct {
 	WorkerPrefetch    int           // WORKER_PREFETCH, default 64 unacked messages per worker
 	RateLimitRPS      float64       // RATE_LIMIT_RPS per partner (all its keys, all gateways: kept in Redis), default 0 (off)
 	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant; absolute once loaded
-	// STORAGE_ORPHAN_GRACE, default 1h: how long a tenant directory without a
-	// tenant row (its insert failed) is left alone before the worker removes it.
-	StorageOrphanGrace time.Duration
-	ShutdownTimeout    time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
-	DatabaseMaxConns   int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway: AUTH_LOOKUP_CONCURRENCY + 2)
-	LogLevel           slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
-	GoMaxProcs         int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
-	GoDebug            string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
+	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
+	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway: AUTH_LOOKUP_CONCURRENCY + 2)
+	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
+	GoMaxProcs        int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
+	GoDebug           string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
 
 	// CLIENT_RATE_LIMIT_RPS, default 0 (off): database lookups of API keys the
 	// gateway does not know, per second per client address (the TCP peer;
@@ -87,35 +87,40 @@ type Config struct {
 	// AUTH_LOOKUP_TIMEOUT, default 1s: the longest a call waits for its key's
 	// lookup, the wait for a free slot included; past it the call gets 503.
 	AuthLookupTimeout time.Duration
+
+	// STORAGE_ORPHAN_GRACE, default 1h: how long a tenant directory without a
+	// tenant row (its insert failed) is left alone before a worker removes it.
+	StorageOrphanGrace time.Duration
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
 func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
-		DatabaseURL:        cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL),
-		RedisURL:           cmp.Or(getenv("REDIS_URL"), DefaultRedisURL),
-		AMQPURL:            cmp.Or(getenv("AMQP_URL"), DefaultAMQPURL),
-		HTTPAddr:           cmp.Or(getenv("HTTP_ADDR"), DefaultHTTPAddr),
-		MetricsAddr:        cmp.Or(getenv("METRICS_ADDR"), metricsDefault),
-		RPCTimeout:         p.duration("RPC_TIMEOUT", DefaultRPCTimeout),
-		RenewalWindowDays:  p.integer("RENEWAL_WINDOW_DAYS", DefaultRenewalWindowDays, 0, 3660),
-		IdempotencyTTL:     p.duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
-		LedgerRetention:    p.duration("LEDGER_RETENTION", DefaultLedgerRetention),
-		WorkerConcurrency:  p.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 4096),
-		WorkerPrefetch:     p.integer("WORKER_PREFETCH", DefaultWorkerPrefetch, 1, 65535),
-		RateLimitRPS:       p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
-		StorageRoot:        p.path("STORAGE_ROOT", DefaultStorageRoot),
-		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
-		ShutdownTimeout:    p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
-		DatabaseMaxConns:   p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
-		LogLevel:           p.level("LOG_LEVEL"),
-		GoMaxProcs:         p.integer("GOMAXPROCS", DefaultGoMaxProcs, 1, 1024),
-		GoDebug:            getenv("GODEBUG"),
+		DatabaseURL:       cmp.Or(getenv("DATABASE_URL"), DefaultDatabaseURL),
+		RedisURL:          cmp.Or(getenv("REDIS_URL"), DefaultRedisURL),
+		AMQPURL:           cmp.Or(getenv("AMQP_URL"), DefaultAMQPURL),
+		HTTPAddr:          cmp.Or(getenv("HTTP_ADDR"), DefaultHTTPAddr),
+		MetricsAddr:       cmp.Or(getenv("METRICS_ADDR"), metricsDefault),
+		RPCTimeout:        p.duration("RPC_TIMEOUT", DefaultRPCTimeout),
+		RenewalWindowDays: p.integer("RENEWAL_WINDOW_DAYS", DefaultRenewalWindowDays, 0, 3660),
+		IdempotencyTTL:    p.duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
+		LedgerRetention:   p.duration("LEDGER_RETENTION", DefaultLedgerRetention),
+		WorkerConcurrency: p.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 4096),
+		WorkerPrefetch:    p.integer("WORKER_PREFETCH", DefaultWorkerPrefetch, 1, 65535),
+		RateLimitRPS:      p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
+		StorageRoot:       p.path("STORAGE_ROOT", DefaultStorageRoot),
+		ShutdownTimeout:   p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+		DatabaseMaxConns:  p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
+		LogLevel:          p.level("LOG_LEVEL"),
+		GoMaxProcs:        p.integer("GOMAXPROCS", DefaultGoMaxProcs, 1, 1024),
+		GoDebug:           getenv("GODEBUG"),
 
 		ClientRateLimitRPS:    p.float("CLIENT_RATE_LIMIT_RPS", DefaultClientRateLimitRPS),
 		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
 		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
+
+		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
