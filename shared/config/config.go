@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -49,6 +50,10 @@ const (
 	DefaultAuthLookupTimeout     = time.Second
 )
 
+// DefaultStorageOrphanGrace is how long a tenant directory without a tenant
+// row is left alone before a worker removes it.
+const DefaultStorageOrphanGrace = time.Hour
+
 // Config is the effective configuration of one process.
 type Config struct {
 	DatabaseURL string // DATABASE_URL, default DefaultDatabaseURL
@@ -64,7 +69,7 @@ type Config struct {
 	WorkerConcurrency int           // WORKER_CONCURRENCY, default 32 commands at once per worker
 	WorkerPrefetch    int           // WORKER_PREFETCH, default 64 unacked messages per worker
 	RateLimitRPS      float64       // RATE_LIMIT_RPS per partner (all its keys, all gateways: kept in Redis), default 0 (off)
-	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant
+	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant; absolute once loaded
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
 	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway: AUTH_LOOKUP_CONCURRENCY + 2)
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
@@ -82,6 +87,10 @@ type Config struct {
 	// AUTH_LOOKUP_TIMEOUT, default 1s: the longest a call waits for its key's
 	// lookup, the wait for a free slot included; past it the call gets 503.
 	AuthLookupTimeout time.Duration
+
+	// STORAGE_ORPHAN_GRACE, default 1h: how long a tenant directory without a
+	// tenant row (its insert failed) is left alone before a worker removes it.
+	StorageOrphanGrace time.Duration
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -100,7 +109,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		WorkerConcurrency: p.integer("WORKER_CONCURRENCY", DefaultWorkerConcurrency, 1, 4096),
 		WorkerPrefetch:    p.integer("WORKER_PREFETCH", DefaultWorkerPrefetch, 1, 65535),
 		RateLimitRPS:      p.float("RATE_LIMIT_RPS", DefaultRateLimitRPS),
-		StorageRoot:       cmp.Or(getenv("STORAGE_ROOT"), DefaultStorageRoot),
+		StorageRoot:       p.path("STORAGE_ROOT", DefaultStorageRoot),
 		ShutdownTimeout:   p.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 		DatabaseMaxConns:  p.integer("DATABASE_MAX_CONNS", DefaultDatabaseMaxConns, 1, 1000),
 		LogLevel:          p.level("LOG_LEVEL"),
@@ -110,6 +119,8 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		ClientRateLimitRPS:    p.float("CLIENT_RATE_LIMIT_RPS", DefaultClientRateLimitRPS),
 		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
 		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
+
+		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
 	}
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
@@ -145,6 +156,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("auth_lookup_concurrency", c.AuthLookupConcurrency),
 		slog.Duration("auth_lookup_timeout", c.AuthLookupTimeout),
 		slog.String("storage_root", c.StorageRoot),
+		slog.Duration("storage_orphan_grace", c.StorageOrphanGrace),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("database_max_conns", c.DatabaseMaxConns),
 		slog.String("log_level", c.LogLevel.String()),
@@ -173,6 +185,18 @@ func (p *parser) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// path reads a file system path, made absolute against the working
+// directory, so that the process prints and uses the one it resolved at start.
+func (p *parser) path(name, def string) string {
+	v := cmp.Or(p.getenv(name), def)
+	abs, err := filepath.Abs(v)
+	if err != nil {
+		p.fail(name, v, "a path that can be made absolute ("+err.Error()+")")
+		return v
+	}
+	return abs
 }
 
 func (p *parser) integer(name string, def, lo, hi int) int {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +70,37 @@ func TestPreAuthSettings(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s=%s: error %v, want one naming it", name, bad[name], err)
 		}
+	}
+}
+
+func TestStorageRootIsMadeAbsolute(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ set, want string }{
+		{"", filepath.Join(wd, DefaultStorageRoot)},
+		{"data/../tenants", filepath.Join(wd, "tenants")},
+		{"/srv/tenants/", "/srv/tenants"},
+	} {
+		c, err := Load(env(map[string]string{"STORAGE_ROOT": tc.set}), DefaultWorkerMetrics)
+		if err != nil || c.StorageRoot != tc.want {
+			t.Errorf("STORAGE_ROOT=%q: %q, %v; want %q", tc.set, c.StorageRoot, err, tc.want)
+		}
+	}
+}
+
+func TestStorageOrphanGrace(t *testing.T) {
+	c, err := Load(env(nil), DefaultWorkerMetrics)
+	if err != nil || c.StorageOrphanGrace != time.Hour {
+		t.Fatalf("default STORAGE_ORPHAN_GRACE: %v, %v; want 1h", c.StorageOrphanGrace, err)
+	}
+	c, err = Load(env(map[string]string{"STORAGE_ORPHAN_GRACE": "10m"}), DefaultWorkerMetrics)
+	if err != nil || c.StorageOrphanGrace != 10*time.Minute {
+		t.Fatalf("STORAGE_ORPHAN_GRACE=10m: %v, %v", c.StorageOrphanGrace, err)
+	}
+	if _, err := Load(env(map[string]string{"STORAGE_ORPHAN_GRACE": "0s"}), DefaultWorkerMetrics); err == nil ||
+		!strings.Contains(err.Error(), "STORAGE_ORPHAN_GRACE") {
+		t.Fatalf("STORAGE_ORPHAN_GRACE=0s: %v, want a refusal naming it", err)
 	}
 }

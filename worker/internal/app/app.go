@@ -30,6 +30,10 @@ const teardownTimeout = 5 * time.Second
 // joined with any error of the teardown.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	log.InfoContext(ctx, "starting worker", "config", cfg)
+	if err := provision.CheckStorageRoot(cfg.StorageRoot); err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "tenant storage", "storage_root", cfg.StorageRoot)
 	var closers lifecycle.Closers
 	defer func() { err = errors.Join(err, closers.Close(teardownTimeout)) }()
 	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns), log)
@@ -69,6 +73,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	idem := idempotency.NewStore(rdb, cfg.IdempotencyTTL)
 	svc := provision.New(db, provision.Config{
 		StorageRoot:   cfg.StorageRoot,
+		OrphanGrace:   cfg.StorageOrphanGrace,
 		RenewalWindow: time.Duration(cfg.RenewalWindowDays) * 24 * time.Hour,
 		KeyTTL:        cfg.IdempotencyTTL,
 		Pending:       idem.Pending,
@@ -76,6 +81,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	pruneCtx, stopPruning := context.WithCancel(ctx)
 	defer stopPruning()
 	go svc.PruneLedger(pruneCtx, cfg.LedgerRetention, log)
+	go svc.SweepStorage(pruneCtx, log)
 	c := consumer.New(consumer.Config{
 		AMQPURL:         cfg.AMQPURL,
 		Concurrency:     cfg.WorkerConcurrency,

@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer, concurrency int) *Metrics {
 		}, []string{"reason"}),
 		retries: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "oneoffice_worker_retries_total",
-			Help: "Transient failures retried with backoff, by dependency (database, redis).",
+			Help: "Transient failures retried with backoff, by dependency (database, redis, storage).",
 		}, []string{"dependency"}),
 		dbErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "oneoffice_worker_database_errors_total",
@@ -82,5 +82,6 @@ func NewMetrics(reg prometheus.Registerer, concurrency int) *Metrics {
 	}
 	m.retries.WithLabelValues("database")
 	m.retries.WithLabelValues("redis")
+	m.retries.WithLabelValues("storage")
 	return m
 }

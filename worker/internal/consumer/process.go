@@ -168,12 +168,14 @@ func (c *Consumer) run(ctx context.Context, cmd *protocol.Command) (protocol.Res
 			}
 		}()
 		res, err = c.handler.Handle(ctx, cmd)
-		if err != nil && res.Status == 0 {
+		dep := dependencyOf(err)
+		if err != nil && res.Status == 0 && dep == "database" {
 			c.m.dbErrors.Inc()
 		}
 		if err != nil && c.transient(err) && ctx.Err() == nil {
-			c.m.retries.WithLabelValues("database").Inc()
-			c.log.WarnContext(ctx, "transient failure, retrying", "request_id", cmd.RequestID, "error", err)
+			c.m.retries.WithLabelValues(dep).Inc()
+			c.log.WarnContext(ctx, "transient failure, retrying", "request_id", cmd.RequestID, "dependency", dep,
+				"error", err)
 			return res, err
 		}
 		if err != nil {
@@ -181,6 +183,16 @@ func (c *Consumer) run(ctx context.Context, cmd *protocol.Command) (protocol.Res
 		}
 		return res, nil
 	}, backoff.WithContext(newBackoff(), ctx))
+}
+
+// dependencyOf names what a handler's failure came from: the error's own
+// Dependency (the tenant storage says "storage"), else the database.
+func dependencyOf(err error) string {
+	var d interface{ Dependency() string }
+	if errors.As(err, &d) {
+		return d.Dependency()
+	}
+	return "database"
 }
 
 // storeResult writes the result into the idempotency record before the reply,

@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,6 +55,7 @@ func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	if err := s.makeStorage(rel); err != nil {
 		return nil, err
 	}
+	made := time.Now()
 	n := newCustomers.Get().(*newCustomer)
 	defer newCustomers.Put(n)
 	n.partner, n.params, n.path, n.fp, n.now, n.cmd = c.partner, p, storageURI(rel), c.fp, c.now, c.cmd
@@ -81,6 +78,9 @@ func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	switch {
 	case n.err == nil && n.inserted:
 		c.recorded = true
+		if err := s.outlivedGrace(rel, made); err != nil {
+			return nil, err
+		}
 		return rawBody(n.body), nil
 	case n.err == nil:
 		// The id was taken: answered from the existing customer, without
@@ -120,33 +120,13 @@ func (s *Service) getCustomer(ctx context.Context, c *call) (any, error) {
 	return cust, err
 }
 
-// tenantPath is a tenant's storage location relative to the storage root.
-func tenantPath(partner int64, name string) string {
-	return filepath.Join("p"+strconv.FormatInt(partner, 10), name)
-}
-
-// storageURI is a tenant's storage location as its row records it: a URI
-// whose scheme names the storage backend. "local:" is the directory backend,
-// its path relative to STORAGE_ROOT; workers on several hosts share it through
-// one volume mounted at STORAGE_ROOT on each (docs/SCALING.md). Another
-// backend would record its own scheme, so rows keep saying where a tenant is.
-func storageURI(rel string) string { return "local:" + filepath.ToSlash(rel) }
-
-// makeStorage creates a tenant's storage location before the tenant's row
-// commits (createCustomer calls it before its insert, the consumer tenant inside
-// its transaction), so a failure leaves no tenant row; a directory left by a
-// failed insert is reused by the retry.
-func (s *Service) makeStorage(rel string) error {
-	dir := filepath.Join(s.cfg.StorageRoot, rel)
-	s.mkdir.Lock()
-	defer s.mkdir.Unlock()
-	// One mkdir on the hot path; the parents only when they are missing.
-	err := os.Mkdir(dir, 0o750)
-	if errors.Is(err, fs.ErrNotExist) {
-		err = os.MkdirAll(dir, 0o750)
+// outlivedGrace makes the tenant's directory again when its insert took so long
+// after makeStorage that the sweeper may have taken the directory for an
+// orphan meanwhile. A failure is retried: the retry finds the row, makes the
+// directory and answers from the ledger.
+func (s *Service) outlivedGrace(rel string, made time.Time) error {
+	if time.Since(made) < s.cfg.OrphanGrace/2 {
+		return nil
 	}
-	if err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("tenant storage: %w", err)
-	}
-	return nil
+	return s.makeStorage(rel)
 }

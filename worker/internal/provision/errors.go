@@ -12,12 +12,17 @@ import (
 
 // IsTransient reports whether a failure may pass by itself (the database is
 // unreachable, restarting or overloaded, the connection broke, a serialization
-// conflict) so that the command should be retried rather than dead-lettered.
+// conflict; the tenant storage's disk is full, over quota, read-only or failing)
+// so that the command should be retried rather than dead-lettered.
 // Retrying is safe even when a broken connection hides whether the statement
 // committed: every method is idempotent by its unique constraints and state.
 func IsTransient(err error) bool {
 	if err == nil || errors.Is(err, ErrInvalidCommand) {
 		return false
+	}
+	var storageErr *StorageError
+	if errors.As(err, &storageErr) {
+		return storageErr.Transient()
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {

@@ -6,6 +6,7 @@
 package provision
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,10 @@ import (
 type Config struct {
 	StorageRoot   string        // directory under which each tenant gets its own
 	RenewalWindow time.Duration // a renewal is refused while more is left on the term
+	// OrphanGrace is how long the sweeper leaves a tenant directory that no
+	// tenant row records after it was last made or reused; zero:
+	// DefaultOrphanGrace.
+	OrphanGrace time.Duration
 	// KeyTTL is how long the ledger answers for an idempotency key, as Redis
 	// keeps a result (IDEMPOTENCY_TTL); zero: as long as the row is kept.
 	KeyTTL time.Duration
@@ -44,6 +49,7 @@ type Service struct {
 	// waiting for it spin on the CPU, while goroutines waiting here sleep. On
 	// ext4 this halved the CPU per directory with 32 commands running.
 	mkdir sync.Mutex
+	fs    fileSystem
 	// customers groups the createCustomer inserts of concurrent commands.
 	customers *inserter
 	mux       *mux
@@ -52,7 +58,8 @@ type Service struct {
 
 // New returns a service on db.
 func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
-	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() },
+	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, DefaultOrphanGrace)
+	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, fs: osFileSystem,
 		customers: newInserter(db, m.insertRows), mux: newMux(), m: m}
 	s.routes(s.mux)
 	return s
