@@ -149,3 +149,18 @@ func vhosts(t *testing.T) []string {
 	}
 	return strings.Fields(string(out))
 }
+
+// A port is handed out once per process, however often the kernel offers it.
+func TestPickAddrNeverGivesAPortTwice(t *testing.T) {
+	seen := make(map[string]bool)
+	for range 2000 {
+		addr, err := PickAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[addr] {
+			t.Fatalf("%s handed out twice", addr)
+		}
+		seen[addr] = true
+	}
+}
