@@ -82,6 +82,9 @@ type Config struct {
 	// AUTH_LOOKUP_TIMEOUT, default 1s: the longest a call waits for its key's
 	// lookup, the wait for a free slot included; past it the call gets 503.
 	AuthLookupTimeout time.Duration
+
+	// Webhook is the WEBHOOK_* settings (webhook.go).
+	Webhook Webhook
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -111,6 +114,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
 		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
 	}
+	c.Webhook = p.webhook()
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
 	for _, u := range splitURLs(c.AMQPURL) { // one URL, or the nodes of a cluster
@@ -150,6 +154,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("godebug", c.GoDebug),
 		slog.Int("gomaxprocs", c.GoMaxProcs),
+		slog.Any("webhook", c.Webhook),
 	)
 }
 
