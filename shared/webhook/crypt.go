@@ -75,4 +75,6 @@ func (s *Sealer) Open(partner int64, sealed []byte) (string, error) {
 	return string(plain), nil
 }
 
-func aad(partner int64) []byte { return []byte("oneoffice-webhook-secret:" + strconv.FormatInt(partner, 10)) }
+func aad(partner int64) []byte {
+	return []byte("oneoffice-webhook-secret:" + strconv.FormatInt(partner, 10))
+}

@@ -29,7 +29,7 @@ type event struct {
 const claimSQL = `WITH due AS (
 	SELECT e.id FROM webhook_events e
 	JOIN webhook_endpoints w ON w.partner_id = e.partner_id AND w.enabled
-	WHERE e.status = 'pending' AND e.next_attempt_at <= now() AND NOT (e.partner_id = ANY ($2::bigint[]))
+	WHERE e.status = 'pending' AND e.next_attempt_at <= now() AND e.partner_id <> ALL (coalesce($2::bigint[], '{}'))
 	  AND (e.order_id IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_events o
 		WHERE o.partner_id = e.partner_id AND o.order_id = e.order_id AND o.status = 'pending' AND o.id < e.id))
 	ORDER BY e.next_attempt_at, e.id

@@ -116,7 +116,7 @@ func (d *Dispatcher) nudge() {
 func (d *Dispatcher) dispatch(ctx context.Context) (more bool, err error) {
 	d.mu.Lock()
 	free := d.cfg.Concurrency - d.n
-	var busy []int64
+	busy := []int64{} // not nil: NULL would match no partner
 	for p, n := range d.busy {
 		if n >= d.cfg.EndpointConcurrency {
 			busy = append(busy, p)
