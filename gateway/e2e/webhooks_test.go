@@ -454,17 +454,28 @@ func TestWebhookRetriedUntil2xxWithTheSameID(t *testing.T) {
 	}
 }
 
-func TestWebhookReceiverDownLosesNothing(t *testing.T) {
+func TestWebhookReceiverDownForAMinuteLosesNothing(t *testing.T) {
 	r := newReceiver(t)
-	s := webhookStack(t, r)
+	s := webhookStack(t, r, "WEBHOOK_RETRY_MAX=5s") // the back-off grows to 5 s pauses
 	r.stop()
 	var ids []string
 	for _, c := range commands()[:4] {
 		ids = append(ids, requestID(t, s.Call(c.method, c.params)))
 	}
-	// The endpoint refuses connections for several attempts of each event.
-	for _, id := range ids[:1] {
-		s.waitEvent(id, "three failed attempts", func(_ string, n, _ int, le string) bool { return n >= 3 && le != "" })
+	// The endpoint refuses connections for a minute after the last event.
+	// The later events of order O1 wait for its first (ids[1]).
+	for _, id := range ids[:2] {
+		s.waitEvent(id, "failed attempts", func(_ string, n, _ int, le string) bool { return n >= 3 && le != "" })
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for s.Count(`SELECT count(*) FROM webhook_events WHERE occurred_at > now() - interval '1 minute'`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the events do not age: is the database's clock moving?")
+		}
+		time.Sleep(time.Second)
+	}
+	if n := s.Count(`SELECT count(*) FROM webhook_events WHERE status = 'pending'`); n != len(ids) {
+		t.Fatalf("%d events pending after a minute, want all %d", n, len(ids))
 	}
 	r.start()
 	got := r.waitFor("every event", func(got []delivery) bool { return len(distinctIDs(got)) >= len(ids) })
@@ -518,6 +529,28 @@ func TestWebhookDispatcherKilledMidDeliveryLosesNothing(t *testing.T) {
 		if len(webhookIDs) < 2 || !same {
 			t.Errorf("request %s: deliveries with webhook-ids %v; want the interrupted one again, same id", id, webhookIDs)
 		}
+	}
+}
+
+func TestWebhookSlowEndpointDelaysNoOtherPartner(t *testing.T) {
+	slow, fast := newReceiver(t), newReceiver(t)
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	slow.answerWith(func(delivery, int) int {
+		<-hold // never answers while the test runs: every attempt times out
+		return http.StatusOK
+	})
+	s := webhookStack(t, slow, "WEBHOOK_CONCURRENCY=4", "WEBHOOK_ENDPOINT_CONCURRENCY=2")
+	keyB := s.NewKey("Partner B")
+	fast.trust(s.setEndpoint("Partner B", fast.URL()))
+	s.run(s.Key, commands()[:6])
+	slow.waitFor("the slow endpoint's share of attempts", func(got []delivery) bool { return len(got) >= 2 })
+	callsB := s.run(keyB, commands()[:3])
+	fast.waitFor("B's events", func(got []delivery) bool { return len(got) >= len(callsB) })
+	checkEvents(t, callsB, fast.deliveries())
+	if n := s.Count(`SELECT count(*) FROM webhook_events e JOIN partners p ON p.id = e.partner_id
+		WHERE p.name = 'Partner A' AND status = 'delivered'`); n != 0 {
+		t.Fatalf("%d of the slow endpoint's events delivered, want none yet", n)
 	}
 }
 
