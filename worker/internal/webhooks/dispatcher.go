@@ -25,6 +25,9 @@ import (
 // leased: long enough to record the answer after it came.
 const leaseMargin = 10 * time.Second
 
+// warnEvery bounds the warnings of the dispatching loop to one a minute.
+const warnEvery = time.Minute
+
 // Config is the dispatcher's.
 type Config struct {
 	// DatabaseURL is for the connection that listens for new events.
@@ -84,9 +87,11 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	go d.prune(ctx)
 	t := time.NewTicker(d.cfg.PollInterval)
 	defer t.Stop()
+	var warned time.Time
 	for {
 		more, err := d.dispatch(ctx)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && time.Since(warned) >= warnEvery {
+			warned = time.Now() // an outage of the database would repeat it every poll
 			d.log.WarnContext(ctx, "taking webhook events failed", "error", err)
 		}
 		if more {
