@@ -26,11 +26,11 @@ const webhookKey = testenv.WebhookKey
 const arriveWithin = 90 * time.Second
 
 // webhookEnv is a stack whose retries take milliseconds rather than the
-// 24 h schedule, whose deliveries time out after 2 s (a lease of 12 s), and
-// whose endpoints may be the tests' http receivers on the loopback.
+// 24 h schedule, and whose endpoints may be the tests' http receivers on
+// the loopback. Deliveries time out after the default 5 s.
 var webhookEnv = []string{
 	"WEBHOOK_SECRET_KEY=" + webhookKey, "WEBHOOK_ALLOW_HOSTS=127.0.0.1",
-	"WEBHOOK_RETRY_MIN=100ms", "WEBHOOK_RETRY_MAX=400ms", "WEBHOOK_POLL_INTERVAL=100ms", "WEBHOOK_TIMEOUT=2s",
+	"WEBHOOK_RETRY_MIN=100ms", "WEBHOOK_RETRY_MAX=400ms", "WEBHOOK_POLL_INTERVAL=100ms",
 }
 
 // delivery is one request a receiver got, its signature verified.
@@ -501,15 +501,20 @@ func TestWebhookDispatcherKilledMidDeliveryLosesNothing(t *testing.T) {
 		return http.StatusOK
 	})
 	t.Cleanup(func() { once.Do(func() { close(hold) }) })
-	s := NewStack(t, webhookEnv...)
+	// A time-out far longer than the test takes to kill the worker: the
+	// first attempts are still waiting for their answer when it dies.
+	s := NewStack(t, append(slices.Clone(webhookEnv), "WEBHOOK_TIMEOUT=10s")...)
 	w := s.StartWorker()
 	s.StartGateway()
 	r.trust(s.setEndpoint("Partner A", r.URL()))
 	var ids []string
-	for _, c := range commands()[:3] {
-		ids = append(ids, requestID(t, s.Call(c.method, c.params)))
+	for _, id := range []string{"C1", "C2", "C3"} { // no order: all in flight at once
+		ids = append(ids, requestID(t, s.Call("createCustomer", m{"id": id, "name": id, "admin": m{"email": "a@example.com"}})))
 	}
-	r.waitFor("the first attempts", func(got []delivery) bool { return len(got) >= len(ids) })
+	got := r.waitFor("the first attempts", func(got []delivery) bool { return len(got) >= len(ids) })
+	if len(distinctIDs(got)) != len(ids) {
+		t.Fatalf("before the kill: %s, want one first attempt of each event", summary(got))
+	}
 	if err := w.Cmd().Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +522,7 @@ func TestWebhookDispatcherKilledMidDeliveryLosesNothing(t *testing.T) {
 	once.Do(func() { close(hold) })
 	s.StartWorker()
 	s.waitEventsDone(len(ids))
-	got := r.deliveries()
+	got = r.deliveries()
 	for _, id := range ids {
 		var webhookIDs []string
 		for _, d := range got {
