@@ -64,19 +64,22 @@ func SetEndpoint(ctx context.Context, db *pgxpool.Pool, s *Sealer, p Policy, nam
 // ones are set aside as failed (a replay sends them once it is enabled
 // again). reason is kept with the endpoint.
 func Disable(ctx context.Context, db *pgxpool.Pool, partner int64, reason string) error {
-	return store.WithTx(ctx, db, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2,
-			updated_at = now() WHERE partner_id = $1`, partner, reason)
-		if err == nil && tag.RowsAffected() == 0 {
-			return ErrNoEndpoint
-		}
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE webhook_events SET status = 'failed', last_error = $2
-			WHERE partner_id = $1 AND status = 'pending'`, partner, "endpoint disabled: "+reason)
+	return store.WithTx(ctx, db, func(tx pgx.Tx) error { return DisableTx(ctx, tx, partner, reason) })
+}
+
+// DisableTx is Disable in the transaction tx.
+func DisableTx(ctx context.Context, tx pgx.Tx, partner int64, reason string) error {
+	tag, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2,
+		updated_at = now() WHERE partner_id = $1`, partner, reason)
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrNoEndpoint
+	}
+	if err != nil {
 		return err
-	})
+	}
+	_, err = tx.Exec(ctx, `UPDATE webhook_events SET status = 'failed', last_error = $2
+		WHERE partner_id = $1 AND status = 'pending'`, partner, "endpoint disabled: "+reason)
+	return err
 }
 
 // LoadEndpoint returns the partner's endpoint with its secret opened.

@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/oneoffice/provisioner/shared/store"
+	"github.com/oneoffice/provisioner/shared/webhook"
 )
 
 // event is one pending event taken by this dispatcher, with its endpoint.
@@ -70,6 +73,18 @@ func (d *Dispatcher) delivered(ctx context.Context, e event, status int) error {
 	_, err := d.db.Exec(ctx, `UPDATE webhook_events SET status = 'delivered', delivered_at = now(),
 		last_status = $2, last_error = NULL WHERE id = $1 AND status = 'pending'`, e.id, status)
 	return err
+}
+
+// gone records the 410 of e's endpoint: e fails with it, and the endpoint is
+// disabled, its other pending events failed, in one transaction.
+func (d *Dispatcher) gone(ctx context.Context, e event) error {
+	return store.WithTx(ctx, d.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE webhook_events SET status = 'failed', last_status = 410,
+			last_error = '410 Gone' WHERE id = $1 AND status = 'pending'`, e.id); err != nil {
+			return err
+		}
+		return webhook.DisableTx(ctx, tx, e.partner, "the endpoint answered 410 Gone")
+	})
 }
 
 // retry records a failed attempt: due again at next, or failed when next is

@@ -202,8 +202,7 @@ func (d *Dispatcher) settle(ctx context.Context, e event, status int, err error)
 	case outcomeGone:
 		d.m.failed.WithLabelValues(reasonGone).Inc()
 		log.WarnContext(ctx, "webhook endpoint answered 410 Gone: disabling it")
-		return errors.Join(d.retry(ctx, e, status, "410 Gone", time.Time{}),
-			webhook.Disable(ctx, d.db, e.partner, "the endpoint answered 410 Gone"))
+		return d.gone(ctx, e)
 	}
 	reason := http.StatusText(status)
 	if err != nil {
