@@ -79,12 +79,14 @@ func TestDispatchersSideBySideDeliverEachEventOnceInOrder(t *testing.T) {
 	var wg sync.WaitGroup
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
+	var last *Dispatcher
 	for range 3 {
 		d := New(db, sealer, Config{DatabaseURL: dbURL, Timeout: 2 * time.Second, Concurrency: 4, EndpointConcurrency: 3,
 			Schedule:     Schedule{Min: 50 * time.Millisecond, Max: 100 * time.Millisecond, For: time.Hour},
 			PollInterval: 50 * time.Millisecond, Policy: webhook.Policy{AllowHosts: []string{"127.0.0.1"}}},
 			slog.New(slog.DiscardHandler), m)
 		wg.Go(func() { d.Run(runCtx) })
+		last = d
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -123,5 +125,13 @@ func TestDispatchersSideBySideDeliverEachEventOnceInOrder(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(m.deliveries.WithLabelValues(outcomeDelivered)); n != orders*perOrder {
 		t.Fatalf("oneoffice_webhook_deliveries_total{outcome=delivered} = %v, want %d", n, orders*perOrder)
+	}
+
+	// Delivered events are kept for the retention, then pruned.
+	if n, err := last.pruneOnce(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("pruned %d fresh events (%v)", n, err)
+	}
+	if n, err := last.pruneOnce(ctx, time.Now().Add(time.Hour)); err != nil || n != orders*perOrder {
+		t.Fatalf("pruned %d (%v), want %d", n, err, orders*perOrder)
 	}
 }
