@@ -9,6 +9,11 @@
 //	gateway keys revoke KEY           revoke a key
 //	gateway dlq list [N]              show up to N dead-lettered commands (default 100)
 //	gateway dlq replay [N]            put up to N dead-lettered commands back on the queue
+//	gateway webhooks set --partner N --url URL   set N's endpoint; print only its new signing secret
+//	gateway webhooks disable --partner N         stop N's events
+//	gateway webhooks test --partner N            send N's endpoint a ping; print its status
+//	gateway webhooks failed --partner N [--since D]   list N's failed events
+//	gateway webhooks replay --partner N --since D     send N's events failed in the last D again
 package main
 
 import (
@@ -39,6 +44,11 @@ const usage = `usage:
   gateway keys revoke KEY
   gateway dlq list [N]
   gateway dlq replay [N]
+  gateway webhooks set --partner NAME --url URL
+  gateway webhooks disable --partner NAME
+  gateway webhooks test --partner NAME
+  gateway webhooks failed --partner NAME [--since DURATION]
+  gateway webhooks replay --partner NAME --since DURATION
 `
 
 func main() {
@@ -117,6 +127,8 @@ func admin(ctx context.Context, cfg config.Config, args []string, stdout io.Writ
 			fmt.Fprintln(stdout, key)
 		}
 		return err
+	case args[0] == "webhooks":
+		return webhooks(ctx, cfg, db, args[1:], stdout)
 	case len(args) == 3 && args[0] == "keys" && args[1] == "revoke":
 		key := args[2]
 		if key == "-" {

@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/oneoffice?sslmode=disable}
 export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
+# The key that seals webhook signing secrets: made once and kept with the
+# local data, so that endpoints set in one run still work in the next.
+if [ -z "${WEBHOOK_SECRET_KEY:-}" ]; then
+  mkdir -p var
+  [ -s var/webhook-secret-key ] || (umask 077; head -c 32 /dev/urandom | base64 >var/webhook-secret-key)
+  WEBHOOK_SECRET_KEY=$(cat var/webhook-secret-key)
+fi
+export WEBHOOK_SECRET_KEY
 gw_metrics=${GATEWAY_METRICS_ADDR:-127.0.0.1:9100}
 w1_metrics=${WORKER1_METRICS_ADDR:-127.0.0.1:9101}
 w2_metrics=${WORKER2_METRICS_ADDR:-127.0.0.1:9102}

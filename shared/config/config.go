@@ -91,6 +91,8 @@ type Config struct {
 	// STORAGE_ORPHAN_GRACE, default 1h: how long a tenant directory without a
 	// tenant row (its insert failed) is left alone before a worker removes it.
 	StorageOrphanGrace time.Duration
+	// Webhook is the WEBHOOK_* settings (webhook.go).
+	Webhook Webhook
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -122,6 +124,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 
 		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
 	}
+	c.Webhook = p.webhook()
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
 	for _, u := range splitURLs(c.AMQPURL) { // one URL, or the nodes of a cluster
@@ -162,6 +165,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("godebug", c.GoDebug),
 		slog.Int("gomaxprocs", c.GoMaxProcs),
+		slog.Any("webhook", c.Webhook),
 	)
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +103,34 @@ func TestStorageOrphanGrace(t *testing.T) {
 	if _, err := Load(env(map[string]string{"STORAGE_ORPHAN_GRACE": "0s"}), DefaultWorkerMetrics); err == nil ||
 		!strings.Contains(err.Error(), "STORAGE_ORPHAN_GRACE") {
 		t.Fatalf("STORAGE_ORPHAN_GRACE=0s: %v, want a refusal naming it", err)
+	}
+}
+
+func TestWebhookSettings(t *testing.T) {
+	c, err := Load(env(nil), DefaultWorkerMetrics)
+	w := c.Webhook
+	if err != nil || w.SecretKey != "" || w.Timeout != 5*time.Second || w.RetryFor != 24*time.Hour ||
+		w.RetryMin != 5*time.Second || w.RetryMax != time.Hour || w.Concurrency != 16 || w.EndpointConcurrency != 4 {
+		t.Fatalf("defaults %+v, %v", w, err)
+	}
+	key := "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes
+	c, err = Load(env(map[string]string{"WEBHOOK_SECRET_KEY": key, "WEBHOOK_ALLOW_HOSTS": "127.0.0.1, receiver.test"}),
+		DefaultWorkerMetrics)
+	if err != nil || c.Webhook.SecretKey != key || len(c.Webhook.AllowHosts) != 2 || c.Webhook.AllowHosts[1] != "receiver.test" {
+		t.Fatalf("set: %+v, %v", c.Webhook, err)
+	}
+	if printed := fmt.Sprint(c.LogValue()); strings.Contains(printed, key) || !strings.Contains(printed, "secret_key=xxxxx") {
+		t.Fatalf("printed configuration shows the key or hides that it is set: %s", printed)
+	}
+	bad := map[string]string{"WEBHOOK_SECRET_KEY": "c2hvcnQ=", "WEBHOOK_ALLOW_HOSTS": "http://x", "WEBHOOK_TIMEOUT": "2m",
+		"WEBHOOK_RETRY_MIN": "2h", "WEBHOOK_CONCURRENCY": "-1", "WEBHOOK_RETRY_FOR": "0s"}
+	_, err = Load(env(bad), DefaultWorkerMetrics)
+	for name := range bad {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s: error %v, want one naming it", name, bad[name], err)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "c2hvcnQ") {
+		t.Errorf("the error shows the key: %v", err)
 	}
 }

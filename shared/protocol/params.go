@@ -273,3 +273,15 @@ func checkLicenses(field string, n int) *Error {
 	}
 	return nil
 }
+
+// OrderScoped is the params of a call that concerns one order: its events
+// name the order (webhooks), and are delivered in the order's order.
+type OrderScoped interface {
+	// OrderID is the first order's id: a renewal's parent.
+	OrderID() string
+}
+
+func (p *CreateFirstOrderParams) OrderID() string   { return p.ID }
+func (p *CreateRenewalOrderParams) OrderID() string { return p.Parent }
+func (p *OrderRef) OrderID() string                 { return p.ID }
+func (p *UpdateOrderParams) OrderID() string        { return p.ID }

@@ -27,6 +27,10 @@ const (
 	startAttempts = 3
 )
 
+// WebhookKey is the WEBHOOK_SECRET_KEY of every stack: a test key, 32 bytes
+// in base64, so that webhooks can be set on any stack.
+const WebhookKey = "dGVzdGVudi1zdGFjay13ZWJob29rLWtleS0zMmJ5dGU="
+
 // validStackName leaves room for the suffix Name adds, within validName.
 var validStackName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,40}$`)
 
@@ -180,6 +184,7 @@ func (st *Stack) Env() []string {
 		"REDIS_URL=" + st.RedisURL,
 		"HTTP_ADDR=" + st.HTTPAddr,
 		"STORAGE_ROOT=" + st.StorageRoot,
+		"WEBHOOK_SECRET_KEY=" + WebhookKey,
 	}, st.cfg.Env...)
 }
 

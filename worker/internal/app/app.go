@@ -5,19 +5,24 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/oneoffice/provisioner/shared/admin"
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/deps"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/lifecycle"
+	"github.com/oneoffice/provisioner/shared/webhook"
 	"github.com/oneoffice/provisioner/worker/internal/consumer"
 	"github.com/oneoffice/provisioner/worker/internal/provision"
+	"github.com/oneoffice/provisioner/worker/internal/webhooks"
 )
 
 // teardownTimeout bounds closing what Run opened, after the consumer has
@@ -82,6 +87,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	defer stopPruning()
 	go svc.PruneLedger(pruneCtx, cfg.LedgerRetention, log)
 	go svc.SweepStorage(pruneCtx, log)
+	dispatched := startWebhooks(ctx, cfg, db, log, webhooks.NewMetrics(reg))
+	defer dispatched()
 	c := consumer.New(consumer.Config{
 		AMQPURL:         cfg.AMQPURL,
 		Concurrency:     cfg.WorkerConcurrency,
@@ -93,4 +100,40 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	err = c.Run(ctx)
 	log.InfoContext(ctx, "worker stopped")
 	return err
+}
+
+// startWebhooks runs the webhook dispatcher of this worker, unless
+// WEBHOOK_CONCURRENCY is 0 or no WEBHOOK_SECRET_KEY was given. The function
+// it returns waits until the dispatcher, stopped with ctx, has recorded the
+// deliveries in flight.
+func startWebhooks(ctx context.Context, cfg config.Config, db *pgxpool.Pool, log *slog.Logger, m *webhooks.Metrics) func() {
+	w := cfg.Webhook
+	sealer, err := webhook.NewSealer(w.SecretKey)
+	if err != nil || w.Concurrency == 0 {
+		log.WarnContext(ctx, "webhook dispatcher off", "reason", cmp.Or(errString(err), "WEBHOOK_CONCURRENCY=0"))
+		return func() {}
+	}
+	d := webhooks.New(db, sealer, webhooks.Config{
+		DatabaseURL:         cfg.DatabaseURL,
+		Timeout:             w.Timeout,
+		Concurrency:         w.Concurrency,
+		EndpointConcurrency: w.EndpointConcurrency,
+		Schedule:            webhooks.Schedule{Min: w.RetryMin, Max: w.RetryMax, For: w.RetryFor},
+		PollInterval:        w.PollInterval,
+		Retention:           w.Retention,
+		Policy:              webhook.Policy{AllowHosts: w.AllowHosts},
+	}, log, m)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.Run(ctx)
+	}()
+	return func() { <-done }
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

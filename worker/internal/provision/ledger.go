@@ -115,14 +115,15 @@ type execer interface {
 }
 
 const recordSQL = `INSERT INTO command_ledger (partner_id, command_id, method, request_fp, idem_key,
-	request_id, trace_id, status, response_status, response_body, created_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING`
+	request_id, trace_id, status, response_status, response_body, created_at, order_id)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`
 
 // record writes the command's ledger row; errRecorded when its command id or
 // its key is there already.
 func (s *Service) record(ctx context.Context, q execer, c *call, status string, res protocol.Result, key string) error {
 	tag, err := q.Exec(ctx, recordSQL, c.partner, c.cmd.CommandID, c.method, c.fp, nullable(key),
-		c.cmd.RequestID, nullable(traceID(c.cmd.Traceparent)), status, res.Status, res.Body, received(c))
+		c.cmd.RequestID, nullable(traceID(c.cmd.Traceparent)), status, res.Status, res.Body, received(c),
+		nullable(orderOf(c.params)))
 	if err == nil && tag.RowsAffected() == 0 {
 		return errRecorded
 	}
@@ -136,6 +137,15 @@ func received(c *call) time.Time {
 		return c.now
 	}
 	return c.cmd.Timestamp
+}
+
+// orderOf is the order the params concern, "" for none: the ledger keeps it
+// for the command's webhook event (migration 00006).
+func orderOf(p protocol.Params) string {
+	if o, ok := p.(protocol.OrderScoped); ok {
+		return o.OrderID()
+	}
+	return ""
 }
 
 func nullable(s string) *string {
@@ -223,8 +233,13 @@ func (s *Service) Failed(ctx context.Context, cmd *protocol.Command, res protoco
 	if !ok || !m.Mutates || cmd.CommandID == "" {
 		return nil
 	}
-	c := &call{partner: cmd.Partner, method: cmd.Method, now: s.now(), cmd: cmd,
+	c := &call{partner: cmd.Partner, method: cmd.Method, now: s.now(), cmd: cmd, params: cmd.Decoded,
 		fp: idempotency.Fingerprint(cmd.Method, cmd.Params)}
+	if c.params == nil {
+		if p, perr := protocol.DecodeParams(cmd.Method, cmd.Params); perr == nil {
+			c.params = p // for the order its event names
+		}
+	}
 	if err := s.record(ctx, s.db, c, "failed", res, ""); err != nil && !errors.Is(err, errRecorded) {
 		return err
 	}
