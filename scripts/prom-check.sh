@@ -116,8 +116,8 @@ if jq -e '[.templating.list[] | select(.name == "datasource" and .type == "datas
 if jq -e '[.templating.list[] | select(.name == "instance" and .type == "query")] | length == 1' "$dash" >/dev/null; then
   ok "dashboard variable instance"; else bad "dashboard variable instance"; fi
 rows=$(jq -r '[.panels[] | select(.type == "row") | .title] | join(",")' "$dash")
-if [ "$rows" = "Traffic,Latency,Errors,Queue,Workers,Dependencies,Webhooks" ]; then
-  ok "dashboard rows $rows"; else bad "dashboard rows (got '$rows', want Traffic,Latency,Errors,Queue,Workers,Dependencies,Webhooks)"; fi
+if [ "$rows" = "Traffic,Latency,Errors,Queue,Workers,Dependencies,Webhooks,Safety and housekeeping" ]; then
+  ok "dashboard rows $rows"; else bad "dashboard rows (got '$rows', want Traffic,Latency,Errors,Queue,Workers,Dependencies,Webhooks,Safety and housekeeping)"; fi
 nods=$(jq '[.. | objects | select(has("targets")) | .datasource.uid, (.targets[].datasource.uid)] | map(select(. != "${datasource}")) | length' "$dash")
 if [ "$nods" = 0 ]; then ok "every panel and query uses \${datasource}"; else bad "$nods panels/queries do not use \${datasource}"; fi
 for f in deploy/grafana/provisioning/dashboards.yml deploy/grafana/provisioning/datasources.yml; do
