@@ -34,6 +34,13 @@
 #   K6=bin/k6                the k6 binary
 #   KEEP_LOGS=1              keep var/load/<tag>/ (process logs) after a passing run too
 #   K6_PROGRESS=1            k6's progress lines even when stdout is not a terminal
+#   WEBHOOKS=1               the partner gets a webhook endpoint: scripts/webhookrecv on a
+#                            free port (verifying every signature), set with
+#                            `bin/gateway webhooks set`; after k6 the run waits up to 60s for
+#                            the outbox to drain and prints the delivery latency
+#                            (p50/p99/max, from each event's occurred_at to its delivered_at)
+#                            and what the receiver got; a lost, unsigned or extra event fails
+#                            the run (exit 3)
 # Needs PostgreSQL, Redis and RabbitMQ on loopback (`make services`), the postgres
 # superuser without password, guest/guest on RabbitMQ, psql, redis-cli, rabbitmqctl.
 set -uo pipefail
@@ -136,11 +143,25 @@ export RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-0}
 export LOG_LEVEL=${LOG_LEVEL:-info}
 export STORAGE_ROOT=$work/tenants
 api_port=$(free_port) && gw_port=$(free_port) && w1_port=$(free_port) && w2_port=$(free_port) || die "no free port"
+webhooks=${WEBHOOKS:-0}
+if [ "$webhooks" = 1 ]; then
+  hook_port=$(free_port) || die "no free port"
+  export WEBHOOK_SECRET_KEY=${WEBHOOK_SECRET_KEY:-$(head -c 32 /dev/urandom | base64)}
+  export WEBHOOK_ALLOW_HOSTS=127.0.0.1
+fi
 export HTTP_ADDR=127.0.0.1:$api_port
 
 bin/gateway migrate >"$work/migrate.log" 2>&1 || { tail -5 "$work/migrate.log" >&2; die "bin/gateway migrate failed"; }
 key=$(bin/gateway keys create --partner "Load $tag" 2>"$work/keys.log") && [ -n "$key" ] ||
   { cat "$work/keys.log" >&2; die "bin/gateway keys create failed"; }
+
+if [ "$webhooks" = 1 ]; then
+  go build -o "$work/" ./scripts/webhookrecv >>"$work/build.log" 2>&1 || die "go build ./scripts/webhookrecv failed"
+  "$work/webhookrecv" -addr "127.0.0.1:$hook_port" -secret-file "$work/whsec" >"$work/webhookrecv.log" 2>&1 &
+  hook_pid=$!; pids+=("$hook_pid")
+  (umask 077; bin/gateway webhooks set --partner "Load $tag" --url "http://127.0.0.1:$hook_port/hooks" \
+    >"$work/whsec" 2>>"$work/keys.log") || { cat "$work/keys.log" >&2; die "bin/gateway webhooks set failed"; }
+fi
 
 METRICS_ADDR=127.0.0.1:$gw_port bin/gateway >"$work/gateway.log" 2>&1 & pids+=($!)
 METRICS_ADDR=127.0.0.1:$w1_port bin/worker >"$work/worker1.log" 2>&1 & pids+=($!)
@@ -167,4 +188,30 @@ for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { log "a stack process died during the run (see $work)"; keep_logs=1; }
 done
 [ "$k6rc" = 0 ] || keep_logs=1
+
+# The webhook events of the run: all delivered, each once, every signature good.
+if [ "$webhooks" = 1 ]; then
+  sql() { psql "$DATABASE_URL" -qtAc "$1"; }
+  for _ in $(seq 1 600); do
+    [ "$(sql "SELECT count(*) FROM webhook_events WHERE status = 'pending'")" = 0 ] && break
+    sleep 0.1
+  done
+  kill -TERM "$hook_pid" 2>/dev/null; wait "$hook_pid"
+  got=$(tail -1 "$work/webhookrecv.log")
+  stats=$(sql "SELECT count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE status <> 'delivered'),
+      (SELECT count(*) FROM command_ledger),
+      round(1000 * extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY delivered_at - occurred_at)))::int,
+      round(1000 * extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY delivered_at - occurred_at)))::int,
+      round(1000 * extract(epoch FROM max(delivered_at - occurred_at)))::int
+    FROM webhook_events")
+  IFS='|' read -r delivered undelivered ledger p50 p99 maxms <<<"$stats"
+  log "webhooks: $delivered events delivered, $undelivered not, for $ledger ledger rows;" \
+    "delivery latency p50 ${p50} ms, p99 ${p99} ms, max ${maxms} ms; $got"
+  want="requests=$delivered distinct_ids=$delivered repeats=0 bad_signatures=0"
+  if [ "$undelivered" != 0 ] || [ "$delivered" != "$ledger" ] || [ "${got#webhookrecv: }" != "$want" ]; then
+    log "webhooks: want every ledger row's event delivered once, signed ($want)"
+    keep_logs=1
+    [ "$k6rc" = 0 ] && k6rc=3
+  fi
+fi
 exit "$k6rc"
