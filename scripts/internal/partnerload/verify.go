@@ -1,71 +1,94 @@
-package main
+package partnerload
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
-// drain waits until the command queue is empty and nothing is unacked, twice
-// in a row a second apart: every 202'd command has then run.
-func drain(ctx context.Context, cl *cluster) error {
-	deadline := time.Now().Add(drainLimit)
+// Drain waits until depth (the command queue's messages, ready and unacked)
+// is 0 twice in a row a second apart, within limit: every 202'd command has
+// then run.
+func Drain(ctx context.Context, limit time.Duration, depth func(context.Context) (int, error)) error {
+	deadline := time.Now().Add(limit)
 	calm := 0
-	for time.Now().Before(deadline) {
-		q, err := cl.queue(ctx, "oneoffice.commands")
-		if err == nil && q.Messages == 0 && q.Unacked == 0 {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		n, err := depth(ctx)
+		if err == nil && n == 0 {
 			if calm++; calm == 2 {
 				return nil
 			}
 		} else {
 			calm = 0
 		}
-		sleep(ctx, time.Second)
-	}
-	return fmt.Errorf("the command queue did not drain within %s", drainLimit)
-}
-
-// judge checks every call against PostgreSQL and the limits.
-func judge(ctx context.Context, cfg *config, st *stack, ld *load, res *results) error {
-	res.summarize(ld)
-	var errs []error
-	for _, f := range ld.failures {
-		errs = append(errs, errors.New(f))
-	}
-	if res.slowest > cfg.rpcTimeout+overRPCTimeout {
-		errs = append(errs, fmt.Errorf("a call took %s, past RPC_TIMEOUT %s + %s", res.slowest, cfg.rpcTimeout, overRPCTimeout))
-	}
-	for i, l := range res.losses {
-		if l.recovery < 0 {
-			errs = append(errs, fmt.Errorf("loss %d: a gateway served nothing after it", i+1))
-		} else if l.recovery > maxRecovery {
-			errs = append(errs, fmt.Errorf("loss %d: serving again after %s, past %s", i+1, l.recovery, maxRecovery))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
-	ch := &checker{st: st, res: res}
-	if err := ch.load(ctx); err != nil {
-		return errors.Join(append(errs, err)...)
+	return fmt.Errorf("the command queue did not drain within %s", limit)
+}
+
+// Checked is what Check compared with the database.
+type Checked struct {
+	// Total is how many effects were checked; ByPhase counts them by the
+	// phase of the call that decided each.
+	Total   int
+	ByPhase map[string]int
+	// Errs are the violations, each naming the call.
+	Errs []error
+}
+
+// Check compares every answer of the load (which must have ended, and the
+// queue drained) with the rows of db: the resources the flows made, and the
+// command ledger. A call answered 200 or 202 took effect once, a call
+// answered 503 took none.
+func Check(ctx context.Context, db *pgxpool.Pool, ld *Load) (*Checked, error) {
+	c := &checker{db: db, partners: ld.cfg.Partners, marks: ld.Marks(), res: &Checked{ByPhase: map[string]int{}}}
+	if err := c.load(ctx); err != nil {
+		return nil, err
 	}
-	ch.customers(ld.model)
-	ch.orders(ld.model)
-	ch.users(ld.model)
-	return errors.Join(append(errs, ch.errs...)...)
+	c.customers(ld.model)
+	c.orders(ld.model)
+	c.users(ld.model)
+	c.ledger(ld.Calls())
+	c.res.Errs = c.errs
+	return c.res, nil
 }
 
 // checker compares the model with the rows of every partner.
 type checker struct {
-	st   *stack
-	res  *results
-	errs []error
+	db       *pgxpool.Pool
+	partners []Partner
+	marks    []Mark
+	res      *Checked
+	errs     []error
 
 	customerRows map[ref]int
 	orderRows    map[ref]orderRow
 	renewalRows  map[ref][]renewalRow // by order
 	renewalIDs   map[ref]bool
 	userRows     map[ref][]byte
+	ledgerRows   map[ref]ledgerRow // by request id
+}
+
+// ledgerRow sums the ledger's rows of one request id.
+type ledgerRow struct {
+	rows   int
+	status int // response_status of the last one
+}
+
+// count counts n checks in the phase of at.
+func (c *checker) count(at time.Time, n int) {
+	c.res.Total += n
+	c.res.ByPhase[PhaseOf(c.marks, at)] += n
 }
 
 type orderRow struct {
@@ -86,8 +109,9 @@ func (c *checker) failf(format string, args ...any) {
 func (c *checker) load(ctx context.Context) error {
 	c.customerRows, c.orderRows = map[ref]int{}, map[ref]orderRow{}
 	c.renewalRows, c.renewalIDs, c.userRows = map[ref][]renewalRow{}, map[ref]bool{}, map[ref][]byte{}
-	for i, p := range c.st.partners {
-		rows, err := c.st.db.Query(ctx, `SELECT remote_id FROM tenants WHERE partner_id = $1 AND kind = 'customer'`, p.id)
+	c.ledgerRows = map[ref]ledgerRow{}
+	for i, p := range c.partners {
+		rows, err := c.db.Query(ctx, `SELECT remote_id FROM tenants WHERE partner_id = $1 AND kind = 'customer'`, p.ID)
 		if err != nil {
 			return err
 		}
@@ -99,7 +123,7 @@ func (c *checker) load(ctx context.Context) error {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = c.st.db.Query(ctx, `SELECT remote_id, status, product, licenses, term_end FROM orders WHERE partner_id = $1`, p.id)
+		rows, err = c.db.Query(ctx, `SELECT remote_id, status, product, licenses, term_end FROM orders WHERE partner_id = $1`, p.ID)
 		if err != nil {
 			return err
 		}
@@ -112,8 +136,8 @@ func (c *checker) load(ctx context.Context) error {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = c.st.db.Query(ctx, `SELECT o.remote_id, r.remote_id, r.term_start, r.term_end FROM renewals r
-			JOIN orders o ON o.id = r.order_id WHERE r.partner_id = $1 ORDER BY r.term_start`, p.id)
+		rows, err = c.db.Query(ctx, `SELECT o.remote_id, r.remote_id, r.term_start, r.term_end FROM renewals r
+			JOIN orders o ON o.id = r.order_id WHERE r.partner_id = $1 ORDER BY r.term_start`, p.ID)
 		if err != nil {
 			return err
 		}
@@ -127,8 +151,22 @@ func (c *checker) load(ctx context.Context) error {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = c.st.db.Query(ctx, `SELECT u.email, u.reset_token_hash FROM users u
-			JOIN tenants t ON t.id = u.tenant_id WHERE t.partner_id = $1`, p.id)
+		rows, err = c.db.Query(ctx, `SELECT request_id, count(*), max(response_status) FROM command_ledger
+			WHERE partner_id = $1 GROUP BY request_id`, p.ID)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var rid string
+			var l ledgerRow
+			rows.Scan(&rid, &l.rows, &l.status)
+			c.ledgerRows[ref{i, rid}] = l
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows, err = c.db.Query(ctx, `SELECT u.email, u.reset_token_hash FROM users u
+			JOIN tenants t ON t.id = u.tenant_id WHERE t.partner_id = $1`, p.ID)
 		if err != nil {
 			return err
 		}
@@ -147,7 +185,7 @@ func (c *checker) load(ctx context.Context) error {
 
 func (c *checker) customers(m *model) {
 	for r, want := range m.customers {
-		c.res.checked++
+		c.count(want.at, 1)
 		got := c.customerRows[r]
 		switch {
 		case want.presence == present && got != 1:
@@ -160,7 +198,7 @@ func (c *checker) customers(m *model) {
 
 func (c *checker) orders(m *model) {
 	for r, want := range m.orders {
-		c.res.checked++
+		c.count(want.at, 1)
 		row, ok := c.orderRows[r]
 		if want.presence == absent {
 			if ok {
@@ -173,7 +211,7 @@ func (c *checker) orders(m *model) {
 			continue
 		}
 		for _, a := range want.absentRenewals {
-			c.res.checked++
+			c.count(want.at, 1)
 			if c.renewalIDs[ref{r.p, a.id}] {
 				c.failf("renewal %s: applied after %s", a.id, a.by)
 			}
@@ -181,7 +219,7 @@ func (c *checker) orders(m *model) {
 		if !want.known {
 			continue
 		}
-		c.res.checked += 3
+		c.count(want.at, 3)
 		if row.status != want.status || row.licenses != want.licenses || row.product != want.product {
 			c.failf("order %s: status %s, %d licenses, %s; the answers say %s, %d, %s (last: %s)", r.id,
 				row.status, row.licenses, row.product, want.status, want.licenses, want.product, want.by)
@@ -199,14 +237,14 @@ func (c *checker) renewals(r ref, want *orderWant, row orderRow) {
 	for _, g := range got {
 		ids = append(ids, g.id)
 	}
-	c.res.checked++
+	c.count(want.at, 1)
 	if !slices.Equal(ids, want.renewals) {
 		c.failf("order %s: renewals %v in the database, %v answered 200/202", r.id, ids, want.renewals)
 		return
 	}
 	end := row.termEnd
 	for i, g := range got {
-		c.res.checked++
+		c.count(want.at, 1)
 		if i == 0 && want.termEnd != 0 && g.start.Unix() != want.termEnd {
 			c.failf("order %s: renewal %s starts at %d, the first term ended at %d", r.id, g.id, g.start.Unix(), want.termEnd)
 		}
@@ -224,7 +262,7 @@ func (c *checker) renewals(r ref, want *orderWant, row orderRow) {
 
 func (c *checker) users(m *model) {
 	for r, want := range m.users {
-		c.res.checked++
+		c.count(want.at, 1)
 		h, ok := c.userRows[r]
 		switch {
 		case want.presence == absent && ok && want.known:
@@ -232,20 +270,75 @@ func (c *checker) users(m *model) {
 		case want.presence == present && !ok:
 			c.failf("user %s: absent after %s", r.id, want.by)
 		case want.presence == present && want.known && want.tokenHash != nil && !want.resetPending:
-			c.res.checked++
+			c.count(want.at, 1)
 			if !bytes.Equal(h, want.tokenHash) {
 				c.failf("user %s: holds another reset token than the one answered with 200 (last: %s)", r.id, want.by)
 			}
 		case want.presence == present && want.known && want.tokenHash == nil && !want.resetPending:
-			c.res.checked++
+			c.count(want.at, 1)
 			if h != nil {
 				c.failf("user %s: a reset token was stored (last: %s)", r.id, want.by)
 			}
 		case want.presence == present && want.resetPending:
-			c.res.checked++
+			c.count(want.at, 1)
 			if h == nil {
 				c.failf("user %s: resetUser answered 202 but no token was stored", r.id)
 			}
+		}
+	}
+}
+
+// chain is a mutating call and its repeats after a 202, under one key.
+type chain struct {
+	first Call
+	rids  []string
+}
+
+// ledger checks the command ledger call by call: a mutating call answered
+// 200 or 202 has one row, under its request id or, when Redis lost its
+// record and a repeat was run in its place, under a repeat's; one answered
+// 503 has none; a 200 is recorded as a 200.
+func (c *checker) ledger(calls []Call) {
+	var chains []*chain
+	byKey := map[ref]*chain{}
+	for _, call := range calls {
+		m, _ := protocol.Lookup(call.Method)
+		if m == nil || !m.Mutates {
+			continue
+		}
+		if call.Repeat {
+			if ch := byKey[ref{call.Partner, call.Key}]; ch != nil {
+				ch.rids = append(ch.rids, call.RequestID)
+			}
+			continue
+		}
+		ch := &chain{first: call, rids: []string{call.RequestID}}
+		chains = append(chains, ch)
+		if call.Key != "" {
+			byKey[ref{call.Partner, call.Key}] = ch
+		}
+	}
+	for _, ch := range chains {
+		want := 0
+		switch ch.first.Status {
+		case http.StatusOK, http.StatusAccepted:
+			want = 1
+		case http.StatusServiceUnavailable:
+		default:
+			continue // reported by the load
+		}
+		rows, status := 0, 0
+		for _, rid := range ch.rids {
+			l := c.ledgerRows[ref{ch.first.Partner, rid}]
+			rows += l.rows
+			status = max(status, l.status)
+		}
+		c.count(ch.first.Start, 1)
+		switch {
+		case rows != want:
+			c.failf("%s %s answered %d: %d ledger rows, want %d", ch.first.Method, ch.first.RequestID, ch.first.Status, rows, want)
+		case ch.first.Status == http.StatusOK && len(ch.rids) == 1 && status != http.StatusOK:
+			c.failf("%s %s answered 200: recorded in the ledger as %d", ch.first.Method, ch.first.RequestID, status)
 		}
 	}
 }
