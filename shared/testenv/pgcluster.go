@@ -127,9 +127,18 @@ func (c *PostgresCluster) await(ctx context.Context) error {
 }
 
 // Restart stops the cluster with a fast shutdown (its sessions are ended,
-// open transactions rolled back) and starts it again on the same port.
-func (c *PostgresCluster) Restart(ctx context.Context) error {
-	if err := c.pgctl(ctx, "restart", "-m", "fast"); err != nil {
+// open transactions rolled back), leaves it down for down, and starts it
+// again on the same port.
+func (c *PostgresCluster) Restart(ctx context.Context, down time.Duration) error {
+	if err := c.pgctl(ctx, "stop", "-m", "fast"); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(down):
+	}
+	if err := c.pgctl(ctx, "start"); err != nil {
 		return err
 	}
 	return c.await(ctx)

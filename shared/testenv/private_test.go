@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
@@ -18,7 +19,7 @@ func TestPrivateRedisRestart(t *testing.T) {
 	if err := client.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Restart(ctx); err != nil {
+	if err := r.Restart(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := client.Get(ctx, "k").Err(); err != redis.Nil {
@@ -44,7 +45,7 @@ func TestPrivatePostgresRestart(t *testing.T) {
 		}
 	}
 	exec(`CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)`)
-	if err := c.Restart(ctx); err != nil {
+	if err := c.Restart(ctx, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := pgx.Connect(ctx, c.URL)

@@ -171,14 +171,24 @@ func (n *RabbitNode) awaitBoot(ctx context.Context) error {
 
 // Ctl runs rabbitmqctl against the node.
 func (n *RabbitNode) Ctl(ctx context.Context, args ...string) error {
+	_, err := n.CtlOutput(ctx, args...)
+	return err
+}
+
+// CtlOutput runs rabbitmqctl against the node and returns its stdout.
+func (n *RabbitNode) CtlOutput(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, rabbitmqctlTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-n", n.Name}, args...)...)
 	cmd.WaitDelay = 5 * time.Second
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("rabbitmqctl -n %s %s: %w: %s", n.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmqctl -n %s %s: %w: %s", n.Name, strings.Join(args, " "), err,
+			strings.TrimSpace(string(out)+stderr.String()))
 	}
-	return nil
+	return out, nil
 }
 
 // Vhost creates vhost name on the node for guest and returns its AMQP URL.

@@ -88,9 +88,15 @@ func (r *RedisServer) start(ctx context.Context) error {
 }
 
 // Restart stops the server (SIGTERM; its clients lose their connections
-// and everything it held) and starts it again, empty, on the same port.
-func (r *RedisServer) Restart(ctx context.Context) error {
+// and everything it held), leaves it down for down, and starts it again,
+// empty, on the same port.
+func (r *RedisServer) Restart(ctx context.Context, down time.Duration) error {
 	r.halt()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(down):
+	}
 	return r.start(ctx)
 }
 
