@@ -45,7 +45,7 @@ type faultRun struct {
 
 // serverDown is how long Redis and PostgreSQL stay down when restarted, so
 // that calls meet the server gone and not only their connections cut.
-const serverDown = 2 * time.Second
+const serverDown = 5 * time.Second
 
 func faults() []fault {
 	return []fault{
