@@ -25,7 +25,7 @@ type loss struct {
 	// recovery: from the stop until both gateways served again (the first
 	// served call after the last unserved one), -1 if they never did.
 	recovery time.Duration
-	unserved int // calls sent after the stop and before the node came back that were not served
+	unserved int // calls sent after the stop and answered before the next loss that were not served
 }
 
 // results are the figures of the run.
@@ -41,9 +41,15 @@ type results struct {
 // summarize computes the figures from the calls.
 func (r *results) summarize(ld *partnerload.Load, gateways int) {
 	r.sum = partnerload.Summarize(ld)
-	calls, marks := ld.Calls(), ld.Marks()
-	for _, l := range r.losses {
-		l.recovery, l.unserved = partnerload.Recovery(calls, l.at, l.at, partnerload.NextMark(marks, l.at), gateways)
+	calls := ld.Calls()
+	for i, l := range r.losses {
+		// A loss lasts until the next one: the calls it holds up while its
+		// node comes back are its own.
+		until := time.Now()
+		if i+1 < len(r.losses) {
+			until = r.losses[i+1].at
+		}
+		l.recovery, l.unserved = partnerload.Recovery(calls, l.at, l.at, until, gateways)
 	}
 }
 

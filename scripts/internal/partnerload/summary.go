@@ -61,15 +61,16 @@ func NextMark(marks []Mark, t time.Time) time.Time {
 }
 
 // Recovery is, over the gateways, the longest time from `from` to the first
-// served call after the last unserved one among those sent from at until
-// until; a gateway that served every call counts 0. It also returns how
-// many calls were not served, and -1 if a gateway served nothing after.
+// served call after the last unserved one among those sent from at and
+// answered before until (a call answered later met what came next); a
+// gateway that served every call counts 0. It also returns how many calls
+// were not served, and -1 if a gateway served nothing after.
 func Recovery(calls []Call, at, from, until time.Time, gateways int) (time.Duration, int) {
 	worst, unserved := time.Duration(0), 0
 	for gw := range gateways {
 		var lastBad time.Time
 		for _, c := range calls {
-			if c.Gateway == gw && !c.Start.Before(at) && c.Start.Before(until) && !c.Served() {
+			if c.Gateway == gw && !c.Start.Before(at) && c.Start.Add(c.Dur).Before(until) && !c.Served() {
 				lastBad = c.Start
 				unserved++
 			}
