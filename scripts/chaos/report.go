@@ -117,19 +117,25 @@ func (r *runner) print(w io.Writer, took time.Duration) {
 	for _, f := range r.faults {
 		byName[f.name] = f
 	}
-	r.sum.Print(w, []string{"checked", "fault", "recovery"}, func(ph string) []string {
-		cells := []string{fmt.Sprint(r.byPhase[ph]), "", ""}
+	r.sum.Print(w, []string{"slowest", "checked", "fault", "recovery"}, func(ph string) []string {
+		cells := []string{r.sum.SlowestIn[ph].Dur.Round(time.Millisecond).String(), fmt.Sprint(r.byPhase[ph]), "", ""}
 		if f := byName[ph]; f != nil {
-			cells[1] = f.back.Sub(f.at).Round(10 * time.Millisecond).String()
-			cells[2] = "never"
+			cells[2] = f.back.Sub(f.at).Round(10 * time.Millisecond).String()
+			cells[3] = "never"
 			if f.recovery >= 0 {
-				cells[2] = f.recovery.Round(10 * time.Millisecond).String()
+				cells[3] = f.recovery.Round(10 * time.Millisecond).String()
 			}
 		}
 		return cells
 	})
-	fmt.Fprintf(w, "slowest call: %s (limit RPC_TIMEOUT + %s = %s)\n", r.sum.Slowest.Round(time.Millisecond),
-		overRPCTimeout, r.cfg.rpcTimeout+overRPCTimeout)
+	slow := r.sum.SlowestIn[""]
+	for _, c := range r.sum.SlowestIn {
+		if c.Dur > slow.Dur {
+			slow = c
+		}
+	}
+	fmt.Fprintf(w, "slowest call: %s, %s %s answered %d in %s (limit RPC_TIMEOUT + %s = %s)\n", slow.Dur.Round(time.Millisecond),
+		slow.Method, slow.RequestID, slow.Status, partnerload.PhaseOf(r.ld.Marks(), slow.Start), overRPCTimeout, r.cfg.rpcTimeout+overRPCTimeout)
 	for _, f := range r.faults {
 		fmt.Fprintf(w, "%-16s %s; %d calls not served; serving again %s after it was over (limit %s)\n",
 			f.name+":", f.note, f.unserved, f.recovery.Round(time.Millisecond), maxRecovery)

@@ -16,19 +16,26 @@ type Summary struct {
 	Total    int
 	Repeats  int // repeats of a 202'd call
 	Slowest  time.Duration
-	Failures int // what the load recorded as unexpected
+	// SlowestIn is the slowest call of each phase.
+	SlowestIn map[string]Call
+	Failures  int // what the load recorded as unexpected
 }
 
 // Summarize counts the calls of ld by phase, status and method.
 func Summarize(ld *Load) *Summary {
 	marks := ld.Marks()
-	s := &Summary{ByPhase: map[string]map[int]int{}, ByMethod: map[string]int{}, Failures: len(ld.Failures())}
+	s := &Summary{ByPhase: map[string]map[int]int{}, ByMethod: map[string]int{}, SlowestIn: map[string]Call{},
+		Failures: len(ld.Failures())}
 	for _, m := range marks {
 		s.Phases = append(s.Phases, m.Name)
 		s.ByPhase[m.Name] = map[int]int{}
 	}
 	for _, c := range ld.Calls() {
-		s.ByPhase[PhaseOf(marks, c.Start)][c.Status]++
+		ph := PhaseOf(marks, c.Start)
+		s.ByPhase[ph][c.Status]++
+		if c.Dur > s.SlowestIn[ph].Dur {
+			s.SlowestIn[ph] = c
+		}
 		s.ByMethod[c.Method]++
 		s.Total++
 		if c.Repeat {
