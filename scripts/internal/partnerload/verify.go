@@ -33,6 +33,9 @@ func Drain(ctx context.Context, limit time.Duration, depth func(context.Context)
 		case <-time.After(time.Second):
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("draining the command queue: %w", err)
+	}
 	return fmt.Errorf("the command queue did not drain within %s", limit)
 }
 
