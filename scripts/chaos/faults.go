@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"syscall"
 	"time"
 
@@ -225,14 +223,9 @@ type queueInfo struct {
 
 // queue returns the row of the queue called name in the stack's vhost.
 func (r *runner) queue(ctx context.Context, name string) (queueInfo, error) {
-	out, err := r.rabbit.CtlOutput(ctx, "list_queues", "-p", r.vhost, "name", "messages", "messages_unacknowledged",
-		"--formatter", "json", "--quiet")
-	if err != nil {
-		return queueInfo{}, err
-	}
 	var rows []queueInfo
-	if err := json.Unmarshal(out, &rows); err != nil {
-		return queueInfo{}, fmt.Errorf("list_queues: %w: %s", err, out)
+	if err := r.rabbit.CtlJSON(ctx, &rows, "list_queues", "-p", r.vhost, "name", "messages", "messages_unacknowledged"); err != nil {
+		return queueInfo{}, err
 	}
 	for _, q := range rows {
 		if q.Name == name {
@@ -244,15 +237,11 @@ func (r *runner) queue(ctx context.Context, name string) (queueInfo, error) {
 
 // connections counts the client connections to the stack's vhost.
 func (r *runner) connections(ctx context.Context) (int, error) {
-	out, err := r.rabbit.CtlOutput(ctx, "list_connections", "vhost", "--formatter", "json", "--quiet")
-	if err != nil {
-		return 0, err
-	}
 	var rows []struct {
 		Vhost string `json:"vhost"`
 	}
-	if err := json.Unmarshal(out, &rows); err != nil {
-		return 0, fmt.Errorf("list_connections: %w: %s", err, out)
+	if err := r.rabbit.CtlJSON(ctx, &rows, "list_connections", "vhost"); err != nil {
+		return 0, err
 	}
 	n := 0
 	for _, c := range rows {
@@ -269,15 +258,4 @@ func (r *runner) drain(ctx context.Context) error {
 		q, err := r.queue(ctx, amqpx.Queue)
 		return q.Messages + q.Unacked, err
 	})
-}
-
-// ready reports that a process's /readyz answers 200.
-func ready(ctx context.Context, p *testenv.Proc) bool {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Metrics+"/readyz", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }

@@ -97,7 +97,7 @@ func (r *runner) judgeProcesses(ctx context.Context) []error {
 			continue
 		default:
 		}
-		if !ready(ctx, p) {
+		if !p.Ready(ctx) {
 			errs = append(errs, fmt.Errorf("%s (pid %d) is not ready after the run", p.Name, p.Pid()))
 		}
 	}

@@ -3,6 +3,7 @@ package testenv
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -175,6 +176,19 @@ func (n *RabbitNode) Ctl(ctx context.Context, args ...string) error {
 	return err
 }
 
+// CtlJSON runs rabbitmqctl against the node with --formatter json and
+// decodes its output into v.
+func (n *RabbitNode) CtlJSON(ctx context.Context, v any, args ...string) error {
+	out, err := n.CtlOutput(ctx, append(args, "--formatter", "json", "--quiet")...)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		return fmt.Errorf("rabbitmqctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
 // CtlOutput runs rabbitmqctl against the node and returns its stdout.
 func (n *RabbitNode) CtlOutput(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, rabbitmqctlTimeout)
@@ -250,12 +264,16 @@ func (n *RabbitNode) kill() {
 	}
 }
 
-func (n *RabbitNode) exited() bool {
-	if n.done == nil {
+func (n *RabbitNode) exited() bool { return closed(n.done) }
+
+// closed reports that done, the channel closed when a process exits, is
+// closed, or that there is none: nothing was started.
+func closed(done <-chan struct{}) bool {
+	if done == nil {
 		return true
 	}
 	select {
-	case <-n.done:
+	case <-done:
 		return true
 	default:
 		return false

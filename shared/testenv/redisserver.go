@@ -120,17 +120,7 @@ func (r *RedisServer) Stop(context.Context) error {
 	return os.RemoveAll(r.dir)
 }
 
-func (r *RedisServer) exited() bool {
-	if r.done == nil {
-		return true
-	}
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
-}
+func (r *RedisServer) exited() bool { return closed(r.done) }
 
 // PrivateRedis starts a redis-server for the test, stopped and removed at
 // cleanup; the test fails if it does not start.
