@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -61,7 +62,7 @@ func Check(ctx context.Context, db *pgxpool.Pool, ld *Load) (*Checked, error) {
 	c.customers(ld.model)
 	c.orders(ld.model)
 	c.users(ld.model)
-	c.ledger(ld.Calls())
+	c.ledger(ctx, ld.Calls())
 	c.res.Errs = c.errs
 	return c.res, nil
 }
@@ -85,7 +86,8 @@ type checker struct {
 // ledgerRow sums the ledger's rows of one request id.
 type ledgerRow struct {
 	rows   int
-	status int // response_status of the last one
+	owning int // of them, rows that hold the call's idempotency key
+	status int // the highest response_status
 }
 
 // count counts n checks in the phase of at.
@@ -154,15 +156,15 @@ func (c *checker) load(ctx context.Context) error {
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = c.db.Query(ctx, `SELECT request_id, count(*), max(response_status) FROM command_ledger
-			WHERE partner_id = $1 GROUP BY request_id`, p.ID)
+		rows, err = c.db.Query(ctx, `SELECT request_id, count(*), count(idem_key), max(response_status)
+			FROM command_ledger WHERE partner_id = $1 GROUP BY request_id`, p.ID)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var rid string
 			var l ledgerRow
-			rows.Scan(&rid, &l.rows, &l.status)
+			rows.Scan(&rid, &l.rows, &l.owning, &l.status)
 			c.ledgerRows[ref{i, rid}] = l
 		}
 		if err := rows.Err(); err != nil {
@@ -297,11 +299,14 @@ type chain struct {
 	rids  []string
 }
 
-// ledger checks the command ledger call by call: a mutating call answered
-// 200 or 202 has one row, under its request id or, when Redis lost its
-// record and a repeat was run in its place, under a repeat's; one answered
-// 503 has none; a 200 is recorded as a 200.
-func (c *checker) ledger(calls []Call) {
+// ledger checks the command ledger call by call. A mutating call answered
+// 200 or 202 has one row that holds its idempotency key: under its request
+// id or, when Redis lost its record and a repeat was sent as a new command,
+// under a repeat's; the other commands of such a chain are recorded without
+// the key, answered from that row (a replay, no effect). A call without a
+// key has one row. A call answered 503 has none. A lone call answered 200 is
+// recorded as a 200.
+func (c *checker) ledger(ctx context.Context, calls []Call) {
 	var chains []*chain
 	byKey := map[ref]*chain{}
 	for _, call := range calls {
@@ -330,18 +335,45 @@ func (c *checker) ledger(calls []Call) {
 		default:
 			continue // reported by the load
 		}
-		rows, status := 0, 0
+		var sum ledgerRow
 		for _, rid := range ch.rids {
 			l := c.ledgerRows[ref{ch.first.Partner, rid}]
-			rows += l.rows
-			status = max(status, l.status)
+			sum.rows, sum.owning, sum.status = sum.rows+l.rows, sum.owning+l.owning, max(sum.status, l.status)
+		}
+		got, what := sum.rows, "ledger rows"
+		if ch.first.Key != "" && want == 1 {
+			got, what = sum.owning, "ledger rows holding its key"
 		}
 		c.count(ch.first.Start, 1)
 		switch {
-		case rows != want:
-			c.failf("%s %s answered %d: %d ledger rows, want %d", ch.first.Method, ch.first.RequestID, ch.first.Status, rows, want)
-		case ch.first.Status == http.StatusOK && len(ch.rids) == 1 && status != http.StatusOK:
-			c.failf("%s %s answered 200: recorded in the ledger as %d", ch.first.Method, ch.first.RequestID, status)
+		case got != want:
+			c.failf("%s %s answered %d: %d %s (%d in all, over %d calls), want %d%s", ch.first.Method, ch.first.RequestID,
+				ch.first.Status, got, what, sum.rows, len(ch.rids), want, c.ledgerDetail(ctx, ch))
+		case ch.first.Status == http.StatusOK && len(ch.rids) == 1 && sum.status != http.StatusOK:
+			c.failf("%s %s answered 200: recorded in the ledger as %d", ch.first.Method, ch.first.RequestID, sum.status)
 		}
 	}
+}
+
+// ledgerDetail lists the ledger rows of a chain, for a failure's message.
+func (c *checker) ledgerDetail(ctx context.Context, ch *chain) string {
+	if c.db == nil {
+		return ""
+	}
+	rows, err := c.db.Query(ctx, `SELECT request_id, command_id, coalesce(idem_key, '-'), status, response_status,
+		completed_at FROM command_ledger WHERE partner_id = $1 AND request_id = ANY($2) ORDER BY completed_at`,
+		c.partners[ch.first.Partner].ID, ch.rids)
+	if err != nil {
+		return fmt.Sprintf("; ledger rows: %v", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var rid, cmd, key, status string
+		var code int
+		var at time.Time
+		rows.Scan(&rid, &cmd, &key, &status, &code, &at)
+		out = append(out, fmt.Sprintf("%s command %s key %s %s %d at %s", rid, cmd, key, status, code, at.Format("15:04:05.000")))
+	}
+	return fmt.Sprintf("; calls %v; ledger rows: %s", ch.rids, strings.Join(out, "; "))
 }

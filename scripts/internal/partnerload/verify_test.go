@@ -1,6 +1,7 @@
 package partnerload
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -20,16 +21,22 @@ func TestLedgerCheck(t *testing.T) {
 		rows  map[string]ledgerRow
 		fail  string // in the error, "" for none
 	}{
-		{"200 recorded once", []Call{call("r1", "k1", 200, false)}, map[string]ledgerRow{"r1": {1, 200}}, ""},
-		{"200 not recorded", []Call{call("r1", "k1", 200, false)}, nil, "r1 answered 200: 0 ledger rows, want 1"},
-		{"200 recorded as 500", []Call{call("r1", "k1", 200, false)}, map[string]ledgerRow{"r1": {1, 500}}, "recorded in the ledger as 500"},
-		{"503 recorded", []Call{call("r1", "k1", 503, false)}, map[string]ledgerRow{"r1": {1, 200}}, "r1 answered 503: 1 ledger rows, want 0"},
+		{"200 recorded once", []Call{call("r1", "k1", 200, false)}, map[string]ledgerRow{"r1": {1, 1, 200}}, ""},
+		{"200 not recorded", []Call{call("r1", "k1", 200, false)}, nil, "r1 answered 200: 0 ledger rows holding its key"},
+		{"200 recorded as 500", []Call{call("r1", "k1", 200, false)}, map[string]ledgerRow{"r1": {1, 1, 500}}, "recorded in the ledger as 500"},
+		{"503 recorded", []Call{call("r1", "k1", 503, false)}, map[string]ledgerRow{"r1": {1, 1, 200}}, "r1 answered 503: 1 ledger rows"},
+		{"503 recorded without its key", []Call{call("r1", "k1", 503, false)}, map[string]ledgerRow{"r1": {1, 0, 200}}, "r1 answered 503: 1 ledger rows"},
 		{"503 not recorded", []Call{call("r1", "k1", 503, false)}, nil, ""},
 		{"202 run under its repeat after Redis lost the record", []Call{call("r1", "k1", 202, false), call("r2", "k1", 200, true)},
-			map[string]ledgerRow{"r2": {1, 200}}, ""},
+			map[string]ledgerRow{"r2": {1, 1, 200}}, ""},
+		{"202 run, its repeat answered from its row", []Call{call("r1", "k1", 202, false), call("r2", "k1", 200, true)},
+			map[string]ledgerRow{"r1": {1, 1, 200}, "r2": {1, 0, 200}}, ""},
 		{"202 run twice", []Call{call("r1", "k1", 202, false), call("r2", "k1", 200, true)},
-			map[string]ledgerRow{"r1": {1, 200}, "r2": {1, 200}}, "r1 answered 202: 2 ledger rows, want 1"},
-		{"unkeyed 202 not run", []Call{call("r1", "", 202, false)}, nil, "r1 answered 202: 0 ledger rows, want 1"},
+			map[string]ledgerRow{"r1": {1, 1, 200}, "r2": {1, 1, 200}}, "r1 answered 202: 2 ledger rows holding its key"},
+		{"202 recorded only as a replay", []Call{call("r1", "k1", 202, false), call("r2", "k1", 200, true)},
+			map[string]ledgerRow{"r2": {1, 0, 200}}, "r1 answered 202: 0 ledger rows holding its key"},
+		{"unkeyed 202 not run", []Call{call("r1", "", 202, false)}, nil, "r1 answered 202: 0 ledger rows"},
+		{"unkeyed 200 run twice", []Call{call("r1", "", 200, false)}, map[string]ledgerRow{"r1": {2, 0, 200}}, "r1 answered 200: 2 ledger rows"},
 		{"read not recorded", []Call{{Method: "getOrder", RequestID: "r1", Status: 200, Start: t0}}, nil, ""},
 	}
 	for _, tt := range tests {
@@ -38,7 +45,7 @@ func TestLedgerCheck(t *testing.T) {
 			for rid, row := range tt.rows {
 				c.ledgerRows[ref{0, rid}] = row
 			}
-			c.ledger(tt.calls)
+			c.ledger(context.Background(), tt.calls)
 			switch {
 			case tt.fail == "" && len(c.errs) > 0:
 				t.Fatalf("failed: %v", c.errs)
