@@ -69,6 +69,14 @@ func faults() []fault {
 	}
 }
 
+func faultNames() []string {
+	var names []string
+	for _, f := range faults() {
+		names = append(names, f.name)
+	}
+	return names
+}
+
 // drive runs the load through a steady phase, every fault and a last
 // steady phase, then lets the queue drain and checks.
 func (r *runner) drive(ctx context.Context) error {
@@ -80,6 +88,9 @@ func (r *runner) drive(ctx context.Context) error {
 	for _, f := range faults() {
 		if ctx.Err() != nil {
 			break
+		}
+		if r.cfg.only != nil && !r.cfg.only[f.name] {
+			continue
 		}
 		fr := r.runFault(ctx, f)
 		r.faults = append(r.faults, fr)

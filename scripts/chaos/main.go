@@ -39,6 +39,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -64,6 +66,7 @@ type config struct {
 	rpcTimeout time.Duration
 	flows      int
 	keep       bool
+	only       map[string]bool // the faults to run; nil: all
 }
 
 func main() { os.Exit(run()) }
@@ -99,7 +102,17 @@ func parseFlags() (*config, error) {
 	flag.DurationVar(&cfg.rpcTimeout, "rpc-timeout", 4*time.Second, "RPC_TIMEOUT of the gateway")
 	flag.IntVar(&cfg.flows, "flows", 32, "partner flows running at once")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the stack's work directory (process logs)")
+	only := flag.String("faults", "", "comma-separated faults to run, of "+strings.Join(faultNames(), ", ")+" (default all)")
 	flag.Parse()
+	if *only != "" {
+		cfg.only = map[string]bool{}
+		for _, f := range strings.Split(*only, ",") {
+			if !slices.Contains(faultNames(), f) {
+				return nil, fmt.Errorf("-faults: no fault %q (%s)", f, strings.Join(faultNames(), ", "))
+			}
+			cfg.only[f] = true
+		}
+	}
 	for _, c := range cfg.tag {
 		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
 			return nil, fmt.Errorf("-tag %q: lower-case letters and digits only", cfg.tag)

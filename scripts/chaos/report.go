@@ -48,7 +48,7 @@ func (r *runner) judge(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	r.checked, r.byPhase = ch.Total, ch.ByPhase
+	r.checked, r.byPhase, r.replays = ch.Total, ch.ByPhase, ch.Replays
 	errs = append(errs, ch.Errs...)
 	errs = append(errs, r.judgePoison(ctx)...)
 	errs = append(errs, r.judgeProcesses(ctx)...)
@@ -101,7 +101,13 @@ func (r *runner) judgeProcesses(ctx context.Context) []error {
 			errs = append(errs, fmt.Errorf("%s (pid %d) is not ready after the run", p.Name, p.Pid()))
 		}
 	}
-	if want := 2; lost != want { // the workers killed and stopped on purpose
+	want := 0 // the workers killed and stopped on purpose
+	for _, f := range r.faults {
+		if f.name == "worker-kill9" || f.name == "worker-term" {
+			want++
+		}
+	}
+	if lost != want {
 		errs = append(errs, fmt.Errorf("%d processes exited during the run, want %d (the workers killed and stopped)", lost, want))
 	}
 	return errs
@@ -143,6 +149,7 @@ func (r *runner) print(w io.Writer, took time.Duration) {
 	if r.poison != nil {
 		fmt.Fprintf(w, "poison messages: %d dead-lettered, none took effect: %v\n", len(r.poison.kinds), r.poison.kinds)
 	}
+	fmt.Fprintf(w, "202'd calls repeated after Redis lost their record, answered from the ledger: %d\n", r.replays)
 	fmt.Fprintf(w, "effects checked in PostgreSQL and the ledger: %d; failures: %d\n", r.checked, r.sum.Failures)
 	fmt.Fprintf(w, "total run time: %s\n", took.Round(time.Second))
 }

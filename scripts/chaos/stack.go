@@ -31,6 +31,7 @@ type runner struct {
 	poison  *poisonRun
 	sum     *partnerload.Summary
 	checked int            // effects checked
+	replays int            // keyed calls answered from the ledger after Redis lost their record
 	byPhase map[string]int // of them, by phase
 }
 

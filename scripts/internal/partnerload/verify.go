@@ -46,6 +46,10 @@ type Checked struct {
 	// phase of the call that decided each.
 	Total   int
 	ByPhase map[string]int
+	// Replays counts the keyed calls whose chain holds more ledger rows than
+	// the one with the key: repeats that Redis had forgotten, sent as new
+	// commands and answered from the call's row.
+	Replays int
 	// Errs are the violations, each naming the call.
 	Errs []error
 }
@@ -345,6 +349,9 @@ func (c *checker) ledger(ctx context.Context, calls []Call) {
 			got, what = sum.owning, "ledger rows holding its key"
 		}
 		c.count(ch.first.Start, 1)
+		if ch.first.Key != "" && sum.rows > sum.owning && sum.owning == 1 {
+			c.res.Replays++
+		}
 		switch {
 		case got != want:
 			c.failf("%s %s answered %d: %d %s (%d in all, over %d calls), want %d%s", ch.first.Method, ch.first.RequestID,
