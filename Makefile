@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 K6_VERSION := v1.8.1
 
-.PHONY: help build services migrate run test smoke load bench fuzz prom-check cluster-test images fmt vet clean
+.PHONY: help build services migrate run test smoke load bench fuzz prom-check cluster-test chaos images fmt vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ prom-check: services ## promtool checks, then every dashboard query and alert ag
 
 cluster-test: services ## three-node RabbitMQ cluster on this host, nodes lost under load, effects checked in PostgreSQL
 	bash scripts/cluster-test.sh $(CLUSTER_FLAGS)
+
+chaos: services ## the fault suite: workers killed, frozen and stopped, broker, Redis and PostgreSQL restarted, under load; effects checked (CHAOS_FLAGS=)
+	bash scripts/chaos.sh $(CHAOS_FLAGS)
 
 # The image of deploy/Dockerfile (both binaries); needs a Docker engine with BuildKit.
 IMAGE ?= oneoffice/provisioner

@@ -36,6 +36,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/oneoffice/provisioner/scripts/internal/partnerload"
 )
 
 // Limits the run is judged by.
@@ -161,10 +163,10 @@ func scenario(ctx context.Context, cfg *config, td *teardown) (*results, error) 
 
 // drive runs the load and the losses, then the checks.
 func drive(ctx context.Context, cfg *config, cl *cluster, st *stack, res *results) error {
-	ld := newLoad(cfg, st)
+	ld := partnerload.New(st.loadConfig(cfg))
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
-	go ld.run(loadCtx)
+	ld.Run(loadCtx)
 	watch := newReadyWatch(st)
 	go watch.run(loadCtx)
 
@@ -186,13 +188,16 @@ func drive(ctx context.Context, cfg *config, cl *cluster, st *stack, res *result
 	if err := restore(ctx, ld, second, "app"); err != nil {
 		return err
 	}
-	ld.mark("after")
+	ld.Mark("after")
 	sleep(ctx, cfg.phase/2)
 	stopLoad()
-	ld.wait()
+	ld.Wait()
 	res.notReady = watch.summary()
-	logf("load stopped: %d calls; draining the queue", len(ld.calls))
-	if err := drain(ctx, cl); err != nil {
+	logf("load stopped: %d calls; draining the queue", len(ld.Calls()))
+	if err := partnerload.Drain(ctx, drainLimit, func(ctx context.Context) (int, error) {
+		q, err := cl.queue(ctx, "oneoffice.commands")
+		return q.Messages + q.Unacked, err
+	}); err != nil {
 		return err
 	}
 	return judge(ctx, cfg, st, ld, res)
@@ -201,7 +206,7 @@ func drive(ctx context.Context, cfg *config, cl *cluster, st *stack, res *result
 // lose takes down the node leading the command queue, or, if that is avoid,
 // another one: the whole node for kind "node", its app for kind "app". It
 // waits until both gateways serve again.
-func lose(ctx context.Context, cl *cluster, ld *load, res *results, kind string, avoid *node) (*node, error) {
+func lose(ctx context.Context, cl *cluster, ld *partnerload.Load, res *results, kind string, avoid *node) (*node, error) {
 	q, err := cl.queue(ctx, "oneoffice.commands")
 	if err != nil {
 		return nil, err
@@ -227,7 +232,7 @@ func lose(ctx context.Context, cl *cluster, ld *load, res *results, kind string,
 	l := &loss{kind: kind, node: victim.name, leader: wasLeader, clients: clients[victim.name]}
 	logf("loss %d: stopping the %s of %s (leader: %v; %d of the stack's connections on it)",
 		len(res.losses)+1, kind, victim.name, wasLeader, l.clients)
-	l.at = ld.mark(fmt.Sprintf("loss%d", len(res.losses)+1))
+	l.at = ld.Mark(fmt.Sprintf("loss%d", len(res.losses)+1))
 	if kind == "node" {
 		err = victim.stop(ctx)
 	} else {
@@ -241,7 +246,7 @@ func lose(ctx context.Context, cl *cluster, ld *load, res *results, kind string,
 	// Serving again: both gateways answered calls they got after the stop,
 	// several in a row, without a 503 or a 202; or the limit has passed.
 	deadline := time.Now().Add(maxRecovery + 5*time.Second)
-	for time.Now().Before(deadline) && !ld.servingSince(l.at.Add(l.down), 20) && ctx.Err() == nil {
+	for time.Now().Before(deadline) && !ld.ServingSince(l.at.Add(l.down), 20) && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if q, err := cl.queue(ctx, "oneoffice.commands", victim); err == nil {
@@ -251,8 +256,8 @@ func lose(ctx context.Context, cl *cluster, ld *load, res *results, kind string,
 }
 
 // restore brings back what lose took down.
-func restore(ctx context.Context, ld *load, n *node, kind string) error {
-	ld.mark("back-" + kind)
+func restore(ctx context.Context, ld *partnerload.Load, n *node, kind string) error {
+	ld.Mark("back-" + kind)
 	start := time.Now()
 	var err error
 	if kind == "node" {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/oneoffice/provisioner/scripts/internal/partnerload"
 	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
@@ -47,6 +48,18 @@ type proc struct {
 	metrics string // METRICS_ADDR
 	cmd     *exec.Cmd
 	done    chan struct{}
+}
+
+// loadConfig is the partner load of cfg through both gateways.
+func (st *stack) loadConfig(cfg *config) partnerload.Config {
+	lc := partnerload.Config{Tag: cfg.tag, Rate: cfg.rate, Flows: cfg.flows, RPCTimeout: cfg.rpcTimeout}
+	for _, gw := range st.gateways {
+		lc.Gateways = append(lc.Gateways, gw.api)
+	}
+	for _, p := range st.partners {
+		lc.Partners = append(lc.Partners, partnerload.Partner{Key: p.key, ID: p.id})
+	}
+	return lc
 }
 
 func startStack(ctx context.Context, cfg *config, cl *cluster, td *teardown) (*stack, error) {

@@ -175,6 +175,11 @@ func (p *Proc) Stop(ctx context.Context) error {
 	return fmt.Errorf("%s did not stop within %s of SIGTERM; killed:\n%s", p.Name, p.cfg.StopTimeout, p.out.tail())
 }
 
+// Ready reports that the process's /readyz answers 200 now.
+func (p *Proc) Ready(ctx context.Context) bool {
+	return ready(ctx, &http.Client{Timeout: 2 * time.Second}, "http://"+p.Metrics+"/readyz")
+}
+
 // Pid is the process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 

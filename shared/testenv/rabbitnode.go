@@ -3,6 +3,7 @@ package testenv
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -40,13 +41,16 @@ type RabbitNode struct {
 	Port int    // AMQP, on 127.0.0.1
 
 	dir  string
+	user *user.User
+	dist int // the Erlang distribution port
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the node's process has exited
 }
 
 // StartRabbitNode boots a node in a new directory under os.TempDir and waits
-// until it serves. On error nothing is left running or on disk.
-func StartRabbitNode(ctx context.Context) (*RabbitNode, error) {
+// until it serves. Each of conf is a line added to its rabbitmq.conf
+// ("heartbeat = 3", say). On error nothing is left running or on disk.
+func StartRabbitNode(ctx context.Context, conf ...string) (*RabbitNode, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -59,12 +63,13 @@ func StartRabbitNode(ctx context.Context) (*RabbitNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &RabbitNode{Name: strings.ReplaceAll(Name("oo-test"), "_", "-") + "@localhost", Port: ports[0], dir: dir}
-	if err := n.prepare(u); err != nil {
+	n := &RabbitNode{Name: strings.ReplaceAll(Name("oo-test"), "_", "-") + "@localhost", Port: ports[0], dir: dir,
+		user: u, dist: ports[1]}
+	if err := n.prepare(conf); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := n.start(ctx, u, ports[1]); err != nil {
+	if err := n.start(ctx); err != nil {
 		return nil, errors.Join(err, n.Stop(context.WithoutCancel(ctx)))
 	}
 	return n, nil
@@ -72,7 +77,7 @@ func StartRabbitNode(ctx context.Context) (*RabbitNode, error) {
 
 // prepare writes the node's configuration: a listener on loopback, no
 // plugins, and an empty rabbitmq-env.conf so that the machine's is not read.
-func (n *RabbitNode) prepare(u *user.User) error {
+func (n *RabbitNode) prepare(conf []string) error {
 	if err := os.Chmod(n.dir, 0o755); err != nil {
 		return err
 	}
@@ -83,7 +88,7 @@ func (n *RabbitNode) prepare(u *user.User) error {
 	}
 	files := map[string]string{
 		"rabbitmq.conf": fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d\nloopback_users = none\n"+
-			"disk_free_limit.absolute = 50MB\n", n.Port),
+			"disk_free_limit.absolute = 50MB\n", n.Port) + strings.Join(append(conf, ""), "\n"),
 		"enabled_plugins":   "[].\n",
 		"rabbitmq-env.conf": "",
 	}
@@ -95,8 +100,8 @@ func (n *RabbitNode) prepare(u *user.User) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
+	uid, _ := strconv.Atoi(n.user.Uid)
+	gid, _ := strconv.Atoi(n.user.Gid)
 	return filepath.Walk(n.dir, func(p string, _ os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -105,7 +110,8 @@ func (n *RabbitNode) prepare(u *user.User) error {
 	})
 }
 
-func (n *RabbitNode) start(ctx context.Context, u *user.User, dist int) error {
+func (n *RabbitNode) start(ctx context.Context) error {
+	u, dist := n.user, n.dist
 	server := filepath.Join(cmp.Or(os.Getenv(RabbitBinEnv), defaultRabbitBin), "rabbitmq-server")
 	if os.Geteuid() == 0 {
 		n.cmd = exec.Command("runuser", "-u", u.Username, "--", server)
@@ -166,14 +172,37 @@ func (n *RabbitNode) awaitBoot(ctx context.Context) error {
 
 // Ctl runs rabbitmqctl against the node.
 func (n *RabbitNode) Ctl(ctx context.Context, args ...string) error {
+	_, err := n.CtlOutput(ctx, args...)
+	return err
+}
+
+// CtlJSON runs rabbitmqctl against the node with --formatter json and
+// decodes its output into v.
+func (n *RabbitNode) CtlJSON(ctx context.Context, v any, args ...string) error {
+	out, err := n.CtlOutput(ctx, append(args, "--formatter", "json", "--quiet")...)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		return fmt.Errorf("rabbitmqctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// CtlOutput runs rabbitmqctl against the node and returns its stdout.
+func (n *RabbitNode) CtlOutput(ctx context.Context, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, rabbitmqctlTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "rabbitmqctl", append([]string{"-n", n.Name}, args...)...)
 	cmd.WaitDelay = 5 * time.Second
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("rabbitmqctl -n %s %s: %w: %s", n.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmqctl -n %s %s: %w: %s", n.Name, strings.Join(args, " "), err,
+			strings.TrimSpace(string(out)+stderr.String()))
 	}
-	return nil
+	return out, nil
 }
 
 // Vhost creates vhost name on the node for guest and returns its AMQP URL.
@@ -185,6 +214,23 @@ func (n *RabbitNode) Vhost(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/%s", n.Port, name), nil
+}
+
+// Restart stops the node (every connection to it is lost) and boots it
+// again on the same ports and directories, with the queues and messages it
+// had written to disk.
+func (n *RabbitNode) Restart(ctx context.Context) error {
+	if !n.exited() {
+		if err := n.Ctl(ctx, "stop"); err != nil {
+			return err
+		}
+		select {
+		case <-n.done:
+		case <-time.After(30 * time.Second):
+			n.kill()
+		}
+	}
+	return n.start(ctx)
 }
 
 // Stop halts the node, kills its processes if it does not stop within 30
@@ -218,12 +264,16 @@ func (n *RabbitNode) kill() {
 	}
 }
 
-func (n *RabbitNode) exited() bool {
-	if n.done == nil {
+func (n *RabbitNode) exited() bool { return closed(n.done) }
+
+// closed reports that done, the channel closed when a process exits, is
+// closed, or that there is none: nothing was started.
+func closed(done <-chan struct{}) bool {
+	if done == nil {
 		return true
 	}
 	select {
-	case <-n.done:
+	case <-done:
 		return true
 	default:
 		return false

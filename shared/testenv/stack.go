@@ -312,6 +312,17 @@ func (st *Stack) startProcesses(ctx context.Context) error {
 	return nil
 }
 
+// AddWorker starts one more worker, a replacement for one that was lost
+// say, and waits for its /readyz; Close stops it with the rest.
+func (st *Stack) AddWorker(ctx context.Context) (*Proc, error) {
+	p, err := st.start(ctx, st.Bins.Worker(), fmt.Sprintf("worker-%d", len(st.Workers)+1), false)
+	if err != nil {
+		return nil, err
+	}
+	st.Workers = append(st.Workers, p)
+	return p, nil
+}
+
 // start runs bin as name until its /readyz answers. A port picked free can
 // be taken by someone else before the process binds it: then it is started
 // again on new ports. The gateway (api) gets its HTTP_ADDR here.

@@ -27,13 +27,14 @@ type call struct {
 	rid, method, idem string
 	partner           int64
 	traceparent       string
+	start             time.Time // when the call arrived: RPCTimeout counts from it
 }
 
 func (h *handler) serve(c *fiber.Ctx) (err error) {
 	start := time.Now()
 	h.Metrics.inFlight.Inc()
 	h.Metrics.calls.Add(1)
-	cl := &call{rid: requestID(c), method: "unknown"}
+	cl := &call{rid: requestID(c), method: "unknown", start: start}
 	status := http.StatusInternalServerError
 	defer func() {
 		// A panic anywhere in a call is that call's 500, with its request id;
@@ -180,8 +181,18 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 //	rpc.ErrUnavailable  503 unavailable: surely not enqueued (not connected,
 //	                    broker blocked, returned unroutable); the key is
 //	                    released
+//
+// RPCTimeout bounds the whole call, not only the wait for the worker: what
+// the call already spent (a key lookup in PostgreSQL, Redis slow or
+// reconnecting) is taken off the RPC's deadline, so no partner waits past
+// RPCTimeout for a 202 (SPEC section 5). A call with nothing left of it is
+// not sent: 503, nothing done.
 func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, error) {
-	res, err := h.RPC.Call(c.UserContext(), cmd, h.RPCTimeout)
+	var res protocol.Result
+	err := errNoTimeLeft
+	if left := h.RPCTimeout - time.Since(cl.start); left > 0 {
+		res, err = h.RPC.Call(c.UserContext(), cmd, left)
+	}
 	switch {
 	case err == nil:
 		if res.Replayed { // answered from the worker's ledger, Redis having lost the record
@@ -208,9 +219,15 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 			}
 		}
 		e := unavailable("the message broker is unreachable or refusing commands; nothing was done, retry later")
+		if errors.Is(err, errNoTimeLeft) {
+			e = unavailable("the call's time ran out before its command was sent; nothing was done, retry later")
+		}
 		return e.Status, sendError(c, cl.rid, e)
 	}
 }
+
+// errNoTimeLeft: the call spent its RPCTimeout before its command was sent.
+var errNoTimeLeft = fmt.Errorf("%w: no time left to send the command", rpc.ErrUnavailable)
 
 // markPending records the 202 so that getRequest answers "pending" until
 // the worker records the call. A failure only costs that: getRequest then

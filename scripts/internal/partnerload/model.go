@@ -1,9 +1,10 @@
-package main
+package partnerload
 
 import (
 	"crypto/sha256"
 	"encoding/json"
 	"sync"
+	"time"
 )
 
 // presence is whether a resource must exist after the drain.
@@ -23,13 +24,15 @@ type ref struct {
 // customerWant is whether a customer must exist after the drain.
 type customerWant struct {
 	presence presence
-	by       string // the call that decided it
+	by       string    // the call that decided it
+	at       time.Time // when it was sent: its phase counts the checks
 }
 
 // orderWant is what an order must look like after the drain.
 type orderWant struct {
 	presence presence
-	by       string // the last call that decided its state
+	by       string    // the last call that decided its state
+	at       time.Time // when it was sent
 	// known: the calls on it ended in a way that fixes its final state
 	// (nothing odd happened); status, licenses, product and renewals are it.
 	known    bool
@@ -49,7 +52,8 @@ type absentID struct{ id, by string }
 // userWant is what a consumer-tenant user must look like after the drain.
 type userWant struct {
 	presence presence
-	by       string // the last call that decided its state
+	by       string    // the last call that decided its state
+	at       time.Time // when it was sent
 	known    bool
 	// tokenHash is the hash of the reset token last answered with 200, which
 	// the row must hold; resetPending: a reset answered 202, so some token
@@ -85,7 +89,7 @@ func (m *model) customer(p int, id string, r result) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if pr, ok := presenceOf(r.out); ok {
-		m.customers[ref{p, id}] = customerWant{pr, r.by}
+		m.customers[ref{p, id}] = customerWant{pr, r.by, r.at}
 	}
 }
 
@@ -96,7 +100,7 @@ func (m *model) order(p int, id string, r result) *orderWant {
 	if !ok {
 		return nil
 	}
-	o := &orderWant{presence: pr, by: r.by, known: true, status: "active", licenses: 5, product: "oo-std"}
+	o := &orderWant{presence: pr, by: r.by, at: r.at, known: true, status: "active", licenses: 5, product: "oo-std"}
 	if r.out == done {
 		var got struct {
 			TermEnd int64 `json:"termEnd"`
@@ -117,7 +121,7 @@ func (m *model) step(o *orderWant, r result, apply func(*orderWant)) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r.out != stopped {
-		o.by = r.by
+		o.by, o.at = r.by, r.at
 	}
 	switch r.out {
 	case done:
@@ -142,7 +146,7 @@ func (m *model) user(p int, email string, r result) *userWant {
 	if !ok {
 		return nil
 	}
-	u := &userWant{presence: pr, by: r.by, known: true}
+	u := &userWant{presence: pr, by: r.by, at: r.at, known: true}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.users[ref{p, email}] = u
@@ -154,7 +158,7 @@ func (m *model) reset(u *userWant, r result) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r.out != stopped {
-		u.by = r.by
+		u.by, u.at = r.by, r.at
 	}
 	switch r.out {
 	case done:
@@ -177,7 +181,7 @@ func (m *model) deleted(u *userWant, r result) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r.out != stopped {
-		u.by = r.by
+		u.by, u.at = r.by, r.at
 	}
 	switch r.out {
 	case done, pending:
