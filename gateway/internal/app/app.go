@@ -58,7 +58,14 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 	rpcCtx, stopRPC := context.WithCancel(context.WithoutCancel(ctx))
 	rpcDone := make(chan struct{})
 	go func() { client.Run(rpcCtx); close(rpcDone) }()
-	closers.Push("rpc client", lifecycle.NoError(func() { stopRPC(); <-rpcDone }))
+	closers.Push("rpc client", func(ctx context.Context) error {
+		// Commands answered 202 unconfirmed are carried until confirmed
+		// (rpc.Client.Drain), within the teardown's limit.
+		err := client.Drain(ctx)
+		stopRPC()
+		<-rpcDone
+		return err
+	})
 
 	checks := []admin.Check{
 		{Name: "database", Ping: db.Ping},

@@ -17,6 +17,12 @@ type Metrics struct {
 	// nacked counts copies of commands the broker nacked; each was published
 	// again within the call's deadline.
 	nacked prometheus.Counter
+	// carried is the commands answered 202 unconfirmed that the client is
+	// still publishing; carriedConfirmed and carriedLost count how each
+	// ended.
+	carried          prometheus.Gauge
+	carriedConfirmed prometheus.Counter
+	carriedLost      prometheus.Counter
 }
 
 // NewMetrics registers the RPC client's metrics on reg.
@@ -47,7 +53,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		nacked: f.NewCounter(prometheus.CounterOpts{
 			Name: "oneoffice_gateway_publish_nacked_total",
-			Help: "Copies of commands the broker nacked (a quorum queue changing leader); each is published again until confirmed or the deadline.",
+			Help: "Copies of commands the broker nacked (a quorum queue changing leader); each is published again until confirmed.",
+		}),
+		carried: f.NewGauge(prometheus.GaugeOpts{
+			Name: "oneoffice_gateway_carried_commands",
+			Help: "Commands answered 202 with their publish unconfirmed that the gateway still publishes again until a copy is confirmed.",
+		}),
+		carriedConfirmed: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_gateway_carried_confirmed_total",
+			Help: "Commands answered 202 unconfirmed whose later copy the broker confirmed.",
+		}),
+		carriedLost: f.NewCounter(prometheus.CounterOpts{
+			Name: "oneoffice_gateway_carried_lost_total",
+			Help: "Commands answered 202 unconfirmed that no copy reached the broker within 15 minutes, or at shutdown: their key expires and a retry runs them.",
 		}),
 	}
 }

@@ -12,7 +12,8 @@
 //   - ErrUnknown: the publish was handed to the socket but not confirmed by
 //     the deadline (or the connection was lost before the confirm, or the
 //     broker nacked every copy sent); the command may run, so the caller
-//     keeps its key;
+//     keeps its key, and the client goes on publishing it after the call
+//     until a copy is confirmed (carry.go), so that it surely runs;
 //   - ErrTimeout: the broker confirmed the command but no reply came in time.
 //
 // A nack does not say "not enqueued": when the node leading a quorum queue
@@ -84,11 +85,15 @@ type Client struct {
 	mu      sync.Mutex
 	pending map[string]chan reply
 	replies sync.Pool
+	// carried counts the commands carried on after their call (carry.go);
+	// stopped is closed when Run returns.
+	carried sync.WaitGroup
+	stopped chan struct{}
 }
 
 // New returns a client; call Run to connect.
 func New(url string, log *slog.Logger, m *Metrics) *Client {
-	c := &Client{url: url, log: log, m: m, pending: make(map[string]chan reply)}
+	c := &Client{url: url, log: log, m: m, pending: make(map[string]chan reply), stopped: make(chan struct{})}
 	c.replies.New = func() any { return make(chan reply, 1) }
 	return c
 }
@@ -99,6 +104,7 @@ func (c *Client) Ready() bool { return c.cur.Load() != nil }
 
 // Run connects and reconnects with backoff until ctx ends.
 func (c *Client) Run(ctx context.Context) {
+	defer close(c.stopped)
 	for ctx.Err() == nil {
 		conn, err := amqpx.Dial(ctx, c.url, c.log)
 		if err != nil {
@@ -225,10 +231,12 @@ func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.
 
 func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, id string, rc chan reply, timer *time.Timer, until time.Time) (protocol.Result, error) {
 	start := time.Now()
-	s, err := c.publishConfirmed(ctx, s, cmd.Publishing(id, amqpx.DirectReplyTo), timer, until)
+	pub := cmd.Publishing(id, amqpx.DirectReplyTo)
+	s, err := c.publishConfirmed(ctx, s, pub, timer, until)
 	if err != nil {
 		if errors.Is(err, ErrUnknown) {
 			c.m.unconfirmed.Inc()
+			c.carry(c.log.With("request_id", cmd.RequestID), pub)
 		}
 		return protocol.Result{}, err
 	}
