@@ -158,18 +158,5 @@ func (c *PostgresCluster) Stop(ctx context.Context) error {
 // removed at cleanup; the test fails if it does not start.
 func PrivatePostgres(t testing.TB) *PostgresCluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*serverBootLimit)
-	defer cancel()
-	c, err := StartPostgresCluster(ctx)
-	if err != nil {
-		t.Fatalf("start a private PostgreSQL cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := c.Stop(ctx); err != nil {
-			t.Errorf("stop the private PostgreSQL cluster: %v", err)
-		}
-	})
-	return c
+	return private(t, "PostgreSQL cluster", 2*serverBootLimit, StartPostgresCluster)
 }

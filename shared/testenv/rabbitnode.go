@@ -284,20 +284,29 @@ func closed(done <-chan struct{}) bool {
 // cleanup; the test fails if it does not boot.
 func PrivateRabbit(t testing.TB) *RabbitNode {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), nodeBootLimit+30*time.Second)
+	return private(t, "RabbitMQ node", nodeBootLimit+30*time.Second,
+		func(ctx context.Context) (*RabbitNode, error) { return StartRabbitNode(ctx) })
+}
+
+// private starts a server of the test's own within boot, and stops and
+// removes it at cleanup within a minute; the test fails if either fails.
+func private[S interface{ Stop(context.Context) error }](t testing.TB, what string, boot time.Duration,
+	start func(context.Context) (S, error)) S {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), boot)
 	defer cancel()
-	n, err := StartRabbitNode(ctx)
+	s, err := start(ctx)
 	if err != nil {
-		t.Fatalf("start a private RabbitMQ node: %v", err)
+		t.Fatalf("start a private %s: %v", what, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := n.Stop(ctx); err != nil {
-			t.Errorf("stop the private RabbitMQ node: %v", err)
+		if err := s.Stop(ctx); err != nil {
+			t.Errorf("stop the private %s: %v", what, err)
 		}
 	})
-	return n
+	return s
 }
 
 // freePorts returns n loopback ports free right now, all different.

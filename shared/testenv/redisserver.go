@@ -126,16 +126,5 @@ func (r *RedisServer) exited() bool { return closed(r.done) }
 // cleanup; the test fails if it does not start.
 func PrivateRedis(t testing.TB) *RedisServer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), serverBootLimit+10*time.Second)
-	defer cancel()
-	r, err := StartRedisServer(ctx)
-	if err != nil {
-		t.Fatalf("start a private Redis server: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := r.Stop(context.Background()); err != nil {
-			t.Errorf("stop the private Redis server: %v", err)
-		}
-	})
-	return r
+	return private(t, "Redis server", serverBootLimit+10*time.Second, StartRedisServer)
 }
