@@ -16,6 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/godebug.sh
+. scripts/lib/procs.sh
 
 log() { printf 'chaos.sh: %s\n' "$*" >&2; }
 for t in rabbitmqctl redis-server go; do
@@ -23,9 +24,10 @@ for t in rabbitmqctl redis-server go; do
 done
 pgbin=${TEST_POSTGRES_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$pgbin/pg_ctl" ] || { log "no pg_ctl in $pgbin (set TEST_POSTGRES_BIN)"; exit 1; }
-rabbit_bin=$(dirname "$(readlink -f "$(command -v rabbitmqctl)")")
-[ -x "$rabbit_bin/rabbitmq-server" ] || rabbit_bin=/usr/lib/rabbitmq/bin
-export TEST_RABBITMQ_BIN=${TEST_RABBITMQ_BIN:-$rabbit_bin}
+if [ -z "${TEST_RABBITMQ_BIN:-}" ]; then
+  TEST_RABBITMQ_BIN=$(rabbit_bin_dir) || { log "no rabbitmq-server script beside rabbitmqctl (set TEST_RABBITMQ_BIN)"; exit 1; }
+fi
+export TEST_RABBITMQ_BIN
 
 work=$(mktemp -d -t oo-chaos.XXXXXX)
 # The private servers run as their own users, which must reach their
@@ -36,17 +38,9 @@ chpid=
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$chpid" ] && kill -0 "$chpid" 2>/dev/null; then
-    kill -TERM "$chpid" 2>/dev/null
-    for _ in $(seq 1 300); do kill -0 "$chpid" 2>/dev/null || break; sleep 0.2; done
-  fi
+  [ -n "$chpid" ] && stop_procs 300 "$chpid"
   # What the program could not undo itself: servers still running.
-  local pf pid
-  for pf in "$work"/oo-rabbit*/pid "$work"/oo-postgres*/data/postmaster.pid; do
-    [ -f "$pf" ] || continue
-    pid=$(head -n 1 "$pf" 2>/dev/null)
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && { log "killing server pid $pid left running"; kill -KILL "$pid"; }
-  done
+  kill_pidfiles "$work"/oo-rabbit*/pid "$work"/oo-postgres*/data/postmaster.pid
   if [ "${KEEP:-0}" = 1 ]; then log "work directory kept: $work"; else rm -rf "$work"; fi
   exit "$rc"
 }

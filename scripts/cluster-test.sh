@@ -16,14 +16,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/godebug.sh
+. scripts/lib/procs.sh
 
 log() { printf 'cluster-test.sh: %s\n' "$*" >&2; }
 for t in rabbitmqctl rabbitmq-queues psql go; do
   command -v "$t" >/dev/null || { log "$t not found (make services installs the servers and their clients)"; exit 1; }
 done
-rabbit_bin=$(dirname "$(readlink -f "$(command -v rabbitmqctl)")")
-[ -x "$rabbit_bin/rabbitmq-server" ] || rabbit_bin=/usr/lib/rabbitmq/bin
-[ -x "$rabbit_bin/rabbitmq-server" ] || { log "no rabbitmq-server script beside rabbitmqctl"; exit 1; }
+rabbit_bin=$(rabbit_bin_dir) || { log "no rabbitmq-server script beside rabbitmqctl"; exit 1; }
 
 tag=oocl$$
 work=$(mktemp -d -t oo-cluster.XXXXXX)
@@ -32,17 +31,9 @@ ctpid=
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$ctpid" ] && kill -0 "$ctpid" 2>/dev/null; then
-    kill -TERM "$ctpid" 2>/dev/null
-    for _ in $(seq 1 150); do kill -0 "$ctpid" 2>/dev/null || break; sleep 0.2; done
-  fi
+  [ -n "$ctpid" ] && stop_procs 150 "$ctpid"
   # What the program could not undo itself: nodes still running, the database.
-  local pf pid
-  for pf in "$work"/node*/pid; do
-    [ -f "$pf" ] || continue
-    pid=$(cat "$pf" 2>/dev/null)
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && { log "killing node pid $pid left running"; kill -KILL "$pid"; }
-  done
+  kill_pidfiles "$work"/node*/pid
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1
   if [ "${KEEP:-0}" = 1 ]; then log "work directory kept: $work"; else rm -rf "$work"; fi
   exit "$rc"
