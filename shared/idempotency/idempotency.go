@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -218,3 +219,13 @@ func (s *Store) Release(ctx context.Context, key, token, fp string) error {
 }
 
 func pending(token, fp string) string { return "P" + sep + token + sep + fp }
+
+// Keeps reports whether the result of a call under key, answered with
+// status, is kept for replay. A refusal under a key derived from a create
+// call (customer_not_found, renewal_too_early) is not: the marketplace's
+// retry after the partner fixed the cause must run again rather than replay
+// the refusal for a day. The gateway's record in Redis and the worker's
+// ledger row both follow this rule.
+func Keeps(key string, status int) bool {
+	return key != "" && (status < http.StatusMultipleChoices || !Derived(key))
+}

@@ -74,3 +74,14 @@ func PendingBody(requestID string) []byte {
 	}{"pending", requestID})
 	return b
 }
+
+// KeyReused is the refusal of an idempotency key used again with other
+// params: 422 idempotency_key_reused for a header key, 409 already_exists
+// naming keyField for a key derived from a create call's id (SPEC section 3).
+func KeyReused(derived bool, keyField string) *Error {
+	if derived && keyField != "" {
+		return NewError(http.StatusConflict, CodeAlreadyExists, keyField, keyField+" was already created with other params")
+	}
+	return NewError(http.StatusUnprocessableEntity, CodeIdempotencyKeyReused, "Idempotency-Key",
+		"this Idempotency-Key was already used with other params")
+}

@@ -158,12 +158,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 		e = protocol.NewError(http.StatusConflict, protocol.CodeRequestInProgress, "",
 			"the same call is still being processed; retry shortly for its result")
 	case idempotency.Mismatch:
-		e = protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeIdempotencyKeyReused, "Idempotency-Key",
-			"this Idempotency-Key was already used with other params")
-		if derived {
-			e = protocol.NewError(http.StatusConflict, protocol.CodeAlreadyExists, method.KeyField,
-				method.KeyField+" was already created with other params")
-		}
+		e = protocol.KeyReused(derived, method.KeyField)
 	}
 	return true, e.Status, sendError(c, cl.rid, e)
 }

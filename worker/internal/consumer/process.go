@@ -208,7 +208,7 @@ func (c *Consumer) storeResult(ctx context.Context, cmd *protocol.Command, res p
 		return nil
 	}
 	r := idempotency.Result{Status: res.Status, Body: res.Body}
-	release := res.Status >= http.StatusMultipleChoices && idempotency.Derived(cmd.IdemKey)
+	release := !idempotency.Keeps(cmd.IdemKey, res.Status)
 	return backoff.Retry(func() error {
 		var err error
 		for _, key := range res.Ended {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -104,7 +103,7 @@ func (s *Service) attempt(ctx context.Context, h handlerFunc, c *call) (protocol
 // status: what Redis keeps. A refusal under a key derived from a create call
 // is not kept, so the call runs again once the partner fixed the cause.
 func (c *call) ledgerKey(status int) string {
-	if status >= http.StatusMultipleChoices && idempotency.Derived(c.cmd.IdemKey) {
+	if !idempotency.Keeps(c.cmd.IdemKey, status) {
 		return ""
 	}
 	return c.cmd.IdemKey
@@ -211,11 +210,8 @@ func (s *Service) answerRecorded(ctx context.Context, c *call) (protocol.Result,
 
 // keyReused is the gateway's refusal of a key used with other params.
 func keyReused(c *call) *protocol.Error {
-	if m, _ := protocol.Lookup(c.method); idempotency.Derived(c.cmd.IdemKey) && m.KeyField != "" {
-		return conflict(protocol.CodeAlreadyExists, m.KeyField, m.KeyField+" was already created with other params")
-	}
-	return protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeIdempotencyKeyReused, "Idempotency-Key",
-		"this Idempotency-Key was already used with other params")
+	m, _ := protocol.Lookup(c.method)
+	return protocol.KeyReused(idempotency.Derived(c.cmd.IdemKey), m.KeyField)
 }
 
 // endKey stops the ledger answering for key: the resource it created is gone.
