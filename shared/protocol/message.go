@@ -33,8 +33,12 @@ type Command struct {
 	// redelivered: the worker's ledger records the command under it. The
 	// gateway assigns it; a message without one (queued by an older gateway)
 	// gets one from the worker and is not recognised when redelivered.
-	CommandID   string
-	Method      string
+	CommandID string
+	Method    string
+	// Def is the registered method Method names, set by DecodeCommand (and
+	// by the gateway that builds the command): a delivery looks its method
+	// up once. It never travels on the wire.
+	Def         *Method
 	Partner     int64
 	RequestID   string
 	Traceparent string
@@ -108,9 +112,11 @@ func DecodeCommand(d *amqp.Delivery) (Command, error) {
 		return c, fmt.Errorf("%w: body of %d bytes, over the %d bytes of any call", ErrUntrusted, len(d.Body), MaxBody)
 	}
 	c.Params = d.Body
-	if !Known(c.Method) {
+	def, ok := Lookup(c.Method)
+	if !ok {
 		return c, fmt.Errorf("%w: unknown method %q", ErrBadMessage, c.Method)
 	}
+	c.Def = def
 	partner, ok := d.Headers[HeaderPartner].(int64)
 	if !ok || partner <= 0 {
 		return c, fmt.Errorf("%w: header %s missing or not an int64", ErrBadMessage, HeaderPartner)
