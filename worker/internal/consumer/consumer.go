@@ -108,11 +108,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 			defer wg.Done()
 			for d := range deliveries {
 				out.settle.start()
-				if ctx.Err() != nil {
-					c.requeue(ctx, &d, out) // stopping: prefetched, not started
-					continue
-				}
-				c.process(work, &d, out)
+				c.handle(work, &d, out, ctx.Err() != nil)
 			}
 		}()
 	}

@@ -12,11 +12,14 @@ const (
 	OutcomeOK           = "ok"            // 2xx result
 	OutcomeRejected     = "rejected"      // 4xx result: the API refused it
 	OutcomeDeadLettered = "dead_lettered" // undecodable, invalid, panicked or failed permanently
-	OutcomeRequeued     = "requeued"      // given back to the broker at shutdown
+	OutcomeRequeued     = "requeued"      // given back to the broker at shutdown, run or not
 )
 
 // Metrics of one worker process.
 type Metrics struct {
+	// methods holds the series of each registered method; commands and
+	// duration are their vectors, read by tests.
+	methods      map[string]*methodMetrics
 	commands     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	inFlight     prometheus.Gauge
@@ -38,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer, concurrency int) *Metrics {
 		}, []string{"method", "outcome"}),
 		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "oneoffice_worker_command_duration_seconds",
-			Help:    "Time from delivery to ack of a command, by API method.",
+			Help:    "Time from delivery to settlement (ack, requeue or dead-letter) of a command, by API method.",
 			Buckets: []float64{.001, .002, .004, .008, .016, .032, .064, .128, .256, .512, 1, 2, 5},
 		}, []string{"method"}),
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
@@ -71,11 +74,13 @@ func NewMetrics(reg prometheus.Registerer, concurrency int) *Metrics {
 		}),
 	}
 	m.concurrency.Set(float64(concurrency))
+	m.methods = make(map[string]*methodMetrics)
 	for _, method := range protocol.Names() {
+		mm := &methodMetrics{commands: make(map[string]prometheus.Counter), duration: m.duration.WithLabelValues(method)}
 		for _, o := range []string{OutcomeOK, OutcomeRejected, OutcomeDeadLettered, OutcomeRequeued} {
-			m.commands.WithLabelValues(method, o)
+			mm.commands[o] = m.commands.WithLabelValues(method, o)
 		}
-		m.duration.WithLabelValues(method)
+		m.methods[method] = mm
 	}
 	for _, r := range []string{"decode", "invalid", "panic", "permanent"} {
 		m.deadLettered.WithLabelValues(r)
@@ -85,3 +90,15 @@ func NewMetrics(reg prometheus.Registerer, concurrency int) *Metrics {
 	m.retries.WithLabelValues("storage")
 	return m
 }
+
+// methodMetrics are the series of one method: its commands by outcome and its
+// duration.
+type methodMetrics struct {
+	commands map[string]prometheus.Counter
+	duration prometheus.Observer
+}
+
+// ofMethod returns the series of the method called name, nil if no method is:
+// the method label takes registered names only, so a message of any other type
+// adds no series.
+func (m *Metrics) ofMethod(name string) *methodMetrics { return m.methods[name] }

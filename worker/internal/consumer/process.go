@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -19,11 +18,30 @@ import (
 // errPanic marks a command whose handler panicked.
 var errPanic = errors.New("handler panicked")
 
-// process runs one delivery to its ack, nack or dead-letter.
-func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
+// handle takes one delivery to its settlement: process (or, once the worker
+// is stopping, prefetched) decides what becomes of it, and apply carries that
+// out.
+func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery, out *outbox, stopping bool) {
 	start := time.Now()
+	if stopping {
+		c.apply(ctx, d, out, prefetched(d), start)
+		return
+	}
 	c.m.inFlight.Inc()
 	defer c.m.inFlight.Dec()
+	c.apply(ctx, d, out, c.process(ctx, d), start)
+}
+
+// prefetched is the outcome of a delivery the broker sent ahead that arrives
+// once the worker is stopping: it is not run but given back, for this worker
+// or another, its key still held for it.
+func prefetched(d *amqp.Delivery) outcome {
+	cmd, _ := protocol.DecodeCommand(d) // as far as it decodes, for the log line
+	return outcome{settle: settleRequeue, reason: requeuePrefetched, cmd: cmd, key: keyKeep}
+}
+
+// process runs one delivery and decides its outcome.
+func (c *Consumer) process(ctx context.Context, d *amqp.Delivery) outcome {
 	if d.Redelivered {
 		c.m.redeliveries.Inc()
 	}
@@ -32,59 +50,45 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, out *outbox) {
 		err = verify(&cmd)
 	}
 	if err != nil {
-		c.refuse(ctx, d, out, &cmd, err)
-		return
-	}
-	log := c.log.With("request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method)
-	if cmd.Traceparent != "" {
-		log = log.With("traceparent", cmd.Traceparent)
+		return refused(cmd, err)
 	}
 	res, err := c.run(ctx, &cmd)
 	switch {
 	case err == nil:
+		return answered(cmd, res)
 	case ctx.Err() != nil:
-		c.requeue(ctx, d, out)
-		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
-		log.WarnContext(ctx, "command requeued at shutdown")
-		return
+		// Cut off at shutdown: the key stays held for the redelivery.
+		return outcome{settle: settleRequeue, reason: requeueCancelled, err: err, cmd: cmd, key: keyKeep}
 	default:
-		c.giveUp(ctx, d, out, &cmd, res, err, log)
-		return
+		return c.giveUp(ctx, cmd, res, err)
 	}
-	if err := c.storeResult(ctx, &cmd, res); err != nil {
-		c.requeue(ctx, d, out)
-		c.m.commands.WithLabelValues(cmd.Method, OutcomeRequeued).Inc()
-		return
-	}
-	c.reply(ctx, d, out.replies, res, log)
-	out.settle.ack(d.DeliveryTag)
-	elapsed := time.Since(start)
-	c.m.duration.WithLabelValues(cmd.Method).Observe(elapsed.Seconds())
-	outcome := OutcomeOK
-	if res.Status >= http.StatusMultipleChoices { // anything but a 2xx is a refusal
-		outcome = OutcomeRejected
-	}
-	c.m.commands.WithLabelValues(cmd.Method, outcome).Inc()
-	log.InfoContext(ctx, "command", "status", res.Status, "duration_ms", float64(elapsed.Microseconds())/1000,
-		"redelivered", d.Redelivered)
 }
 
-// refuse dead-letters a message that is not a command a gateway sent: it
-// never runs, and its idempotency key is neither completed nor released, since
-// the record it names may be another call's (or another partner's) in flight.
-func (c *Consumer) refuse(ctx context.Context, d *amqp.Delivery, out *outbox, cmd *protocol.Command, err error) {
+// answered is the outcome of a command the handler answered: the answer is
+// stored (a refusal under a derived key releases the key instead, see
+// idempotency.Keeps), replied and acked.
+func answered(cmd protocol.Command, res protocol.Result) outcome {
+	key := keyNone
+	switch {
+	case cmd.IdemKey == "":
+	case idempotency.Keeps(cmd.IdemKey, res.Status):
+		key = keyComplete
+	default:
+		key = keyRelease
+	}
+	return outcome{settle: settleAck, cmd: cmd, reply: &res, key: key, ended: res.Ended}
+}
+
+// refused is the outcome of a message that is not a command a gateway sent:
+// it never runs and is dead-lettered unanswered, and its idempotency key is
+// neither completed nor released, since the record it names may be another
+// call's (or another partner's) in flight.
+func refused(cmd protocol.Command, err error) outcome {
 	reason := "decode"
 	if errors.Is(err, protocol.ErrUntrusted) {
 		reason = "invalid"
 	}
-	// The message is giveUp's, so that one search of the log finds every
-	// dead-lettered command, whatever its reason.
-	c.log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err,
-		"message_id", d.MessageId, "request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method)
-	c.deadLetter(d, out, reason)
-	if protocol.Known(cmd.Method) { // the method label takes registered names only
-		c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
-	}
+	return outcome{settle: settleDeadLetter, reason: reason, err: err, cmd: cmd, key: keyKeep}
 }
 
 // verify checks a decoded command's idempotency headers against its params,
@@ -96,7 +100,7 @@ func verify(cmd *protocol.Command) error {
 	if cmd.IdemKey == "" {
 		return nil // DecodeCommand saw that the other idempotency headers are absent too
 	}
-	m, _ := protocol.Lookup(cmd.Method) // DecodeCommand saw that it is registered
+	m := cmd.Def // DecodeCommand saw that it is registered
 	if !m.Keyed() {
 		return fmt.Errorf("%w: %s takes no idempotency key, and this one carries one", protocol.ErrUntrusted, m.Name)
 	}
@@ -128,34 +132,33 @@ type FailureRecorder interface {
 	Failed(ctx context.Context, cmd *protocol.Command, res protocol.Result) error
 }
 
-// giveUp dead-letters a command that failed permanently (invalid, panicked or
-// refused by the database), releasing its idempotency key so the partner's
-// retry is not answered "in progress" but runs again, and answers the partner:
-// the refusal of an invalid command, otherwise 500 internal with its request
-// id, recorded as failed.
-func (c *Consumer) giveUp(ctx context.Context, d *amqp.Delivery, out *outbox, cmd *protocol.Command,
-	res protocol.Result, err error, log *slog.Logger) {
+// giveUp is the outcome of a command that failed permanently (invalid,
+// panicked or refused by the database): dead-lettered, its idempotency key
+// released so the partner's retry is not answered "in progress" but runs
+// again, and the partner answered: the refusal of an invalid command,
+// otherwise 500 internal with its request id, recorded as failed.
+func (c *Consumer) giveUp(ctx context.Context, cmd protocol.Command, res protocol.Result, err error) outcome {
 	reason := "permanent"
 	if errors.Is(err, errPanic) {
 		reason = "panic"
 	} else if res.Status != 0 {
 		reason = "invalid"
 	}
-	log.ErrorContext(ctx, "command dead-lettered", "reason", reason, "error", err)
 	if reason != "invalid" {
 		e := protocol.NewError(http.StatusInternalServerError, protocol.CodeInternal, "",
 			"the call failed inside the service; nothing was changed, and it was kept for an operator")
 		res = protocol.Result{Status: e.Status, Body: e.Body(cmd.RequestID)}
 		if r, ok := c.handler.(FailureRecorder); ok {
-			if err := r.Failed(ctx, cmd, res); err != nil {
-				log.WarnContext(ctx, "recording the failure in the ledger failed", "error", err)
+			if ferr := r.Failed(ctx, &cmd, res); ferr != nil {
+				err = errors.Join(err, fmt.Errorf("recording the failure in the ledger: %w", ferr))
 			}
 		}
 	}
-	c.releaseKey(ctx, cmd, log)
-	c.reply(ctx, d, out.replies, res, log)
-	c.deadLetter(d, out, reason)
-	c.m.commands.WithLabelValues(cmd.Method, OutcomeDeadLettered).Inc()
+	key := keyNone
+	if cmd.IdemKey != "" {
+		key = keyRelease
+	}
+	return outcome{settle: settleDeadLetter, reason: reason, err: err, cmd: cmd, reply: &res, key: key}
 }
 
 // run calls the handler, retrying transient failures with backoff until ctx
@@ -193,85 +196,4 @@ func dependencyOf(err error) string {
 		return d.Dependency()
 	}
 	return "database"
-}
-
-// storeResult writes the result into the idempotency record before the reply,
-// so a lost reply, a gateway restart or a 202 never loses it. A refusal under a
-// key derived from a create call (customer_not_found, renewal_too_early) is
-// not kept: the key is released, so the marketplace's retry after the partner
-// fixed the cause runs again instead of replaying the refusal for a day.
-//
-// The records the command ended (a deleted user's derived key) are deleted
-// too, so the same create call runs again.
-func (c *Consumer) storeResult(ctx context.Context, cmd *protocol.Command, res protocol.Result) error {
-	if cmd.IdemKey == "" && len(res.Ended) == 0 {
-		return nil
-	}
-	r := idempotency.Result{Status: res.Status, Body: res.Body}
-	release := !idempotency.Keeps(cmd.IdemKey, res.Status)
-	return backoff.Retry(func() error {
-		var err error
-		for _, key := range res.Ended {
-			if err = c.idem.End(ctx, key); err != nil {
-				break
-			}
-		}
-		switch {
-		case err != nil, cmd.IdemKey == "":
-		case release:
-			err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
-		default:
-			err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP, r)
-		}
-		if err != nil && ctx.Err() == nil {
-			c.m.retries.WithLabelValues("redis").Inc()
-			c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
-		}
-		return err
-	}, backoff.WithContext(newBackoff(), ctx))
-}
-
-// releaseKey frees the idempotency key of a command that will not complete, so
-// the partner's retry is not refused as in progress.
-func (c *Consumer) releaseKey(ctx context.Context, cmd *protocol.Command, log *slog.Logger) {
-	if cmd.IdemKey == "" {
-		return
-	}
-	if err := c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP); err != nil {
-		log.WarnContext(ctx, "releasing idempotency key failed", "error", err)
-	}
-}
-
-func (c *Consumer) reply(ctx context.Context, d *amqp.Delivery, ch *amqp.Channel, res protocol.Result, log *slog.Logger) {
-	if d.ReplyTo == "" {
-		return
-	}
-	// The result is already stored, so a reply lost here costs the partner a 202.
-	if err := ch.PublishWithContext(ctx, "", d.ReplyTo, false, false, res.ReplyPublishing(d.CorrelationId)); err != nil {
-		log.WarnContext(ctx, "reply not sent", "error", err)
-	}
-}
-
-// requeue gives d back to the queue, for this worker or another. A failed
-// nack is only logged: it means the channel is failing, and the broker
-// requeues every unsettled delivery of a channel when it closes.
-func (c *Consumer) requeue(ctx context.Context, d *amqp.Delivery, out *outbox) {
-	if err := out.settle.reject(d, true); err != nil {
-		c.log.WarnContext(ctx, "requeue failed; the broker will redeliver", "error", err)
-	}
-}
-
-func (c *Consumer) deadLetter(d *amqp.Delivery, out *outbox, reason string) {
-	c.m.deadLettered.WithLabelValues(reason).Inc()
-	if err := out.settle.reject(d, false); err != nil {
-		c.log.Warn("reject failed; the broker will redeliver", "error", err)
-	}
-}
-
-func newBackoff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 50 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
-	b.MaxElapsedTime = 0
-	return b
 }

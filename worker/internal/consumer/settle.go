@@ -1,11 +1,185 @@
 package consumer
 
 import (
+	"context"
+	"errors"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
+
+// settlement is what the broker is told of a delivery.
+type settlement int
+
+const (
+	settleAck        settlement = iota // done: acked, coalesced by the settler
+	settleRequeue                      // given back, for this worker or another
+	settleDeadLetter                   // to the dead-letter queue, never run again unless replayed
+)
+
+// keyFate is what becomes of the idempotency record a delivery names.
+type keyFate int
+
+const (
+	keyNone     keyFate = iota // the delivery names no record
+	keyKeep                    // left as it is: not this delivery's to touch, or held for its redelivery
+	keyComplete                // the result stored, for replay
+	keyRelease                 // freed, so that the partner's retry runs again
+)
+
+// Reasons of a requeue, in the log line. Every requeue happens at shutdown:
+// the run and the storing of its result retry for as long as the worker runs.
+const (
+	requeuePrefetched = "prefetched" // delivered while stopping, never run
+	requeueCancelled  = "cancelled"  // run cancelled at the shutdown timeout
+	requeueUnstored   = "unstored"   // the result not stored before the shutdown timeout
+)
+
+// outcome is what becomes of one delivery, decided once by process (or by
+// prefetched at shutdown) and carried out by apply.
+type outcome struct {
+	settle settlement
+	// reason says why a delivery is dead-lettered (decode, invalid, panic,
+	// permanent: the dead_lettered_total label) or requeued.
+	reason string
+	err    error            // the failure behind a dead-letter or a requeue
+	cmd    protocol.Command // as far as it was decoded
+	reply  *protocol.Result // sent to the caller once the key's fate is stored; nil: no reply
+	key    keyFate
+	ended  []string // records the command ended, deleted with the key's fate
+}
+
+// apply carries out o for delivery d, in this order and nowhere else: the
+// key's fate and the ended records are stored (retried with backoff while ctx
+// lives; if that fails, the delivery is requeued instead, unanswered), the
+// reply is sent, the broker is told, and the delivery is counted, timed from
+// start and logged in one line.
+func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o outcome, start time.Time) {
+	if err := c.storeKey(ctx, &o); err != nil {
+		o = outcome{settle: settleRequeue, reason: requeueUnstored, err: err, cmd: o.cmd, key: keyKeep}
+	}
+	var problems []any
+	if o.reply != nil && d.ReplyTo != "" {
+		// The result is already stored, so a reply lost here costs the partner a 202.
+		if err := out.replies.PublishWithContext(ctx, "", d.ReplyTo, false, false,
+			o.reply.ReplyPublishing(d.CorrelationId)); err != nil {
+			problems = append(problems, "reply_error", err)
+		}
+	}
+	var err error
+	switch o.settle {
+	case settleAck:
+		out.settle.ack(d.DeliveryTag)
+	case settleRequeue:
+		err = out.settle.reject(d, true)
+	case settleDeadLetter:
+		c.m.deadLettered.WithLabelValues(o.reason).Inc()
+		err = out.settle.reject(d, false)
+	}
+	if err != nil {
+		// The channel is failing: the broker requeues every unsettled
+		// delivery of a channel when it closes.
+		problems = append(problems, "settle_error", err)
+	}
+	elapsed := time.Since(start)
+	label := o.label()
+	if mm := c.m.ofMethod(o.cmd.Method); mm != nil { // registered names only
+		mm.commands[label].Inc()
+		mm.duration.Observe(elapsed.Seconds())
+	}
+	c.logOutcome(ctx, d, &o, label, elapsed, problems)
+}
+
+// label is the outcome label of commands_total.
+func (o *outcome) label() string {
+	switch {
+	case o.settle == settleRequeue:
+		return OutcomeRequeued
+	case o.settle == settleDeadLetter:
+		return OutcomeDeadLettered
+	case o.reply.Status >= http.StatusMultipleChoices: // anything but a 2xx is a refusal
+		return OutcomeRejected
+	}
+	return OutcomeOK
+}
+
+// logOutcome writes the one line of a delivery: info when it was answered,
+// info for a prefetched delivery given back, a warning for a command cut off
+// at shutdown, an error when it was dead-lettered.
+func (c *Consumer) logOutcome(ctx context.Context, d *amqp.Delivery, o *outcome, label string,
+	elapsed time.Duration, problems []any) {
+	cmd := &o.cmd
+	attrs := []any{"request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method}
+	if cmd.Traceparent != "" {
+		attrs = append(attrs, "traceparent", cmd.Traceparent)
+	}
+	attrs = append(attrs, "outcome", label, "duration_ms", float64(elapsed.Microseconds())/1000,
+		"redelivered", d.Redelivered)
+	if o.reason != "" {
+		attrs = append(attrs, "reason", o.reason)
+	}
+	if o.err != nil && !errors.Is(o.err, context.Canceled) {
+		attrs = append(attrs, "error", o.err)
+	}
+	attrs = append(attrs, problems...)
+	switch {
+	case o.settle == settleAck:
+		c.log.InfoContext(ctx, "command", append(attrs, "status", o.reply.Status)...)
+	case o.settle == settleDeadLetter:
+		// One message for every dead-letter, whatever its reason, so that one
+		// search of the log finds them all.
+		c.log.ErrorContext(ctx, "command dead-lettered", append(attrs, "message_id", d.MessageId)...)
+	case o.reason == requeuePrefetched:
+		c.log.InfoContext(ctx, "command requeued at shutdown", attrs...)
+	default:
+		c.log.WarnContext(ctx, "command requeued at shutdown", attrs...)
+	}
+}
+
+// storeKey carries out the key's fate and deletes the records the command
+// ended, before the reply, so that a lost reply, a gateway restart or a 202
+// never loses the result. It retries with backoff until ctx ends.
+func (c *Consumer) storeKey(ctx context.Context, o *outcome) error {
+	if (o.key == keyNone || o.key == keyKeep) && len(o.ended) == 0 {
+		return nil
+	}
+	cmd := &o.cmd
+	return backoff.Retry(func() error {
+		var err error
+		for _, key := range o.ended {
+			if err = c.idem.End(ctx, key); err != nil {
+				break
+			}
+		}
+		switch {
+		case err != nil:
+		case o.key == keyComplete:
+			err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP,
+				idempotency.Result{Status: o.reply.Status, Body: o.reply.Body})
+		case o.key == keyRelease:
+			err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+		}
+		if err != nil && ctx.Err() == nil {
+			c.m.retries.WithLabelValues("redis").Inc()
+			c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
+		}
+		return err
+	}, backoff.WithContext(newBackoff(), ctx))
+}
+
+func newBackoff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0
+	return b
+}
 
 // settler coalesces the acks of one consuming channel. The broker numbers the
 // deliveries of a channel 1, 2, 3...; a finished command's ack is held until

@@ -34,7 +34,7 @@ func keyed(t testing.TB, partner int64, method, params, header string) protocol.
 		t.Fatalf("%s %s: %v", method, params, perr)
 	}
 	m, _ := protocol.Lookup(method)
-	c := protocol.Command{Method: method, Partner: partner, RequestID: "rid-" + method, Params: protocol.Canonical(p)}
+	c := protocol.Command{Method: method, Def: m, Partner: partner, RequestID: "rid-" + method, Params: protocol.Canonical(p)}
 	key, derived := header, false
 	if key == "" {
 		key, derived = m.Key(p), true
