@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -25,15 +24,31 @@ import (
 var errFlaky = errors.New("database unreachable")
 
 // faultyHandler injects faults: it panics on resetUser, fails transiently
-// the first flaky calls of cancelOrder, and answers everything else.
+// the first flaky calls of cancelOrder, fails permanently on suspendOrder,
+// refuses resumeOrder with an error (an invalid command), refuses
+// createFirstOrder (customer_not_found), ends the derived key of the user on
+// deleteUser, holds updateOrder until gate closes, and answers everything
+// else. It records the failures the consumer hands it.
 type faultyHandler struct {
-	flaky atomic.Int32
-	gate  chan struct{} // updateOrder waits for it to close
-	mu    sync.Mutex
-	seen  map[string]int
+	flaky  atomic.Int32
+	gate   chan struct{} // updateOrder waits for it to close
+	mu     sync.Mutex
+	seen   map[string]int
+	failed []string // request ids of the commands recorded as failed
 }
 
-var _ Handler = (*faultyHandler)(nil)
+var (
+	errRefused = errors.New("refused by the database")
+	errInvalid = errors.New("params do not validate")
+)
+
+// endedKey is the derived key of the user deleteUser deletes.
+var endedKey = idempotency.Key(1, "user:ann@example.com", true)
+
+var (
+	_ Handler         = (*faultyHandler)(nil)
+	_ FailureRecorder = (*faultyHandler)(nil)
+)
 
 func (h *faultyHandler) Handle(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
 	h.mu.Lock()
@@ -46,6 +61,14 @@ func (h *faultyHandler) Handle(ctx context.Context, cmd *protocol.Command) (prot
 		if h.flaky.Add(-1) >= 0 {
 			return protocol.Result{}, errFlaky
 		}
+	case protocol.SuspendOrder:
+		return protocol.Result{}, errRefused
+	case protocol.ResumeOrder:
+		return protocol.Result{Status: 400, Body: []byte(`{"error":"invalid_params"}`)}, errInvalid
+	case protocol.CreateFirstOrder:
+		return protocol.Result{Status: 404, Body: []byte(`{"error":"customer_not_found"}`)}, nil
+	case protocol.DeleteUser:
+		return protocol.Result{Status: 200, Body: []byte(`{"ok":true}`), Ended: []string{endedKey}}, nil
 	case protocol.UpdateOrder:
 		select {
 		case <-h.gate:
@@ -56,30 +79,67 @@ func (h *faultyHandler) Handle(ctx context.Context, cmd *protocol.Command) (prot
 	return protocol.Result{Status: 200, Body: []byte(`{"ok":true}`)}, nil
 }
 
+func (h *faultyHandler) Failed(_ context.Context, cmd *protocol.Command, _ protocol.Result) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failed = append(h.failed, cmd.RequestID)
+	return nil
+}
+
 type harness struct {
-	stop func() // stops the consumer and waits for it
-	h    *faultyHandler
-	m    *Metrics
-	ch   *amqp.Channel
-	rdb  *redis.Client
-	idem *idempotency.Store
+	cancel func() // stops consuming
+	stop   func() // stops the consumer and waits for it
+	h      *faultyHandler
+	m      *Metrics
+	reg    *prometheus.Registry
+	ch     *amqp.Channel
+	rdb    *redis.Client
+	idem   *idempotency.Store
+	log    *syncLog
+}
+
+// rig configures a harness's consumer.
+type rig struct {
+	concurrency int
+	shutdown    time.Duration // the consumer's ShutdownTimeout
+	// brokenStore gives the consumer an idempotency store whose Redis client
+	// is closed: every write of a result fails.
+	brokenStore bool
+	// amqpURL and redisURL name a vhost and Redis DB the test owns, shared
+	// by its subtests; empty: the harness claims its own.
+	amqpURL, redisURL string
 }
 
 func start(t *testing.T) *harness {
+	return startRig(t, rig{concurrency: 4, shutdown: 5 * time.Second})
+}
+
+func startRig(t *testing.T, r rig) *harness {
 	t.Helper()
-	url := testenv.Vhost(t)
-	opt, _ := redis.ParseURL(testenv.Redis(t))
+	url, redisURL := r.amqpURL, r.redisURL
+	if url == "" {
+		url, redisURL = testenv.Vhost(t), testenv.Redis(t)
+	}
+	opt, _ := redis.ParseURL(redisURL)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
-	hs := &harness{h: &faultyHandler{seen: map[string]int{}, gate: make(chan struct{})}, m: NewMetrics(prometheus.NewRegistry(), 4), rdb: rdb,
-		idem: idempotency.NewStore(rdb, time.Hour)}
+	reg := prometheus.NewRegistry()
+	hs := &harness{h: &faultyHandler{seen: map[string]int{}, gate: make(chan struct{})}, m: NewMetrics(reg, r.concurrency),
+		reg: reg, rdb: rdb, idem: idempotency.NewStore(rdb, time.Hour), log: &syncLog{}}
 	hs.h.flaky.Store(3)
-	c := New(Config{AMQPURL: url, Concurrency: 4, Prefetch: 8, ShutdownTimeout: 5 * time.Second}, hs.h,
-		func(err error) bool { return errors.Is(err, errFlaky) }, hs.idem,
-		slog.New(slog.NewJSONHandler(io.Discard, nil)), hs.m)
+	store := hs.idem
+	if r.brokenStore {
+		broken := redis.NewClient(opt)
+		broken.Close()
+		store = idempotency.NewStore(broken, time.Hour)
+	}
+	c := New(Config{AMQPURL: url, Concurrency: r.concurrency, Prefetch: 8, ShutdownTimeout: r.shutdown}, hs.h,
+		func(err error) bool { return errors.Is(err, errFlaky) }, store,
+		slog.New(slog.NewJSONHandler(hs.log, nil)), hs.m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
+	hs.cancel = cancel
 	hs.stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -96,13 +156,21 @@ func start(t *testing.T) *harness {
 	if err := amqpx.Declare(hs.ch); err != nil {
 		t.Fatal(err)
 	}
+	if err := hs.ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
 	return hs
 }
 
+// publish publishes p and waits for the broker's confirm: p is in the queue.
 func (hs *harness) publish(t *testing.T, p amqp.Publishing) {
 	t.Helper()
-	if err := hs.ch.Publish(amqpx.Exchange, amqpx.RoutingKey, false, false, p); err != nil {
+	c, err := hs.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, false, false, p)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if ok, err := c.WaitContext(t.Context()); !ok || err != nil {
+		t.Fatalf("publish not confirmed: %v", err)
 	}
 }
 
@@ -153,34 +221,6 @@ func TestBadMessagesAreDeadLetteredAndTheWorkerGoesOn(t *testing.T) {
 	}
 	if hs.h.seen["panics"] != 1 {
 		t.Errorf("the panicking command ran %d times, want once", hs.h.seen["panics"])
-	}
-}
-
-func TestTransientFailuresAreRetriedInPlace(t *testing.T) {
-	hs := start(t)
-	c := command(protocol.CancelOrder, "flaky")
-	c.IdemKey, c.IdemToken = idempotency.Key(c.Partner, "flaky", false), "tok"
-	c.IdemFP = idempotency.Fingerprint(c.Method, c.Params)
-	if out, _, err := hs.idem.Acquire(context.Background(), c.IdemKey, c.IdemToken, c.IdemFP); err != nil || out != idempotency.New {
-		t.Fatalf("acquire: %v %v", out, err)
-	}
-	hs.publish(t, c.Publishing("", ""))
-	eventually(t, "the flaky command to succeed", func() bool {
-		return testutil.ToFloat64(hs.m.commands.WithLabelValues(protocol.CancelOrder, OutcomeOK)) == 1
-	})
-	if hs.h.seen["flaky"] != 4 {
-		t.Errorf("handler ran %d times, want 4 (3 failures, then success)", hs.h.seen["flaky"])
-	}
-	if got := testutil.ToFloat64(hs.m.redeliveries); got != 0 {
-		t.Errorf("redeliveries %v: retries must not go back to the broker", got)
-	}
-	if hs.depth(t, amqpx.DeadQueue) != 0 {
-		t.Error("a transient failure was dead-lettered")
-	}
-	// The result was stored in the idempotency record before the ack.
-	out, res, err := hs.idem.Acquire(context.Background(), c.IdemKey, "other", c.IdemFP)
-	if err != nil || out != idempotency.Replay || res.Status != 200 || string(res.Body) != `{"ok":true}` {
-		t.Fatalf("stored result: %v %+v %v", out, res, err)
 	}
 }
 
