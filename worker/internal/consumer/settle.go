@@ -62,11 +62,13 @@ type outcome struct {
 // start and logged in one line.
 func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o outcome, start time.Time) {
 	if err := c.storeKey(ctx, &o); err != nil {
-		o = outcome{settle: settleRequeue, reason: requeueUnstored, err: err, cmd: o.cmd, key: keyKeep}
+		// The redelivery stores it, or runs the command again if it failed.
+		o = outcome{settle: settleRequeue, reason: requeueUnstored, err: errors.Join(o.err, err), cmd: o.cmd, key: keyKeep}
 	}
 	var problems []any
 	if o.reply != nil && d.ReplyTo != "" {
-		// The result is already stored, so a reply lost here costs the partner a 202.
+		// The key's fate is already stored, so a reply lost here costs the
+		// partner a 202 (or a retry), never the result.
 		if err := out.replies.PublishWithContext(ctx, "", d.ReplyTo, false, false,
 			o.reply.ReplyPublishing(d.CorrelationId)); err != nil {
 			problems = append(problems, "reply_error", err)
@@ -111,7 +113,8 @@ func (o *outcome) label() string {
 
 // logOutcome writes the one line of a delivery: info when it was answered,
 // info for a prefetched delivery given back, a warning for a command cut off
-// at shutdown, an error when it was dead-lettered.
+// at shutdown (its error is the cancellation, not a fault), an error when it
+// was dead-lettered.
 func (c *Consumer) logOutcome(ctx context.Context, d *amqp.Delivery, o *outcome, label string,
 	elapsed time.Duration, problems []any) {
 	cmd := &o.cmd
@@ -124,7 +127,7 @@ func (c *Consumer) logOutcome(ctx context.Context, d *amqp.Delivery, o *outcome,
 	if o.reason != "" {
 		attrs = append(attrs, "reason", o.reason)
 	}
-	if o.err != nil && !errors.Is(o.err, context.Canceled) {
+	if o.err != nil {
 		attrs = append(attrs, "error", o.err)
 	}
 	attrs = append(attrs, problems...)
