@@ -103,7 +103,12 @@ func TestSettlerFlushesHeldAcksAfterItsDelay(t *testing.T) {
 	r := newSettleRig(t, 3)
 	r.settle.ack(r.got[1].DeliveryTag) // waits for tag 1
 	r.settle.ack(r.got[0].DeliveryTag) // two held at once while the third runs
-	time.Sleep(200 * time.Millisecond) // 10 times the rig's flush delay
+	// Nothing else happens: only the timer can send the held acks.
+	eventually(t, "the held acks sent", func() bool {
+		r.settle.mu.Lock()
+		defer r.settle.mu.Unlock()
+		return r.settle.held == 0
+	})
 	if n := r.unsettledAfterClose(t); n != 1 {
 		t.Fatalf("%d deliveries back in the queue, want 1", n)
 	}
