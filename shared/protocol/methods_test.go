@@ -52,18 +52,46 @@ func TestRegistryEntries(t *testing.T) {
 			t.Errorf("method %q: empty or registered twice", m.Name)
 		}
 		seen[m.Name] = true
-		if m.NewParams == nil || m.NewParams() == nil {
-			t.Errorf("%s: no params type", m.Name)
-		}
-		if (m.DerivedKey == nil) != (m.KeyField == "") {
-			t.Errorf("%s: a derived key and its field come together", m.Name)
-		}
-		if m.DerivedKey != nil && !m.Keyed() {
-			t.Errorf("%s: a derived key on a method that is not keyed", m.Name)
+		if got, ok := Lookup(m.Name); !ok || got != m {
+			t.Errorf("%s: Lookup does not find it", m.Name)
 		}
 	}
 	if Known("dropTables") || !Known(CreateCustomer) {
 		t.Error("Known")
+	}
+}
+
+// TestDefineRefusesWhatDoesNotHoldTogether: a definition that could not be
+// served panics when the program starts, before it registers anything.
+func TestDefineRefusesWhatDoesNotHoldTogether(t *testing.T) {
+	t.Parallel()
+	type unruled struct {
+		ID string `json:"id"`
+	}
+	type misruled struct {
+		N int `json:"n" rule:"id"`
+	}
+	for name, define := range map[string]func(){
+		"defined twice":     func() { Define(Spec[OrderRef]{Name: GetOrder}) },
+		"unnamed":           func() { Define(Spec[OrderRef]{}) },
+		"key without field": func() { Define(Spec[OrderRef]{Name: "x1", Mutates: true, Replay: true, Key: orderRefID}) },
+		"key, not keyed":    func() { Define(Spec[OrderRef]{Name: "x2", Key: orderRefID, KeyField: "params.id"}) },
+		"field, no rule":    func() { Define(Spec[unruled]{Name: "x3"}) },
+		"rule of a string":  func() { Define(Spec[misruled]{Name: "x4"}) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			define()
+		}()
+	}
+	for _, n := range []string{"x1", "x2", "x3", "x4"} {
+		if Known(n) {
+			t.Errorf("%s registered by a definition that panicked", n)
+		}
 	}
 }
 

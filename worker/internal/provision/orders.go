@@ -121,16 +121,15 @@ func (s *Service) loadOrder(ctx context.Context, q querier, c *call, field, id s
 		fmt.Sprintf("%s %q is a renewal of order %q; name the first order", field, id, parent))
 }
 
-func (s *Service) getOrder(ctx context.Context, c *call) (any, error) {
-	r, err := s.loadOrder(ctx, s.db, c, "params.id", c.params.(*protocol.OrderRef).ID, false, true)
+func (s *Service) getOrder(ctx context.Context, _ pgx.Tx, c *call, p *protocol.OrderRef) (any, error) {
+	r, err := s.loadOrder(ctx, s.db, c, "params.id", p.ID, false, true)
 	if err != nil {
 		return nil, err
 	}
 	return r.view(c.now), nil
 }
 
-func (s *Service) createFirstOrder(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.CreateFirstOrderParams)
+func (s *Service) createFirstOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateFirstOrderParams) (any, error) {
 	var out Order
 	err := func(tx pgx.Tx) error {
 		var tenant int64
@@ -162,7 +161,7 @@ func (s *Service) createFirstOrder(ctx context.Context, c *call) (any, error) {
 			out = r.view(c.now)
 		}
 		return err
-	}(c.tx)
+	}(tx)
 	return out, err
 }
 
@@ -187,8 +186,7 @@ func (s *Service) existingOrder(ctx context.Context, tx pgx.Tx, c *call, id stri
 		fmt.Sprintf("order id %q is already used by another order or renewal", id))
 }
 
-func (s *Service) createRenewalOrder(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.CreateRenewalOrderParams)
+func (s *Service) createRenewalOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateRenewalOrderParams) (any, error) {
 	var out Order
 	err := func(tx pgx.Tx) error {
 		r, err := s.loadOrder(ctx, tx, c, "params.parent", p.Parent, true, false)
@@ -226,7 +224,7 @@ func (s *Service) createRenewalOrder(ctx context.Context, c *call) (any, error) 
 			out = r.view(c.now)
 		}
 		return err
-	}(c.tx)
+	}(tx)
 	return out, err
 }
 

@@ -46,8 +46,7 @@ func (s *Service) consumerTenant(ctx context.Context, tx pgx.Tx, partner int64) 
 	return id, s.makeStorage(rel)
 }
 
-func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.CreateUserParams)
+func (s *Service) createUser(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateUserParams) (any, error) {
 	var u User
 	err := func(tx pgx.Tx) error {
 		tenant, err := s.consumerTenant(ctx, tx, c.partner)
@@ -75,7 +74,7 @@ func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
 		}
 		u.Email, u.CreatedAt, u.IsActive = p.Email, created.Unix(), true
 		return nil
-	}(c.tx)
+	}(tx)
 	return u, err
 }
 
@@ -83,15 +82,15 @@ func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
 // created it (SPEC section 3): the ledger stops answering for the key in this
 // transaction, and the worker deletes its Redis record after the commit, so
 // the same createUser again creates the user again.
-func (s *Service) deleteUser(ctx context.Context, c *call) (any, error) {
-	email := c.params.(*protocol.UserRef).Email
-	_, err := c.tx.Exec(ctx, `DELETE FROM users WHERE email = $2 AND tenant_id =
+func (s *Service) deleteUser(ctx context.Context, tx pgx.Tx, c *call, p *protocol.UserRef) (any, error) {
+	email := p.Email
+	_, err := tx.Exec(ctx, `DELETE FROM users WHERE email = $2 AND tenant_id =
 		(SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`, c.partner, email)
 	if err != nil {
 		return nil, err
 	}
-	key := idempotency.Key(c.partner, "user:"+email, true)
-	if err := endKey(ctx, c.tx, c.partner, key); err != nil {
+	key := idempotency.Key(c.partner, protocol.CreateUserDef.Key(&protocol.CreateUserParams{Email: email}), true)
+	if err := endKey(ctx, tx, c.partner, key); err != nil {
 		return nil, err
 	}
 	c.ended = append(c.ended, key)
@@ -101,8 +100,8 @@ func (s *Service) deleteUser(ctx context.Context, c *call) (any, error) {
 	}{email, true}, nil
 }
 
-func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
-	email := c.params.(*protocol.UserRef).Email
+func (s *Service) resetUser(ctx context.Context, tx pgx.Tx, c *call, p *protocol.UserRef) (any, error) {
+	email := p.Email
 	var raw [32]byte
 	// crypto/rand.Read never returns an error: it crashes the program instead
 	// when the system's random source fails.
@@ -110,7 +109,7 @@ func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
 	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := sha256.Sum256([]byte(token))
 	expires := c.now.Add(ResetTokenTTL)
-	tag, err := c.tx.Exec(ctx, `UPDATE users SET reset_token_hash = $3, reset_expires_at = $4
+	tag, err := tx.Exec(ctx, `UPDATE users SET reset_token_hash = $3, reset_expires_at = $4
 		WHERE email = $2 AND tenant_id = (SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`,
 		c.partner, email, hash[:], expires)
 	if err != nil {
