@@ -12,22 +12,14 @@ import (
 // suspend and a cancel arriving together are applied one after the other and
 // each gets the order as its own change left it.
 func (s *Service) changeOrder(ctx context.Context, tx pgx.Tx, c *call, id string, change func(tx pgx.Tx, r *orderRow) error) (any, error) {
-	var out Order
-	err := func(tx pgx.Tx) error {
-		r, err := s.loadOrder(ctx, tx, c, "params.id", id, true, false)
-		if err != nil {
-			return err
-		}
-		if err := change(tx, r); err != nil {
-			return err
-		}
-		r, err = s.loadOrder(ctx, tx, c, "params.id", id, false, false)
-		if err == nil {
-			out = r.view(c.now)
-		}
-		return err
-	}(tx)
-	return out, err
+	r, err := s.loadOrder(ctx, tx, c, "params.id", id, true, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := change(tx, r); err != nil {
+		return nil, err
+	}
+	return s.orderView(ctx, tx, c, "params.id", id)
 }
 
 // setStatus moves an order to status unless it is there already.

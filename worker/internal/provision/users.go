@@ -47,35 +47,32 @@ func (s *Service) consumerTenant(ctx context.Context, tx pgx.Tx, partner int64) 
 }
 
 func (s *Service) createUser(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateUserParams) (any, error) {
-	var u User
-	err := func(tx pgx.Tx) error {
-		tenant, err := s.consumerTenant(ctx, tx, c.partner)
-		if err != nil {
-			return err
-		}
-		var created time.Time
-		var fp string
-		// A separate SELECT after an insert that did nothing sees the row that a
-		// racing transaction committed meanwhile.
-		err = store.NoRows(tx.QueryRow(ctx, `INSERT INTO users (tenant_id, email, display_name, request_fp, created_at)
-			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, email) DO NOTHING
-			RETURNING display_name, created_at, request_fp`,
-			tenant, p.Email, p.DisplayName, c.fp, c.now).Scan(&u.DisplayName, &created, &fp))
-		if errors.Is(err, store.ErrNotFound) {
-			err = store.NoRows(tx.QueryRow(ctx, `SELECT display_name, created_at, request_fp FROM users
-				WHERE tenant_id = $1 AND email = $2`, tenant, p.Email).Scan(&u.DisplayName, &created, &fp))
-		}
-		if err != nil {
-			return err
-		}
-		if fp != c.fp {
-			return conflict(protocol.CodeAlreadyExists, "params.email",
-				fmt.Sprintf("user %q already exists with other params", p.Email))
-		}
-		u.Email, u.CreatedAt, u.IsActive = p.Email, created.Unix(), true
-		return nil
-	}(tx)
-	return u, err
+	tenant, err := s.consumerTenant(ctx, tx, c.partner)
+	if err != nil {
+		return nil, err
+	}
+	u := User{Email: p.Email, IsActive: true}
+	var created time.Time
+	var fp string
+	// A separate SELECT after an insert that did nothing sees the row that a
+	// racing transaction committed meanwhile.
+	err = store.NoRows(tx.QueryRow(ctx, `INSERT INTO users (tenant_id, email, display_name, request_fp, created_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, email) DO NOTHING
+		RETURNING display_name, created_at, request_fp`,
+		tenant, p.Email, p.DisplayName, c.fp, c.now).Scan(&u.DisplayName, &created, &fp))
+	if errors.Is(err, store.ErrNotFound) {
+		err = store.NoRows(tx.QueryRow(ctx, `SELECT display_name, created_at, request_fp FROM users
+			WHERE tenant_id = $1 AND email = $2`, tenant, p.Email).Scan(&u.DisplayName, &created, &fp))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fp != c.fp {
+		return nil, conflict(protocol.CodeAlreadyExists, "params.email",
+			fmt.Sprintf("user %q already exists with other params", p.Email))
+	}
+	u.CreatedAt = created.Unix()
+	return u, nil
 }
 
 // deleteUser deletes the user and ends the derived key user:<email> that
