@@ -58,7 +58,7 @@ func TestDefineRefusesWhatDoesNotHoldTogether(t *testing.T) {
 		"key without field": func() { Define(Spec[OrderRef]{Name: "x1", Mutates: true, Replay: true, Key: orderRefID}) },
 		"key, not keyed":    func() { Define(Spec[OrderRef]{Name: "x2", Key: orderRefID, KeyField: "params.id"}) },
 		"field, no rule":    func() { Define(Spec[unruled]{Name: "x3"}) },
-		"rule of a string":  func() { Define(Spec[misruled]{Name: "x4"}) },
+		"text rule, an int": func() { Define(Spec[misruled]{Name: "x4"}) },
 	} {
 		func() {
 			defer func() {
