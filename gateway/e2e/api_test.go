@@ -71,6 +71,9 @@ func TestEveryMethodOverHTTP(t *testing.T) {
 	if g := s.Want(200, "getCustomer", m{"id": "ABC"}); g["id"] != c["id"] {
 		t.Fatalf("getCustomer %v", g)
 	}
+	if g := s.Want(200, "getRequest", m{"id": "req-1"}); g["method"] != "createCustomer" || g["status"] != "succeeded" {
+		t.Fatalf("getRequest %v", g)
+	}
 	if u := s.Want(200, "createUser", m{"email": "Ann@Example.com", "displayName": "Ann"}); u["email"] != "ann@example.com" || u["isActive"] != true {
 		t.Fatalf("createUser %v", u)
 	}

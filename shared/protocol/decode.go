@@ -6,20 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 )
-
-// fieldRules names the rule of each param, so that a value of the wrong JSON type
-// gets the same message as a value out of range.
-var fieldRules = map[string]string{
-	"id": ruleID, "customer": ruleID, "parent": ruleID, "name": ruleName,
-	"admin": ruleAdmin, "admin.email": ruleEmail, "admin.phone": rulePhone,
-	"admin.displayName": ruleOptName, "displayName": ruleOptName, "email": ruleEmail,
-	"product": ruleProduct, "licenses": ruleLicenses, "duration": ruleDuration,
-}
 
 // strictParams are the decoding rules of every params object (README,
 // "Decoding rules"): names match exactly, case included; a name the method
@@ -28,30 +20,41 @@ var fieldRules = map[string]string{
 // the decoder itself; an integer is a JSON integer (20, not 20.0, 2e1 or "20").
 var strictParams = jsonv2.RejectUnknownMembers(true)
 
-// DecodeParams decodes and validates the params object of a method: a field
-// of the wrong type, out of its rule or unknown is a 400 naming the field.
+// DecodeParams decodes and validates the params object of the method called
+// method: a field of the wrong type, out of its rule or unknown is a 400
+// naming the field.
 func DecodeParams(method string, raw []byte) (Params, *Error) {
 	m, ok := Lookup(method)
 	if !ok {
 		return nil, NewError(http.StatusBadRequest, CodeUnknownMethod, "method",
 			fmt.Sprintf("method %q is not one of the API methods", method))
 	}
+	return m.Decode(raw)
+}
+
+// Decode decodes and validates params of m, as DecodeParams.
+func (m *Method) Decode(raw []byte) (Params, *Error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, NewError(http.StatusBadRequest, CodeInvalidRequest, "params", "params must be a JSON object")
 	}
-	p := m.NewParams()
+	p := m.newParams()
 	if err := jsonv2.Unmarshal(raw, p, strictParams); err != nil {
-		return nil, paramsError(method, err)
+		return nil, m.paramsError(err)
 	}
-	if e := p.Validate(); e != nil {
+	if e := validate(reflect.ValueOf(p).Elem(), m.rules.fields); e != nil {
 		return nil, e
+	}
+	if c, ok := p.(crossChecker); ok {
+		if e := c.check(); e != nil {
+			return nil, e
+		}
 	}
 	return p, nil
 }
 
 // paramsError names the field at fault in a decoding error of params.
-func paramsError(method string, err error) *Error {
+func (m *Method) paramsError(err error) *Error {
 	var se *jsonv2.SemanticError
 	if errors.As(err, &se) {
 		name := FieldName(se.JSONPointer)
@@ -61,9 +64,9 @@ func paramsError(method string, err error) *Error {
 		}
 		switch {
 		case errors.Is(se.Err, jsonv2.ErrUnknownName):
-			return InvalidParams(field, fmt.Sprintf("%s is not a param of %s (names are case-sensitive)", field, method))
-		case fieldRules[name] != "":
-			return InvalidParams(field, field+" "+fieldRules[name])
+			return InvalidParams(field, fmt.Sprintf("%s is not a param of %s (names are case-sensitive)", field, m.Name))
+		case m.rules.mistyped[field] != "":
+			return InvalidParams(field, m.rules.mistyped[field])
 		}
 		return InvalidParams(field, fmt.Sprintf("%s must not be a JSON %s", field, se.JSONKind))
 	}

@@ -1,9 +1,44 @@
 package protocol
 
-import "slices"
+// The API methods of SPEC section 2, one definition each, in the order of the
+// SPEC: its name, its params type (whose fields carry their rules), whether it
+// mutates and is replayed, its derived key and the order it concerns. The
+// worker binds each to its handler (provision's routes); everything else reads
+// the registry they make. A method is added here, with its handler, its
+// section in README.md and its rows in the tests that list every method
+// (docs/ARCHITECTURE.md, "How to add a method").
+var (
+	CreateCustomerDef = Define(Spec[CreateCustomerParams]{Name: CreateCustomer, Mutates: true, Replay: true,
+		Key: func(p *CreateCustomerParams) string { return "customer:" + p.ID }, KeyField: "params.id"})
+	CreateFirstOrderDef = Define(Spec[CreateFirstOrderParams]{Name: CreateFirstOrder, Mutates: true, Replay: true,
+		Key: func(p *CreateFirstOrderParams) string { return "order:" + p.ID }, KeyField: "params.id",
+		Order: func(p *CreateFirstOrderParams) string { return p.ID }})
+	CreateRenewalOrderDef = Define(Spec[CreateRenewalOrderParams]{Name: CreateRenewalOrder, Mutates: true, Replay: true,
+		Key: func(p *CreateRenewalOrderParams) string { return "order:" + p.ID }, KeyField: "params.id",
+		// A renewal's events name the first order it renews.
+		Order: func(p *CreateRenewalOrderParams) string { return p.Parent }})
+	CancelOrderDef  = Define(Spec[OrderRef]{Name: CancelOrder, Mutates: true, Replay: true, Order: orderRefID})
+	SuspendOrderDef = Define(Spec[OrderRef]{Name: SuspendOrder, Mutates: true, Replay: true, Order: orderRefID})
+	ResumeOrderDef  = Define(Spec[OrderRef]{Name: ResumeOrder, Mutates: true, Replay: true, Order: orderRefID})
+	UpdateOrderDef  = Define(Spec[UpdateOrderParams]{Name: UpdateOrder, Mutates: true, Replay: true,
+		Order: func(p *UpdateOrderParams) string { return p.ID }})
+	GetCustomerDef = Define(Spec[CustomerRef]{Name: GetCustomer})
+	GetOrderDef    = Define(Spec[OrderRef]{Name: GetOrder, Order: orderRefID})
+	CreateUserDef  = Define(Spec[CreateUserParams]{Name: CreateUser, Mutates: true, Replay: true,
+		// The email is folded to lower case by its rule.
+		Key: func(p *CreateUserParams) string { return "user:" + p.Email }, KeyField: "params.email"})
+	DeleteUserDef = Define(Spec[UserRef]{Name: DeleteUser, Mutates: true, Replay: true})
+	// resetUser is never replayed: its token is stored only as a hash, and a
+	// stored response would keep it in clear.
+	ResetUserDef = Define(Spec[UserRef]{Name: ResetUser, Mutates: true})
+	// getRequest reads the ledger; like every read it writes no ledger row.
+	GetRequestDef = Define(Spec[RequestRef]{Name: GetRequest})
+)
 
-// The API methods of SPEC section 2. Their names appear here and in the
-// worker's handler registrations only; everything else reads the registry.
+func orderRefID(p *OrderRef) string { return p.ID }
+
+// The names of the methods above, for the tests and tools that put a method
+// on the wire. A new method needs none: its definition's Name serves.
 const (
 	CreateCustomer     = "createCustomer"
 	CreateFirstOrder   = "createFirstOrder"
@@ -19,102 +54,3 @@ const (
 	ResetUser          = "resetUser"
 	GetRequest         = "getRequest"
 )
-
-// Method is one API method: what the gateway's validation, the idempotency
-// rules, the worker's mux and the metrics need to know of it.
-type Method struct {
-	// Name is the method's name on the wire, in the envelope and in the
-	// AMQP message type.
-	Name string
-	// NewParams returns the method's empty typed params, which decode and
-	// validate themselves.
-	NewParams func() Params
-	// Mutates reports that the call changes state. A read takes no
-	// idempotency key and is never replayed.
-	Mutates bool
-	// Replay reports that a keyed call may be answered from its idempotency
-	// record (SPEC section 3). resetUser is not: its token is stored only as a
-	// hash, and a stored response would keep it in clear.
-	Replay bool
-	// DerivedKey is the idempotency key of a call that carries no
-	// Idempotency-Key header, nil when the method has none (SPEC section 3:
-	// only the create calls have one).
-	DerivedKey func(Params) string
-	// KeyField is the field a derived key is made of: a call that reuses it
-	// with other params is a 409 already_exists naming it.
-	KeyField string
-}
-
-// registry holds every method, in the order of the SPEC.
-var registry = []Method{
-	{Name: CreateCustomer, NewParams: func() Params { return new(CreateCustomerParams) },
-		Mutates: true, Replay: true, KeyField: "params.id",
-		DerivedKey: func(p Params) string { return "customer:" + p.(*CreateCustomerParams).ID }},
-	{Name: CreateFirstOrder, NewParams: func() Params { return new(CreateFirstOrderParams) },
-		Mutates: true, Replay: true, KeyField: "params.id",
-		DerivedKey: func(p Params) string { return "order:" + p.(*CreateFirstOrderParams).ID }},
-	{Name: CreateRenewalOrder, NewParams: func() Params { return new(CreateRenewalOrderParams) },
-		Mutates: true, Replay: true, KeyField: "params.id",
-		DerivedKey: func(p Params) string { return "order:" + p.(*CreateRenewalOrderParams).ID }},
-	{Name: CancelOrder, NewParams: func() Params { return new(OrderRef) }, Mutates: true, Replay: true},
-	{Name: SuspendOrder, NewParams: func() Params { return new(OrderRef) }, Mutates: true, Replay: true},
-	{Name: ResumeOrder, NewParams: func() Params { return new(OrderRef) }, Mutates: true, Replay: true},
-	{Name: UpdateOrder, NewParams: func() Params { return new(UpdateOrderParams) }, Mutates: true, Replay: true},
-	{Name: GetCustomer, NewParams: func() Params { return new(CustomerRef) }},
-	{Name: GetOrder, NewParams: func() Params { return new(OrderRef) }},
-	{Name: CreateUser, NewParams: func() Params { return new(CreateUserParams) },
-		Mutates: true, Replay: true, KeyField: "params.email",
-		// The email is folded to lower case by validation.
-		DerivedKey: func(p Params) string { return "user:" + p.(*CreateUserParams).Email }},
-	{Name: DeleteUser, NewParams: func() Params { return new(UserRef) }, Mutates: true, Replay: true},
-	{Name: ResetUser, NewParams: func() Params { return new(UserRef) }, Mutates: true},
-	// getRequest reads the ledger; like every read it writes no ledger row.
-	{Name: GetRequest, NewParams: func() Params { return new(RequestRef) }},
-}
-
-// byName indexes the registry.
-var byName = func() map[string]*Method {
-	m := make(map[string]*Method, len(registry))
-	for i := range registry {
-		m[registry[i].Name] = &registry[i]
-	}
-	return m
-}()
-
-// Lookup returns the method called name, or nil and false if there is none.
-func Lookup(name string) (*Method, bool) {
-	m, ok := byName[name]
-	return m, ok
-}
-
-// Known reports whether name is an API method.
-func Known(name string) bool {
-	_, ok := byName[name]
-	return ok
-}
-
-// Methods returns every method, in the order of the SPEC.
-func Methods() []Method { return slices.Clone(registry) }
-
-// Names returns the names of every method, in the order of the SPEC: the
-// known values of the metrics' method label.
-func Names() []string {
-	names := make([]string, len(registry))
-	for i, m := range registry {
-		names[i] = m.Name
-	}
-	return names
-}
-
-// Keyed reports whether a call of m may take an idempotency key and be
-// answered from its record.
-func (m *Method) Keyed() bool { return m.Mutates && m.Replay }
-
-// Key is the derived idempotency key of validated params p of m, or "" when
-// m has none.
-func (m *Method) Key(p Params) string {
-	if m.DerivedKey == nil {
-		return ""
-	}
-	return m.DerivedKey(p)
-}

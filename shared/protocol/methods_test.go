@@ -1,10 +1,6 @@
 package protocol
 
-import (
-	"os"
-	"strings"
-	"testing"
-)
+import "testing"
 
 // key is the derived key of params p of the method called name.
 func key(name string, p Params) string {
@@ -29,21 +25,6 @@ func TestEveryMethodHasValidationCases(t *testing.T) {
 	}
 }
 
-// TestEveryMethodHasAREADMESection keeps the partner's documentation in step
-// with the registry: each method has a heading "### `name`" in README.md.
-func TestEveryMethodHasAREADMESection(t *testing.T) {
-	t.Parallel()
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range Names() {
-		if !strings.Contains(string(readme), "\n### `"+name+"`") {
-			t.Errorf("README.md has no section \"### `%s`\"", name)
-		}
-	}
-}
-
 func TestRegistryEntries(t *testing.T) {
 	t.Parallel()
 	seen := map[string]bool{}
@@ -52,18 +33,46 @@ func TestRegistryEntries(t *testing.T) {
 			t.Errorf("method %q: empty or registered twice", m.Name)
 		}
 		seen[m.Name] = true
-		if m.NewParams == nil || m.NewParams() == nil {
-			t.Errorf("%s: no params type", m.Name)
-		}
-		if (m.DerivedKey == nil) != (m.KeyField == "") {
-			t.Errorf("%s: a derived key and its field come together", m.Name)
-		}
-		if m.DerivedKey != nil && !m.Keyed() {
-			t.Errorf("%s: a derived key on a method that is not keyed", m.Name)
+		if got, ok := Lookup(m.Name); !ok || got != m {
+			t.Errorf("%s: Lookup does not find it", m.Name)
 		}
 	}
 	if Known("dropTables") || !Known(CreateCustomer) {
 		t.Error("Known")
+	}
+}
+
+// TestDefineRefusesWhatDoesNotHoldTogether: a definition that could not be
+// served panics when the program starts, before it registers anything.
+func TestDefineRefusesWhatDoesNotHoldTogether(t *testing.T) {
+	t.Parallel()
+	type unruled struct {
+		ID string `json:"id"`
+	}
+	type misruled struct {
+		N int `json:"n" rule:"id"`
+	}
+	for name, define := range map[string]func(){
+		"defined twice":     func() { Define(Spec[OrderRef]{Name: GetOrder}) },
+		"unnamed":           func() { Define(Spec[OrderRef]{}) },
+		"key without field": func() { Define(Spec[OrderRef]{Name: "x1", Mutates: true, Replay: true, Key: orderRefID}) },
+		"key, not keyed":    func() { Define(Spec[OrderRef]{Name: "x2", Key: orderRefID, KeyField: "params.id"}) },
+		"field, no rule":    func() { Define(Spec[unruled]{Name: "x3"}) },
+		"text rule, an int": func() { Define(Spec[misruled]{Name: "x4"}) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			define()
+		}()
+	}
+	for _, n := range []string{"x1", "x2", "x3", "x4"} {
+		if Known(n) {
+			t.Errorf("%s registered by a definition that panicked", n)
+		}
 	}
 }
 
@@ -89,10 +98,9 @@ func TestIdempotencyRules(t *testing.T) {
 		{GetOrder, `{"id":"O1"}`, "", false},
 		{GetRequest, `{"id":"r-1"}`, "", false},
 	}
-	if len(cases) != len(Names()) {
-		t.Errorf("%d cases for %d methods", len(cases), len(Names()))
-	}
+	covered := map[string]bool{}
 	for _, c := range cases {
+		covered[c.method] = true
 		m, _ := Lookup(c.method)
 		p, err := DecodeParams(c.method, []byte(c.params))
 		if err != nil {
@@ -100,6 +108,11 @@ func TestIdempotencyRules(t *testing.T) {
 		}
 		if got := m.Key(p); got != c.key || m.Keyed() != c.keyed {
 			t.Errorf("%s: key %q keyed %v, want %q %v", c.method, got, m.Keyed(), c.key, c.keyed)
+		}
+	}
+	for _, name := range Names() {
+		if !covered[name] {
+			t.Errorf("%s: no case here; give it one", name)
 		}
 	}
 }

@@ -37,167 +37,99 @@ const (
 	ruleRequestID   = "must be a request id: 1 to 128 printable ASCII characters"
 )
 
-// Params is the validated, typed params of one method.
-type Params interface {
-	Validate() *Error
-}
+// Params is the validated, typed params of one method: a pointer to its
+// params struct.
+type Params any
+
+// The params structs. Each field carries its rule in a `rule` tag, read once
+// when the method is defined (rules.go): the rule validates the field, and its
+// text is what a partner reads after the field's name when the value is out of
+// the rule or of the wrong JSON type. The order of the fields is the order of
+// the canonical encoding, on which the fingerprints of recorded calls rest:
+// never reorder them.
 
 // CreateCustomerParams are the params of createCustomer.
 type CreateCustomerParams struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	Admin *Admin `json:"admin"`
+	ID    string `json:"id" rule:"id"`
+	Name  string `json:"name" rule:"name"`
+	Admin *Admin `json:"admin" rule:"admin"`
 }
 
 // Admin is the first administrator of a new customer.
 type Admin struct {
-	Email       string `json:"email"`
-	Phone       string `json:"phone,omitempty"`
-	DisplayName string `json:"displayName,omitempty"`
+	Email       string `json:"email" rule:"email"`
+	Phone       string `json:"phone,omitempty" rule:"phone"`
+	DisplayName string `json:"displayName,omitempty" rule:"optName"`
 }
 
 // CreateFirstOrderParams are the params of createFirstOrder.
 type CreateFirstOrderParams struct {
-	Customer string `json:"customer"`
-	ID       string `json:"id"`
-	Product  string `json:"product"`
-	Licenses int    `json:"licenses"`
-	Duration string `json:"duration"`
+	Customer string `json:"customer" rule:"id"`
+	ID       string `json:"id" rule:"id"`
+	Product  string `json:"product" rule:"product"`
+	Licenses int    `json:"licenses" rule:"licenses"`
+	Duration string `json:"duration" rule:"duration"`
 }
 
 // CreateRenewalOrderParams are the params of createRenewalOrder.
 type CreateRenewalOrderParams struct {
-	Parent string `json:"parent"`
-	ID     string `json:"id"`
+	Parent string `json:"parent" rule:"id"`
+	ID     string `json:"id" rule:"id"`
 }
 
 // OrderRef names one order: cancelOrder, suspendOrder, resumeOrder, getOrder.
 type OrderRef struct {
-	ID string `json:"id"`
+	ID string `json:"id" rule:"id"`
 }
 
 // CustomerRef names one customer: getCustomer.
 type CustomerRef struct {
-	ID string `json:"id"`
+	ID string `json:"id" rule:"id"`
 }
 
-// UpdateOrderParams are the params of updateOrder.
+// UpdateOrderParams are the params of updateOrder. Its fields but the id are
+// optional: a field left out keeps its value.
 type UpdateOrderParams struct {
-	ID       string  `json:"id"`
-	Licenses *int    `json:"licenses,omitempty"`
-	Product  *string `json:"product,omitempty"`
+	ID       string  `json:"id" rule:"id"`
+	Licenses *int    `json:"licenses,omitempty" rule:"licenses"`
+	Product  *string `json:"product,omitempty" rule:"product"`
+}
+
+// check is the rule of updateOrder that spans its fields.
+func (p *UpdateOrderParams) check() *Error {
+	if p.Licenses == nil && p.Product == nil {
+		return InvalidParams("params", "params must carry licenses, product or both")
+	}
+	return nil
 }
 
 // CreateUserParams are the params of createUser.
 type CreateUserParams struct {
-	Email       string `json:"email"`
-	DisplayName string `json:"displayName,omitempty"`
+	Email       string `json:"email" rule:"email"`
+	DisplayName string `json:"displayName,omitempty" rule:"optName"`
 }
 
 // UserRef names one user of the consumer tenant: deleteUser, resetUser.
 type UserRef struct {
-	Email string `json:"email"`
+	Email string `json:"email" rule:"email"`
 }
 
 // RequestRef names one of the partner's calls by its request id: getRequest.
 type RequestRef struct {
-	ID string `json:"id"`
+	ID string `json:"id" rule:"requestID"`
 }
 
-// Validate applies the gateway's rule for X-Request-Id: a request id it
+// checkRequestID applies the gateway's rule for X-Request-Id: a request id it
 // would not have echoed cannot name a call.
-func (p *RequestRef) Validate() *Error {
-	if len(p.ID) < 1 || len(p.ID) > MaxRequestIDLen {
-		return InvalidParams("params.id", "params.id "+ruleRequestID)
+func checkRequestID(field, v string) *Error {
+	if len(v) < 1 || len(v) > MaxRequestIDLen {
+		return InvalidParams(field, field+" "+ruleRequestID)
 	}
-	for i := 0; i < len(p.ID); i++ {
-		if p.ID[i] < 0x20 || p.ID[i] > 0x7e {
-			return InvalidParams("params.id", "params.id "+ruleRequestID)
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return InvalidParams(field, field+" "+ruleRequestID)
 		}
 	}
-	return nil
-}
-
-func (p *CreateCustomerParams) Validate() *Error {
-	if e := checkID("params.id", p.ID); e != nil {
-		return e
-	}
-	if e := checkText("params.name", p.Name, 1, MaxNameLen, ruleName); e != nil {
-		return e
-	}
-	if p.Admin == nil {
-		return InvalidParams("params.admin", "params.admin "+ruleAdmin)
-	}
-	if e := checkEmail("params.admin.email", p.Admin.Email); e != nil {
-		return e
-	}
-	p.Admin.Email = NormalizeEmail(p.Admin.Email)
-	if e := checkText("params.admin.phone", p.Admin.Phone, 0, MaxPhoneLen, rulePhone); e != nil {
-		return e
-	}
-	return checkText("params.admin.displayName", p.Admin.DisplayName, 0, MaxNameLen, ruleOptName)
-}
-
-func (p *CreateFirstOrderParams) Validate() *Error {
-	if e := checkID("params.customer", p.Customer); e != nil {
-		return e
-	}
-	if e := checkID("params.id", p.ID); e != nil {
-		return e
-	}
-	if e := checkProduct("params.product", p.Product); e != nil {
-		return e
-	}
-	if e := checkLicenses("params.licenses", p.Licenses); e != nil {
-		return e
-	}
-	if p.Duration != Monthly && p.Duration != Yearly {
-		return InvalidParams("params.duration", "params.duration "+ruleDuration)
-	}
-	return nil
-}
-
-func (p *CreateRenewalOrderParams) Validate() *Error {
-	if e := checkID("params.parent", p.Parent); e != nil {
-		return e
-	}
-	return checkID("params.id", p.ID)
-}
-
-func (p *OrderRef) Validate() *Error    { return checkID("params.id", p.ID) }
-func (p *CustomerRef) Validate() *Error { return checkID("params.id", p.ID) }
-
-func (p *UpdateOrderParams) Validate() *Error {
-	if e := checkID("params.id", p.ID); e != nil {
-		return e
-	}
-	if p.Licenses == nil && p.Product == nil {
-		return InvalidParams("params", "params must carry licenses, product or both")
-	}
-	if p.Licenses != nil {
-		if e := checkLicenses("params.licenses", *p.Licenses); e != nil {
-			return e
-		}
-	}
-	if p.Product != nil {
-		return checkProduct("params.product", *p.Product)
-	}
-	return nil
-}
-
-func (p *CreateUserParams) Validate() *Error {
-	if e := checkEmail("params.email", p.Email); e != nil {
-		return e
-	}
-	p.Email = NormalizeEmail(p.Email)
-	return checkText("params.displayName", p.DisplayName, 0, MaxNameLen, ruleOptName)
-}
-
-func (p *UserRef) Validate() *Error {
-	if e := checkEmail("params.email", p.Email); e != nil {
-		return e
-	}
-	p.Email = NormalizeEmail(p.Email)
 	return nil
 }
 
@@ -273,15 +205,3 @@ func checkLicenses(field string, n int) *Error {
 	}
 	return nil
 }
-
-// OrderScoped is the params of a call that concerns one order: its events
-// name the order (webhooks), and are delivered in the order's order.
-type OrderScoped interface {
-	// OrderID is the first order's id: a renewal's parent.
-	OrderID() string
-}
-
-func (p *CreateFirstOrderParams) OrderID() string   { return p.ID }
-func (p *CreateRenewalOrderParams) OrderID() string { return p.Parent }
-func (p *OrderRef) OrderID() string                 { return p.ID }
-func (p *UpdateOrderParams) OrderID() string        { return p.ID }

@@ -104,14 +104,14 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	if perr != nil {
 		return fail(perr)
 	}
-	params, perr := protocol.DecodeParams(method.Name, raw)
+	params, perr := method.Decode(raw)
 	if perr != nil {
 		return fail(perr)
 	}
 	cl.traceparent = traceparent(c.Get("traceparent"))
 	c.Set("traceparent", cl.traceparent)
 	// One command id per call: the worker's ledger knows a redelivery by it.
-	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Partner: partner, RequestID: cl.rid,
+	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, RequestID: cl.rid,
 		Traceparent: cl.traceparent, Params: protocol.Canonical(params), Timestamp: time.Now()}
 	if done, status, err := h.takeKey(c, cl, method, cmd, params); done {
 		return status, err

@@ -48,9 +48,8 @@ func scanCustomer(row pgx.Row) (Customer, string, error) {
 // never exists without its storage, and a directory left by a failed insert
 // is reused by the retry. A command that statement did not insert (its id was
 // taken: the same call again, a redelivery, or a clash) or could not settle
-// runs again alone in the command's transaction, recorded by runCommand.
-func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.CreateCustomerParams)
+// runs again alone in the command's transaction (tx), recorded by runCommand.
+func (s *Service) createCustomer(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateCustomerParams) (any, error) {
 	rel := tenantPath(c.partner, "c-"+p.ID)
 	if err := s.makeStorage(rel); err != nil {
 		return nil, err
@@ -59,16 +58,16 @@ func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	n := newCustomers.Get().(*newCustomer)
 	defer newCustomers.Put(n)
 	n.partner, n.params, n.path, n.fp, n.now, n.cmd = c.partner, p, storageURI(rel), c.fp, c.now, c.cmd
-	if c.tx != nil && c.taken {
-		return s.existingCustomer(ctx, c.tx, c, p.ID)
+	if tx != nil && c.taken {
+		return s.existingCustomer(ctx, tx, c, p.ID)
 	}
-	if c.tx != nil {
+	if tx != nil {
 		n.suffix = "" // the ledger row is runCommand's
-		got, err := insertCustomers(ctx, c.tx, []*newCustomer{n}, false)
+		got, err := insertCustomers(ctx, tx, []*newCustomer{n}, false)
 		if cust, ok := got[c.cmd.CommandID]; ok || err != nil {
 			return cust.Customer, err
 		}
-		return s.existingCustomer(ctx, c.tx, c, p.ID)
+		return s.existingCustomer(ctx, tx, c, p.ID)
 	}
 	var err error
 	if n.suffix, err = responseSuffix(n); err != nil {
@@ -77,7 +76,6 @@ func (s *Service) createCustomer(ctx context.Context, c *call) (any, error) {
 	s.customers.insert(ctx, n)
 	switch {
 	case n.err == nil && n.inserted:
-		c.recorded = true
 		if err := s.outlivedGrace(rel, made); err != nil {
 			return nil, err
 		}
@@ -110,8 +108,8 @@ func (s *Service) existingCustomer(ctx context.Context, q querier, c *call, id s
 	return cust, nil
 }
 
-func (s *Service) getCustomer(ctx context.Context, c *call) (any, error) {
-	id := c.params.(*protocol.CustomerRef).ID
+func (s *Service) getCustomer(ctx context.Context, _ pgx.Tx, c *call, p *protocol.CustomerRef) (any, error) {
+	id := p.ID
 	cust, _, err := scanCustomer(s.db.QueryRow(ctx, `SELECT `+customerColumns+`
 		FROM tenants WHERE partner_id = $1 AND remote_id = $2`, c.partner, id))
 	if errors.Is(err, store.ErrNotFound) {

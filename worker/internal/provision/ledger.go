@@ -36,13 +36,13 @@ var (
 // set aside between two of them make it run more than once.
 const maxAttempts = 3
 
-// runCommand runs a mutating handler with its ledger row: in one transaction
-// with its effect, or for createCustomer in its shared insert statement. An
-// API refusal rolls the effect back and is recorded on its own, so that a
-// redelivery answers the same refusal.
-func (s *Service) runCommand(ctx context.Context, h handlerFunc, c *call) (protocol.Result, error) {
-	if c.method == protocol.CreateCustomer {
-		v, err := h(ctx, c)
+// runCommand runs a mutating command with its ledger row: in one transaction
+// with its effect, after the shared statement of a batched method when that
+// statement could not settle it. An API refusal rolls the effect back and is
+// recorded on its own, so that a redelivery answers the same refusal.
+func (s *Service) runCommand(ctx context.Context, rt *route, c *call) (protocol.Result, error) {
+	if rt.run == batched {
+		v, err := rt.h(ctx, nil, c)
 		if err == nil {
 			return encodeResult(c, v)
 		}
@@ -51,7 +51,7 @@ func (s *Service) runCommand(ctx context.Context, h handlerFunc, c *call) (proto
 		}
 	}
 	for range maxAttempts {
-		res, err := s.attempt(ctx, h, c)
+		res, err := s.attempt(ctx, rt, c)
 		if errors.Is(err, errRecorded) {
 			c.ended = c.ended[:0] // the effect was rolled back, and its ends with it
 			res, err = s.answerRecorded(ctx, c)
@@ -67,20 +67,19 @@ func (s *Service) runCommand(ctx context.Context, h handlerFunc, c *call) (proto
 // recorder is a response whose ledger copy leaves something out.
 type recorder interface{ recorded() any }
 
-// attempt runs the handler once in the command's transaction.
-func (s *Service) attempt(ctx context.Context, h handlerFunc, c *call) (protocol.Result, error) {
+// attempt runs the handler once in the command's transaction, the only one
+// a command opens, and records the command in it after the effect.
+func (s *Service) attempt(ctx context.Context, rt *route, c *call) (protocol.Result, error) {
 	var res protocol.Result
 	var refused *protocol.Error
 	c.ended = c.ended[:0]
 	err := store.WithTx(ctx, s.db, func(tx pgx.Tx) error {
-		c.tx, c.recorded = tx, false
-		defer func() { c.tx = nil }()
-		v, err := h(ctx, c)
+		v, err := rt.h(ctx, tx, c)
 		if err != nil {
 			errors.As(err, &refused)
 			return err
 		}
-		if res, err = encodeResult(c, v); err != nil || c.recorded {
+		if res, err = encodeResult(c, v); err != nil {
 			return err
 		}
 		rec := res
@@ -120,9 +119,9 @@ const recordSQL = `INSERT INTO command_ledger (partner_id, command_id, method, r
 // record writes the command's ledger row; errRecorded when its command id or
 // its key is there already.
 func (s *Service) record(ctx context.Context, q execer, c *call, status string, res protocol.Result, key string) error {
-	tag, err := q.Exec(ctx, recordSQL, c.partner, c.cmd.CommandID, c.method, c.fp, nullable(key),
+	tag, err := q.Exec(ctx, recordSQL, c.partner, c.cmd.CommandID, c.def.Name, c.fp, nullable(key),
 		c.cmd.RequestID, nullable(traceID(c.cmd.Traceparent)), status, res.Status, res.Body, received(c),
-		nullable(orderOf(c.params)))
+		nullable(c.def.OrderID(c.params)))
 	if err == nil && tag.RowsAffected() == 0 {
 		return errRecorded
 	}
@@ -136,15 +135,6 @@ func received(c *call) time.Time {
 		return c.now
 	}
 	return c.cmd.Timestamp
-}
-
-// orderOf is the order the params concern, "" for none: the ledger keeps it
-// for the command's webhook event (migration 00006).
-func orderOf(p protocol.Params) string {
-	if o, ok := p.(protocol.OrderScoped); ok {
-		return o.OrderID()
-	}
-	return ""
 }
 
 func nullable(s string) *string {
@@ -210,8 +200,7 @@ func (s *Service) answerRecorded(ctx context.Context, c *call) (protocol.Result,
 
 // keyReused is the gateway's refusal of a key used with other params.
 func keyReused(c *call) *protocol.Error {
-	m, _ := protocol.Lookup(c.method)
-	return protocol.KeyReused(idempotency.Derived(c.cmd.IdemKey), m.KeyField)
+	return protocol.KeyReused(idempotency.Derived(c.cmd.IdemKey), c.def.KeyField)
 }
 
 // endKey stops the ledger answering for key: the resource it created is gone.
@@ -229,10 +218,10 @@ func (s *Service) Failed(ctx context.Context, cmd *protocol.Command, res protoco
 	if !ok || !m.Mutates || cmd.CommandID == "" {
 		return nil
 	}
-	c := &call{partner: cmd.Partner, method: cmd.Method, now: s.now(), cmd: cmd, params: cmd.Decoded,
+	c := &call{partner: cmd.Partner, def: m, now: s.now(), cmd: cmd, params: cmd.Decoded,
 		fp: idempotency.Fingerprint(cmd.Method, cmd.Params)}
 	if c.params == nil {
-		if p, perr := protocol.DecodeParams(cmd.Method, cmd.Params); perr == nil {
+		if p, perr := m.Decode(cmd.Params); perr == nil {
 			c.params = p // for the order its event names
 		}
 	}

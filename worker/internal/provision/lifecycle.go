@@ -11,23 +11,15 @@ import (
 // changeOrder runs a mutation of one first order under its row lock, so that a
 // suspend and a cancel arriving together are applied one after the other and
 // each gets the order as its own change left it.
-func (s *Service) changeOrder(ctx context.Context, c *call, id string, change func(tx pgx.Tx, r *orderRow) error) (any, error) {
-	var out Order
-	err := func(tx pgx.Tx) error {
-		r, err := s.loadOrder(ctx, tx, c, "params.id", id, true, false)
-		if err != nil {
-			return err
-		}
-		if err := change(tx, r); err != nil {
-			return err
-		}
-		r, err = s.loadOrder(ctx, tx, c, "params.id", id, false, false)
-		if err == nil {
-			out = r.view(c.now)
-		}
-		return err
-	}(c.tx)
-	return out, err
+func (s *Service) changeOrder(ctx context.Context, tx pgx.Tx, c *call, id string, change func(tx pgx.Tx, r *orderRow) error) (any, error) {
+	r, err := s.loadOrder(ctx, tx, c, "params.id", id, true, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := change(tx, r); err != nil {
+		return nil, err
+	}
+	return s.orderView(ctx, tx, c, "params.id", id)
 }
 
 // setStatus moves an order to status unless it is there already.
@@ -39,24 +31,23 @@ func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, c *call, r *orderRow
 	return err
 }
 
-func (s *Service) cancelOrder(ctx context.Context, c *call) (any, error) {
-	return s.changeOrder(ctx, c, c.params.(*protocol.OrderRef).ID, func(tx pgx.Tx, r *orderRow) error {
+func (s *Service) cancelOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.OrderRef) (any, error) {
+	return s.changeOrder(ctx, tx, c, p.ID, func(tx pgx.Tx, r *orderRow) error {
 		return s.setStatus(ctx, tx, c, r, "cancelled")
 	})
 }
 
-func (s *Service) suspendOrder(ctx context.Context, c *call) (any, error) {
-	return s.moveLiveOrder(ctx, c, "suspended")
+func (s *Service) suspendOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.OrderRef) (any, error) {
+	return s.moveLiveOrder(ctx, tx, c, p.ID, "suspended")
 }
 
-func (s *Service) resumeOrder(ctx context.Context, c *call) (any, error) {
-	return s.moveLiveOrder(ctx, c, "active")
+func (s *Service) resumeOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.OrderRef) (any, error) {
+	return s.moveLiveOrder(ctx, tx, c, p.ID, "active")
 }
 
 // moveLiveOrder suspends or resumes an order; a cancelled one stays cancelled.
-func (s *Service) moveLiveOrder(ctx context.Context, c *call, status string) (any, error) {
-	id := c.params.(*protocol.OrderRef).ID
-	return s.changeOrder(ctx, c, id, func(tx pgx.Tx, r *orderRow) error {
+func (s *Service) moveLiveOrder(ctx context.Context, tx pgx.Tx, c *call, id, status string) (any, error) {
+	return s.changeOrder(ctx, tx, c, id, func(tx pgx.Tx, r *orderRow) error {
 		if r.status == "cancelled" {
 			return cancelled(id, "params.id")
 		}
@@ -64,9 +55,8 @@ func (s *Service) moveLiveOrder(ctx context.Context, c *call, status string) (an
 	})
 }
 
-func (s *Service) updateOrder(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.UpdateOrderParams)
-	return s.changeOrder(ctx, c, p.ID, func(tx pgx.Tx, r *orderRow) error {
+func (s *Service) updateOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.UpdateOrderParams) (any, error) {
+	return s.changeOrder(ctx, tx, c, p.ID, func(tx pgx.Tx, r *orderRow) error {
 		if r.status == "cancelled" {
 			return cancelled(p.ID, "params.id")
 		}

@@ -1,8 +1,10 @@
 package provision
 
 import (
+	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
@@ -14,20 +16,26 @@ func TestEveryMethodHasAHandler(t *testing.T) {
 	t.Parallel()
 	s := New(nil, Config{}, NewMetrics(prometheus.NewRegistry()))
 	for _, name := range protocol.Names() {
-		if _, ok := s.mux.handler(name); !ok {
+		if _, ok := s.mux.route(name); !ok {
 			t.Errorf("no handler registered for %s", name)
 		}
 	}
-	if len(s.mux.handlers) != len(protocol.Names()) {
-		t.Errorf("%d handlers for %d methods", len(s.mux.handlers), len(protocol.Names()))
+	if len(s.mux.routes) != len(protocol.Names()) {
+		t.Errorf("%d handlers for %d methods", len(s.mux.routes), len(protocol.Names()))
 	}
 }
 
-func TestMuxRefusesUnknownAndDuplicateMethods(t *testing.T) {
+func TestMuxRefusesDuplicatesAndMisfitRunModes(t *testing.T) {
 	t.Parallel()
+	getOrder := func(context.Context, pgx.Tx, *call, *protocol.OrderRef) (any, error) { return nil, nil }
 	for name, register := range map[string]func(*mux){
-		"unknown":   func(m *mux) { m.handle("dropTables", nil) },
-		"duplicate": func(m *mux) { m.handle(protocol.GetOrder, nil); m.handle(protocol.GetOrder, nil) },
+		"duplicate": func(m *mux) {
+			handle(m, protocol.GetOrderDef, read, getOrder)
+			handle(m, protocol.GetOrderDef, read, getOrder)
+		},
+		"read in a transaction": func(m *mux) { handle(m, protocol.GetOrderDef, inTx, getOrder) },
+		"mutation as a read":    func(m *mux) { handle(m, protocol.CancelOrderDef, read, getOrder) },
+		"batched read":          func(m *mux) { handle(m, protocol.GetOrderDef, batched, getOrder) },
 	} {
 		func() {
 			defer func() {

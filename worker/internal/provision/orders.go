@@ -121,49 +121,48 @@ func (s *Service) loadOrder(ctx context.Context, q querier, c *call, field, id s
 		fmt.Sprintf("%s %q is a renewal of order %q; name the first order", field, id, parent))
 }
 
-func (s *Service) getOrder(ctx context.Context, c *call) (any, error) {
-	r, err := s.loadOrder(ctx, s.db, c, "params.id", c.params.(*protocol.OrderRef).ID, false, true)
+func (s *Service) getOrder(ctx context.Context, _ pgx.Tx, c *call, p *protocol.OrderRef) (any, error) {
+	r, err := s.loadOrder(ctx, s.db, c, "params.id", p.ID, false, true)
 	if err != nil {
 		return nil, err
 	}
 	return r.view(c.now), nil
 }
 
-func (s *Service) createFirstOrder(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.CreateFirstOrderParams)
-	var out Order
-	err := func(tx pgx.Tx) error {
-		var tenant int64
-		err := store.NoRows(tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND remote_id = $2`,
-			c.partner, p.Customer).Scan(&tenant))
-		if errors.Is(err, store.ErrNotFound) {
-			return notFound(protocol.CodeCustomerNotFound, "params.customer", "customer", p.Customer)
-		}
-		if err != nil {
-			return err
-		}
-		taken, err := claimOrderID(ctx, tx, c.partner, p.ID, "order")
-		if err != nil {
-			return err
-		}
-		if taken {
-			out, err = s.existingOrder(ctx, tx, c, p.ID)
-			return err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO orders
-			(partner_id, remote_id, tenant_id, product, licenses, duration, status, term_start, term_end, request_fp, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $7, $7)`,
-			c.partner, p.ID, tenant, p.Product, p.Licenses, p.Duration, c.now, AddTerm(c.now, p.Duration), c.fp)
-		if err != nil {
-			return err
-		}
-		r, err := s.loadOrder(ctx, tx, c, "params.id", p.ID, false, false)
-		if err == nil {
-			out = r.view(c.now)
-		}
-		return err
-	}(c.tx)
-	return out, err
+func (s *Service) createFirstOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateFirstOrderParams) (any, error) {
+	var tenant int64
+	err := store.NoRows(tx.QueryRow(ctx, `SELECT id FROM tenants WHERE partner_id = $1 AND remote_id = $2`,
+		c.partner, p.Customer).Scan(&tenant))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound(protocol.CodeCustomerNotFound, "params.customer", "customer", p.Customer)
+	}
+	if err != nil {
+		return nil, err
+	}
+	taken, err := claimOrderID(ctx, tx, c.partner, p.ID, "order")
+	if err != nil {
+		return nil, err
+	}
+	if taken {
+		return s.existingOrder(ctx, tx, c, p.ID)
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO orders
+		(partner_id, remote_id, tenant_id, product, licenses, duration, status, term_start, term_end, request_fp, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $7, $7)`,
+		c.partner, p.ID, tenant, p.Product, p.Licenses, p.Duration, c.now, AddTerm(c.now, p.Duration), c.fp)
+	if err != nil {
+		return nil, err
+	}
+	return s.orderView(ctx, tx, c, "params.id", p.ID)
+}
+
+// orderView reads a first order as the answer of the change just made to it.
+func (s *Service) orderView(ctx context.Context, tx pgx.Tx, c *call, field, id string) (any, error) {
+	r, err := s.loadOrder(ctx, tx, c, field, id, false, false)
+	if err != nil {
+		return nil, err
+	}
+	return r.view(c.now), nil
 }
 
 // claimOrderID takes an id in the partner's order namespace; taken reports that
@@ -187,63 +186,53 @@ func (s *Service) existingOrder(ctx context.Context, tx pgx.Tx, c *call, id stri
 		fmt.Sprintf("order id %q is already used by another order or renewal", id))
 }
 
-func (s *Service) createRenewalOrder(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.CreateRenewalOrderParams)
-	var out Order
-	err := func(tx pgx.Tx) error {
-		r, err := s.loadOrder(ctx, tx, c, "params.parent", p.Parent, true, false)
-		if err != nil {
-			return err
-		}
-		taken, err := claimOrderID(ctx, tx, c.partner, p.ID, "renewal")
-		if err != nil {
-			return err
-		}
-		if taken {
-			return s.existingRenewal(ctx, tx, c, r, p.ID, &out)
-		}
-		if r.status == "cancelled" {
-			return cancelled(p.Parent, "params.parent")
-		}
-		start, tooEarly := RenewalCheck(c.now, r.termEnd, s.cfg.RenewalWindow)
-		if tooEarly {
-			days := int(s.cfg.RenewalWindow.Hours() / 24)
-			return protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeRenewalTooEarly, "params.parent", fmt.Sprintf(
-				"order %q can be renewed from %d days before its termEnd (%s); it has %.1f days left",
-				p.Parent, days, r.termEnd.Format(time.RFC3339), r.termEnd.Sub(c.now).Hours()/24))
-		}
-		end := AddTerm(start, r.Order.Duration)
-		if _, err := tx.Exec(ctx, `INSERT INTO renewals (partner_id, remote_id, order_id, term_start, term_end, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6)`, c.partner, p.ID, r.pk, start, end, c.now); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE orders SET term_end = $2, updated_at = $3 WHERE id = $1`,
-			r.pk, end, c.now); err != nil {
-			return err
-		}
-		r, err = s.loadOrder(ctx, tx, c, "params.parent", p.Parent, false, false)
-		if err == nil {
-			out = r.view(c.now)
-		}
-		return err
-	}(c.tx)
-	return out, err
+func (s *Service) createRenewalOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateRenewalOrderParams) (any, error) {
+	r, err := s.loadOrder(ctx, tx, c, "params.parent", p.Parent, true, false)
+	if err != nil {
+		return nil, err
+	}
+	taken, err := claimOrderID(ctx, tx, c.partner, p.ID, "renewal")
+	if err != nil {
+		return nil, err
+	}
+	if taken {
+		return s.existingRenewal(ctx, tx, c, r, p.ID)
+	}
+	if r.status == "cancelled" {
+		return nil, cancelled(p.Parent, "params.parent")
+	}
+	start, tooEarly := RenewalCheck(c.now, r.termEnd, s.cfg.RenewalWindow)
+	if tooEarly {
+		days := int(s.cfg.RenewalWindow.Hours() / 24)
+		return nil, protocol.NewError(http.StatusUnprocessableEntity, protocol.CodeRenewalTooEarly, "params.parent", fmt.Sprintf(
+			"order %q can be renewed from %d days before its termEnd (%s); it has %.1f days left",
+			p.Parent, days, r.termEnd.Format(time.RFC3339), r.termEnd.Sub(c.now).Hours()/24))
+	}
+	end := AddTerm(start, r.Order.Duration)
+	if _, err := tx.Exec(ctx, `INSERT INTO renewals (partner_id, remote_id, order_id, term_start, term_end, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`, c.partner, p.ID, r.pk, start, end, c.now); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE orders SET term_end = $2, updated_at = $3 WHERE id = $1`,
+		r.pk, end, c.now); err != nil {
+		return nil, err
+	}
+	return s.orderView(ctx, tx, c, "params.parent", p.Parent)
 }
 
 // existingRenewal answers a renewal whose id is taken: a renewal of the same
 // order is the same call again (its effect holds), anything else is a 409.
-func (s *Service) existingRenewal(ctx context.Context, tx pgx.Tx, c *call, r *orderRow, id string, out *Order) error {
+func (s *Service) existingRenewal(ctx context.Context, tx pgx.Tx, c *call, r *orderRow, id string) (any, error) {
 	var orderPK int64
 	err := store.NoRows(tx.QueryRow(ctx, `SELECT order_id FROM renewals WHERE partner_id = $1 AND remote_id = $2`,
 		c.partner, id).Scan(&orderPK))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
+		return nil, err
 	}
 	if err == nil && orderPK == r.pk {
-		*out = r.view(c.now)
-		return nil
+		return r.view(c.now), nil
 	}
-	return conflict(protocol.CodeAlreadyExists, "params.id",
+	return nil, conflict(protocol.CodeAlreadyExists, "params.id",
 		fmt.Sprintf("order id %q is already used by another order or renewal", id))
 }
 

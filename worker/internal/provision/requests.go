@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/store"
 )
@@ -33,8 +35,8 @@ type Response struct {
 // no worker recorded yet is pending; a read, which the ledger does not record,
 // a call answered by the gateway alone (a replay from Redis, a refusal before
 // the queue) and another partner's call are not found.
-func (s *Service) getRequest(ctx context.Context, c *call) (any, error) {
-	rid := c.params.(*protocol.RequestRef).ID
+func (s *Service) getRequest(ctx context.Context, _ pgx.Tx, c *call, p *protocol.RequestRef) (any, error) {
+	rid := p.ID
 	r := Request{RequestID: rid}
 	var created, completed time.Time
 	var res Response

@@ -65,38 +65,33 @@ func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
 	return s
 }
 
-// routes registers the handler of every API method.
+// routes binds every API method to its handler: how it runs, and the
+// function of its params.
 func (s *Service) routes(m *mux) {
-	m.handle(protocol.CreateCustomer, s.createCustomer)
-	m.handle(protocol.GetCustomer, s.getCustomer)
-	m.handle(protocol.CreateFirstOrder, s.createFirstOrder)
-	m.handle(protocol.CreateRenewalOrder, s.createRenewalOrder)
-	m.handle(protocol.CancelOrder, s.cancelOrder)
-	m.handle(protocol.SuspendOrder, s.suspendOrder)
-	m.handle(protocol.ResumeOrder, s.resumeOrder)
-	m.handle(protocol.UpdateOrder, s.updateOrder)
-	m.handle(protocol.GetOrder, s.getOrder)
-	m.handle(protocol.CreateUser, s.createUser)
-	m.handle(protocol.DeleteUser, s.deleteUser)
-	m.handle(protocol.ResetUser, s.resetUser)
-	m.handle(protocol.GetRequest, s.getRequest)
+	handle(m, protocol.CreateCustomerDef, batched, s.createCustomer)
+	handle(m, protocol.GetCustomerDef, read, s.getCustomer)
+	handle(m, protocol.CreateFirstOrderDef, inTx, s.createFirstOrder)
+	handle(m, protocol.CreateRenewalOrderDef, inTx, s.createRenewalOrder)
+	handle(m, protocol.CancelOrderDef, inTx, s.cancelOrder)
+	handle(m, protocol.SuspendOrderDef, inTx, s.suspendOrder)
+	handle(m, protocol.ResumeOrderDef, inTx, s.resumeOrder)
+	handle(m, protocol.UpdateOrderDef, inTx, s.updateOrder)
+	handle(m, protocol.GetOrderDef, read, s.getOrder)
+	handle(m, protocol.CreateUserDef, inTx, s.createUser)
+	handle(m, protocol.DeleteUserDef, inTx, s.deleteUser)
+	handle(m, protocol.ResetUserDef, inTx, s.resetUser)
+	handle(m, protocol.GetRequestDef, read, s.getRequest)
 }
 
-// call is one command being run: its partner, validated params and fingerprint.
+// call is one command being run: its partner, method, validated params and
+// fingerprint.
 type call struct {
 	partner int64
-	method  string
+	def     *protocol.Method
 	params  protocol.Params
 	fp      string
 	now     time.Time
 	cmd     *protocol.Command
-	// tx is the command's transaction, in which a mutating handler makes its
-	// effect and the ledger records it; nil for reads, and for createCustomer
-	// on its shared insert statement.
-	tx pgx.Tx
-	// recorded reports that the handler's statement wrote the ledger row
-	// itself (the batched createCustomer insert).
-	recorded bool
 	// taken reports that createCustomer's shared statement found the id
 	// taken: the command's transaction only reads the existing customer.
 	taken bool
@@ -123,7 +118,7 @@ func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.R
 		}
 		fp = idempotency.Fingerprint(cmd.Method, protocol.Canonical(params))
 	}
-	h, ok := s.mux.handler(cmd.Method)
+	rt, ok := s.mux.route(cmd.Method)
 	if !ok {
 		return protocol.Result{}, fmt.Errorf("%w: no handler for %q", ErrInvalidCommand, cmd.Method)
 	}
@@ -132,13 +127,11 @@ func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.R
 		// redelivery of it is not recognised.
 		cmd.CommandID = uuid.NewString()
 	}
-	c := &call{
-		partner: cmd.Partner, method: cmd.Method, params: params, now: s.now(), cmd: cmd, fp: fp,
+	c := &call{partner: cmd.Partner, def: rt.def, params: params, now: s.now(), cmd: cmd, fp: fp}
+	if rt.run != read {
+		return s.runCommand(ctx, rt, c)
 	}
-	if m, _ := protocol.Lookup(cmd.Method); m.Mutates {
-		return s.runCommand(ctx, h, c)
-	}
-	v, err := h(ctx, c)
+	v, err := rt.h(ctx, nil, c)
 	var apiErr *protocol.Error
 	if errors.As(err, &apiErr) {
 		return errorResult(apiErr, cmd.RequestID), nil
@@ -158,7 +151,7 @@ func encodeResult(c *call, v any) (protocol.Result, error) {
 	}
 	body, err := json.Marshal(v)
 	if err != nil {
-		return protocol.Result{}, fmt.Errorf("encode %s result: %w", c.method, err)
+		return protocol.Result{}, fmt.Errorf("encode %s result: %w", c.def.Name, err)
 	}
 	return protocol.Result{Status: http.StatusOK, Body: body}, nil
 }

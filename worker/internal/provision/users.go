@@ -46,52 +46,48 @@ func (s *Service) consumerTenant(ctx context.Context, tx pgx.Tx, partner int64) 
 	return id, s.makeStorage(rel)
 }
 
-func (s *Service) createUser(ctx context.Context, c *call) (any, error) {
-	p := c.params.(*protocol.CreateUserParams)
-	var u User
-	err := func(tx pgx.Tx) error {
-		tenant, err := s.consumerTenant(ctx, tx, c.partner)
-		if err != nil {
-			return err
-		}
-		var created time.Time
-		var fp string
-		// A separate SELECT after an insert that did nothing sees the row that a
-		// racing transaction committed meanwhile.
-		err = store.NoRows(tx.QueryRow(ctx, `INSERT INTO users (tenant_id, email, display_name, request_fp, created_at)
-			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, email) DO NOTHING
-			RETURNING display_name, created_at, request_fp`,
-			tenant, p.Email, p.DisplayName, c.fp, c.now).Scan(&u.DisplayName, &created, &fp))
-		if errors.Is(err, store.ErrNotFound) {
-			err = store.NoRows(tx.QueryRow(ctx, `SELECT display_name, created_at, request_fp FROM users
-				WHERE tenant_id = $1 AND email = $2`, tenant, p.Email).Scan(&u.DisplayName, &created, &fp))
-		}
-		if err != nil {
-			return err
-		}
-		if fp != c.fp {
-			return conflict(protocol.CodeAlreadyExists, "params.email",
-				fmt.Sprintf("user %q already exists with other params", p.Email))
-		}
-		u.Email, u.CreatedAt, u.IsActive = p.Email, created.Unix(), true
-		return nil
-	}(c.tx)
-	return u, err
+func (s *Service) createUser(ctx context.Context, tx pgx.Tx, c *call, p *protocol.CreateUserParams) (any, error) {
+	tenant, err := s.consumerTenant(ctx, tx, c.partner)
+	if err != nil {
+		return nil, err
+	}
+	u := User{Email: p.Email, IsActive: true}
+	var created time.Time
+	var fp string
+	// A separate SELECT after an insert that did nothing sees the row that a
+	// racing transaction committed meanwhile.
+	err = store.NoRows(tx.QueryRow(ctx, `INSERT INTO users (tenant_id, email, display_name, request_fp, created_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, email) DO NOTHING
+		RETURNING display_name, created_at, request_fp`,
+		tenant, p.Email, p.DisplayName, c.fp, c.now).Scan(&u.DisplayName, &created, &fp))
+	if errors.Is(err, store.ErrNotFound) {
+		err = store.NoRows(tx.QueryRow(ctx, `SELECT display_name, created_at, request_fp FROM users
+			WHERE tenant_id = $1 AND email = $2`, tenant, p.Email).Scan(&u.DisplayName, &created, &fp))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if fp != c.fp {
+		return nil, conflict(protocol.CodeAlreadyExists, "params.email",
+			fmt.Sprintf("user %q already exists with other params", p.Email))
+	}
+	u.CreatedAt = created.Unix()
+	return u, nil
 }
 
 // deleteUser deletes the user and ends the derived key user:<email> that
 // created it (SPEC section 3): the ledger stops answering for the key in this
 // transaction, and the worker deletes its Redis record after the commit, so
 // the same createUser again creates the user again.
-func (s *Service) deleteUser(ctx context.Context, c *call) (any, error) {
-	email := c.params.(*protocol.UserRef).Email
-	_, err := c.tx.Exec(ctx, `DELETE FROM users WHERE email = $2 AND tenant_id =
+func (s *Service) deleteUser(ctx context.Context, tx pgx.Tx, c *call, p *protocol.UserRef) (any, error) {
+	email := p.Email
+	_, err := tx.Exec(ctx, `DELETE FROM users WHERE email = $2 AND tenant_id =
 		(SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`, c.partner, email)
 	if err != nil {
 		return nil, err
 	}
-	key := idempotency.Key(c.partner, "user:"+email, true)
-	if err := endKey(ctx, c.tx, c.partner, key); err != nil {
+	key := idempotency.Key(c.partner, protocol.CreateUserDef.Key(&protocol.CreateUserParams{Email: email}), true)
+	if err := endKey(ctx, tx, c.partner, key); err != nil {
 		return nil, err
 	}
 	c.ended = append(c.ended, key)
@@ -101,8 +97,8 @@ func (s *Service) deleteUser(ctx context.Context, c *call) (any, error) {
 	}{email, true}, nil
 }
 
-func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
-	email := c.params.(*protocol.UserRef).Email
+func (s *Service) resetUser(ctx context.Context, tx pgx.Tx, c *call, p *protocol.UserRef) (any, error) {
+	email := p.Email
 	var raw [32]byte
 	// crypto/rand.Read never returns an error: it crashes the program instead
 	// when the system's random source fails.
@@ -110,7 +106,7 @@ func (s *Service) resetUser(ctx context.Context, c *call) (any, error) {
 	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := sha256.Sum256([]byte(token))
 	expires := c.now.Add(ResetTokenTTL)
-	tag, err := c.tx.Exec(ctx, `UPDATE users SET reset_token_hash = $3, reset_expires_at = $4
+	tag, err := tx.Exec(ctx, `UPDATE users SET reset_token_hash = $3, reset_expires_at = $4
 		WHERE email = $2 AND tenant_id = (SELECT id FROM tenants WHERE partner_id = $1 AND kind = 'consumer')`,
 		c.partner, email, hash[:], expires)
 	if err != nil {
