@@ -111,7 +111,7 @@ func verify(cmd *protocol.Command) error {
 	if !derived && !idempotency.ValidHeaderKey(key) {
 		return fmt.Errorf("%w: the idempotency key is not 1 to 255 printable ASCII characters", protocol.ErrUntrusted)
 	}
-	params, perr := protocol.DecodeParams(cmd.Method, cmd.Params)
+	params, perr := m.Decode(cmd.Params)
 	if perr != nil {
 		return fmt.Errorf("%w: params of a keyed call do not validate: %s", protocol.ErrUntrusted, perr.Message)
 	}
