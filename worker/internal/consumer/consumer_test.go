@@ -110,8 +110,28 @@ type rig struct {
 	amqpURL, redisURL string
 }
 
-func start(t *testing.T) *harness {
-	return startRig(t, rig{concurrency: 4, shutdown: 5 * time.Second})
+// start starts a consumer on the vhost and Redis DB of env, emptied first.
+func start(t *testing.T, env rig) *harness {
+	r := rig{concurrency: 4, shutdown: 5 * time.Second, amqpURL: env.amqpURL, redisURL: env.redisURL}
+	empty(t, r)
+	return startRig(t, r)
+}
+
+// TestConsumer runs the consume loop on one vhost and Redis DB, emptied
+// before each case.
+func TestConsumer(t *testing.T) {
+	env := rig{amqpURL: testenv.Vhost(t), redisURL: testenv.Redis(t)}
+	for _, c := range []struct {
+		name string
+		run  func(t *testing.T, env rig)
+	}{
+		{"BadMessagesAreDeadLetteredAndTheWorkerGoesOn", badMessagesAreDeadLettered},
+		{"EveryFinishedCommandIsAcked", everyFinishedCommandIsAcked},
+		{"ASlowCommandDoesNotStallTheOthers", aSlowCommandDoesNotStallTheOthers},
+		{"EveryOutcomeIsCarriedOutOnce", everyOutcomeIsCarriedOutOnce},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.run(t, env) })
+	}
 }
 
 func startRig(t *testing.T, r rig) *harness {
@@ -196,8 +216,8 @@ func command(method, rid string) protocol.Command {
 	return protocol.Command{Method: method, Partner: 1, RequestID: rid, Params: []byte(`{"id":"O1"}`)}
 }
 
-func TestBadMessagesAreDeadLetteredAndTheWorkerGoesOn(t *testing.T) {
-	hs := start(t)
+func badMessagesAreDeadLettered(t *testing.T, env rig) {
+	hs := start(t, env)
 	bad := []amqp.Publishing{
 		{Type: "dropTables", Body: []byte(`{}`), Headers: amqp.Table{"partner": int64(1)}},
 		{Type: protocol.GetOrder, Body: []byte(`{"id":"O1"}`)}, // no partner
@@ -262,8 +282,8 @@ func (hs *harness) afterStop(t *testing.T) {
 // Acks are coalesced: every finished command must still be acked exactly once,
 // including the last ones held when the worker stops. An odd count leaves one
 // past the last full batch.
-func TestEveryFinishedCommandIsAcked(t *testing.T) {
-	hs := start(t)
+func everyFinishedCommandIsAcked(t *testing.T, env rig) {
+	hs := start(t, env)
 	hs.publishMany(t, "burst", 61)
 	ok := hs.m.commands.WithLabelValues(protocol.GetCustomer, OutcomeOK)
 	eventually(t, "61 commands done", func() bool { return testutil.ToFloat64(ok) == 61 })
@@ -272,8 +292,8 @@ func TestEveryFinishedCommandIsAcked(t *testing.T) {
 
 // A slow command must not hold back the acks of the commands that finish after
 // it: with a prefetch of 8, the broker would stop delivering after 8 unacked.
-func TestASlowCommandDoesNotStallTheOthers(t *testing.T) {
-	hs := start(t)
+func aSlowCommandDoesNotStallTheOthers(t *testing.T, env rig) {
+	hs := start(t, env)
 	slow := command(protocol.UpdateOrder, "slow")
 	hs.publish(t, slow.Publishing("", ""))
 	eventually(t, "the slow command to start", func() bool {

@@ -17,7 +17,6 @@ import (
 	"github.com/oneoffice/provisioner/shared/amqpx"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
-	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
 // States of an idempotency record after a delivery.
@@ -63,8 +62,7 @@ type outcomePath struct {
 // Every way a delivery ends, on the real broker and Redis: the queue the
 // message is left in, the reply, the idempotency record, commands_total
 // counted once with its outcome, and one log line.
-func TestEveryOutcomeIsCarriedOutOnce(t *testing.T) {
-	env := rig{amqpURL: testenv.Vhost(t), redisURL: testenv.Redis(t)}
+func everyOutcomeIsCarriedOutOnce(t *testing.T, env rig) {
 	for _, p := range []outcomePath{
 		{
 			name: "answered: result stored, replied, acked",
