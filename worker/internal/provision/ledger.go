@@ -214,8 +214,11 @@ func endKey(ctx context.Context, tx pgx.Tx, partner int64, key string) error {
 // (500 internal), so that getRequest tells it. A replay of the message from
 // the dead-letter queue runs it again (answerRecorded).
 func (s *Service) Failed(ctx context.Context, cmd *protocol.Command, res protocol.Result) error {
-	m, ok := protocol.Lookup(cmd.Method)
-	if !ok || !m.Mutates || cmd.CommandID == "" {
+	m := cmd.Def
+	if m == nil {
+		m, _ = protocol.Lookup(cmd.Method) // a command built without DecodeCommand
+	}
+	if m == nil || !m.Mutates || cmd.CommandID == "" {
 		return nil
 	}
 	c := &call{partner: cmd.Partner, def: m, now: s.now(), cmd: cmd, params: cmd.Decoded,

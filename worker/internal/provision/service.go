@@ -108,19 +108,19 @@ var ErrInvalidCommand = errors.New("invalid command")
 // IsTransient classifies. A mutating command runs through the ledger
 // (runCommand); a read writes nothing.
 func (s *Service) Handle(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
+	rt, ok := s.mux.route(cmd.Method)
+	if !ok {
+		return protocol.Result{}, fmt.Errorf("%w: no handler for %q", ErrInvalidCommand, cmd.Method)
+	}
 	params, fp := cmd.Decoded, cmd.IdemFP
 	if params == nil || fp == "" {
 		// Not verified against a fingerprint yet (an un-keyed command): decode
 		// and validate it here.
 		var perr *protocol.Error
-		if params, perr = protocol.DecodeParams(cmd.Method, cmd.Params); perr != nil {
+		if params, perr = rt.def.Decode(cmd.Params); perr != nil {
 			return errorResult(perr, cmd.RequestID), fmt.Errorf("%w: %v", ErrInvalidCommand, perr)
 		}
 		fp = idempotency.Fingerprint(cmd.Method, protocol.Canonical(params))
-	}
-	rt, ok := s.mux.route(cmd.Method)
-	if !ok {
-		return protocol.Result{}, fmt.Errorf("%w: no handler for %q", ErrInvalidCommand, cmd.Method)
 	}
 	if cmd.CommandID == "" {
 		// A message from a gateway that assigned no id: it is recorded, but a
