@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
-)
 
-// clockTick is the unit of the CPU times in /proc: sysconf(_SC_CLK_TCK) is 100
-// on every Linux architecture Go supports.
-const clockTick = 10 * time.Millisecond
+	"github.com/oneoffice/provisioner/shared/testenv"
+)
 
 // Classes of processes in a CPU snapshot. Anything else is "other" and is
 // reported by command name.
@@ -104,7 +100,7 @@ func (s *stack) cpuSnapshot() cpuSnapshot {
 		classes[pid] = classWorkers
 	}
 	snap := cpuSnapshot{at: time.Now(), procs: processes(classes)}
-	snap.all, snap.idle, snap.cores, _ = machineTicks()
+	snap.all, snap.idle, snap.cores, _ = testenv.MachineCPU()
 	return snap
 }
 
@@ -117,7 +113,7 @@ func cpuDelta(a, b cpuSnapshot, requests int) *CPU {
 		if !ok || pa.comm != pb.comm || pa.ticks > pb.ticks {
 			continue // started during the phase, or pid reused: unseen
 		}
-		ms := float64(pb.ticks-pa.ticks) * float64(clockTick) / float64(time.Millisecond)
+		ms := float64(pb.ticks-pa.ticks) * float64(testenv.ClockTick) / float64(time.Millisecond)
 		byClass[pb.class] += ms
 		if pb.class == classOther {
 			byComm[pb.comm] += ms
@@ -167,7 +163,7 @@ func processes(classes map[int]string) map[int]procSample {
 		if err != nil {
 			continue
 		}
-		comm, ticks, err := procStat(e.Name())
+		comm, ticks, err := testenv.ProcCPU(pid)
 		if err != nil {
 			continue // gone meanwhile
 		}
@@ -195,57 +191,4 @@ func serverClass(pid int, comm string) string {
 		}
 	}
 	return classOther
-}
-
-// procStat returns the command name and utime+stime (all threads) of
-// /proc/<pid>/stat.
-func procStat(pid string) (string, uint64, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
-	if err != nil {
-		return "", 0, err
-	}
-	// The command name may hold spaces and parentheses: it runs from the first
-	// '(' to the last ')', and the numbered fields follow.
-	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || end < open {
-		return "", 0, fmt.Errorf("/proc/%s/stat: malformed", pid)
-	}
-	f := strings.Fields(string(b[end+1:]))
-	// f[0] is field 3 (state): utime is field 14, stime field 15.
-	if len(f) < 13 {
-		return "", 0, fmt.Errorf("/proc/%s/stat: too few fields", pid)
-	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return "", 0, fmt.Errorf("/proc/%s/stat: malformed times", pid)
-	}
-	return string(b[open+1 : end]), utime + stime, nil
-}
-
-// machineTicks reads the "cpu" line of /proc/stat: all time, idle time
-// (idle + iowait), and the number of cores.
-func machineTicks() (all, idle uint64, cores int, err error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) > 8 && f[0] == "cpu":
-			// user nice system idle iowait irq softirq steal; guest time is
-			// already inside user.
-			for i, v := range f[1:9] {
-				n, _ := strconv.ParseUint(v, 10, 64)
-				all += n
-				if i == 3 || i == 4 {
-					idle += n
-				}
-			}
-		case len(f) > 0 && strings.HasPrefix(f[0], "cpu"):
-			cores++
-		}
-	}
-	return all, idle, cores, nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/oneoffice/provisioner/scripts/lab/load"
 	"github.com/oneoffice/provisioner/shared/deps"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
@@ -51,7 +52,7 @@ func idempotencyPhase(ctx context.Context, redisURL string, cfg config) (*IdemRe
 
 // idemLoop runs Acquire then Complete on fresh keys with c callers for d.
 func idemLoop(ctx context.Context, store *idempotency.Store, seq *atomic.Uint64, c int, d time.Duration) (acquire, complete Row) {
-	acq, cmp := newRecorder(), newRecorder()
+	acq, cmp := load.NewRecorder(), load.NewRecorder()
 	fp := idempotency.Fingerprint(protocol.CreateCustomer, ceilingRequest)
 	result := idempotency.Result{Status: 200, Body: ceilingReply}
 	start := time.Now()
@@ -64,20 +65,21 @@ func idemLoop(ctx context.Context, store *idempotency.Store, seq *atomic.Uint64,
 				token := idempotency.NewToken()
 				t := time.Now()
 				outcome, _, err := store.Acquire(ctx, key, token, fp)
-				acq.add(idemLabel(err, outcome), time.Since(t))
+				acq.Add(idemLabel(err, outcome), time.Since(t))
 				if err != nil || outcome != idempotency.New {
 					continue
 				}
 				t = time.Now()
 				err = store.Complete(ctx, key, token, fp, result)
-				cmp.add(idemLabel(err, idempotency.New), time.Since(t))
+				cmp.Add(idemLabel(err, idempotency.New), time.Since(t))
 			}
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	acq.Elapsed = time.Since(start)
+	cmp.Elapsed = acq.Elapsed
 	phase := fmt.Sprintf("c=%d", c)
-	return acq.row("acquire", "Acquire "+phase, elapsed), cmp.row("complete", "Complete "+phase, elapsed)
+	return row(acq, "acquire", "Acquire "+phase), row(cmp, "complete", "Complete "+phase)
 }
 
 func idemLabel(err error, outcome idempotency.Outcome) string {

@@ -11,83 +11,15 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
-// callFn makes one call and returns "" on success or a label for the failure.
-type callFn func(ctx context.Context) string
-
 // callTimeout bounds one call: well past the gateway's 4 s RPC deadline, so
 // a slow call shows up as a 202 rather than as a client timeout.
 const callTimeout = 10 * time.Second
-
-// closedLoop keeps c calls in flight for d: each of c callers sends its next
-// call as soon as the previous one is answered.
-func closedLoop(ctx context.Context, key, phase string, call callFn, c int, d time.Duration) Row {
-	rec := newRecorder()
-	start := time.Now()
-	end := start.Add(d)
-	var wg sync.WaitGroup
-	for range c {
-		wg.Go(func() {
-			for ctx.Err() == nil && time.Now().Before(end) {
-				t := time.Now()
-				rec.add(call(ctx), time.Since(t))
-			}
-		})
-	}
-	wg.Wait()
-	return rec.row(key, phase, time.Since(start))
-}
-
-// openLoop sends calls at rate per second for d whatever the answers, each
-// in its own goroutine, with at most maxInFlight outstanding: a call due when
-// the bound is reached is not sent and counts as "shed". Latency is measured
-// from the time a call was due, so a late pacer shows up in it.
-func openLoop(ctx context.Context, key, phase string, call callFn, rate float64, d time.Duration, maxInFlight int) Row {
-	rec := newRecorder()
-	if rate <= 0 {
-		rec.add("no rate", 0)
-		return rec.row(key, phase, 0)
-	}
-	interval := time.Duration(float64(time.Second) / rate)
-	slots := make(chan struct{}, maxInFlight)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	var wg sync.WaitGroup
-	start := time.Now()
-	for due := start; due.Before(start.Add(d)); due = due.Add(interval) {
-		if wait := time.Until(due); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-			}
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			rec.add("shed", 0)
-			continue
-		}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			label := call(ctx)
-			rec.add(label, time.Since(due))
-		})
-	}
-	wg.Wait()
-	row := rec.row(key, phase, d)
-	row.Offered = rate
-	return row
-}
 
 // apiClient sends createCustomer calls to the gateway the way partners do:
 // GET with a JSON body and x-api-key, on kept-alive connections.

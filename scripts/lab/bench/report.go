@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
 // Report is everything one bench invocation measured.
@@ -148,7 +150,7 @@ func (r *Report) print(out io.Writer) {
 	fmt.Fprintf(out, "machine: %d cores, %s, %s; load average %s at start, %s at end\n",
 		r.Machine.Cores, r.Machine.CPUModel, r.Machine.Go, r.Machine.LoadAvgFrom, r.Machine.LoadAvgTo)
 	fmt.Fprintf(out, "idle CPU (no load, %.0f s, resolution %.1f ms/s): gateway %.1f ms/s, workers %.1f ms/s\n",
-		r.Idle.Seconds, float64(clockTick/time.Millisecond)/r.Idle.Seconds, r.Idle.GatewayMsPerSec, r.Idle.WorkersMsPerSec)
+		r.Idle.Seconds, float64(testenv.ClockTick/time.Millisecond)/r.Idle.Seconds, r.Idle.GatewayMsPerSec, r.Idle.WorkersMsPerSec)
 	for i, rows := range r.Runs {
 		fmt.Fprintf(out, "\nrun %d\n", i+1)
 		if i < len(r.MkdirMicros) {

@@ -1,11 +1,12 @@
 package bench
 
 import (
-	"maps"
+	"context"
 	"math"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/oneoffice/provisioner/scripts/lab/load"
 )
 
 // Keys of the report rows, stable for the JSON output and the ratios.
@@ -38,53 +39,33 @@ type Row struct {
 	CPU       *CPU           `json:"cpu,omitempty"`
 }
 
-// recorder collects the outcomes of concurrent calls.
-type recorder struct {
-	mu   sync.Mutex
-	lat  []time.Duration
-	errs map[string]int
+// closedLoop is load.Closed as a row of the report.
+func closedLoop(ctx context.Context, key, phase string, call load.Call, c int, d time.Duration) Row {
+	return row(load.Closed(ctx, call, c, d), key, phase)
 }
 
-func newRecorder() *recorder { return &recorder{errs: make(map[string]int)} }
-
-// add records one call: label "" is a success that took d.
-func (r *recorder) add(label string, d time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if label == "" {
-		r.lat = append(r.lat, d)
-		return
-	}
-	r.errs[label]++
+// openLoop is load.Open as a row of the report.
+func openLoop(ctx context.Context, key, phase string, call load.Call, rate float64, d time.Duration, maxInFlight int) Row {
+	r := row(load.Open(ctx, call, rate, d, maxInFlight), key, phase)
+	r.Offered = rate
+	return r
 }
 
-// row summarises what was recorded over elapsed.
-func (r *recorder) row(key, phase string, elapsed time.Duration) Row {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	lat := slices.Clone(r.lat)
-	slices.Sort(lat)
-	row := Row{Key: key, Phase: phase, OK: len(lat), Seconds: elapsed.Seconds(),
-		P50: ms(percentile(lat, 50)), P95: ms(percentile(lat, 95)), P99: ms(percentile(lat, 99))}
-	if elapsed > 0 {
-		row.Rate = float64(len(lat)) / elapsed.Seconds()
+// row summarises what rec recorded.
+func row(rec *load.Recorder, key, phase string) Row {
+	lat, errs := rec.Latencies(false), rec.Labels()
+	r := Row{Key: key, Phase: phase, OK: len(lat), Seconds: rec.Elapsed.Seconds(),
+		P50: ms(load.Percentile(lat, 50)), P95: ms(load.Percentile(lat, 95)), P99: ms(load.Percentile(lat, 99))}
+	if rec.Elapsed > 0 {
+		r.Rate = float64(len(lat)) / rec.Elapsed.Seconds()
 	}
-	for _, n := range r.errs {
-		row.Errors += n
+	for _, n := range errs {
+		r.Errors += n
 	}
-	if len(r.errs) > 0 {
-		row.ErrorsBy = maps.Clone(r.errs)
+	if len(errs) > 0 {
+		r.ErrorsBy = errs
 	}
-	return row
-}
-
-// percentile is the nearest-rank p-th percentile of sorted, 0 when empty.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
+	return r
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

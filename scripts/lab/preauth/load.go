@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
-	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/oneoffice/provisioner/scripts/lab/load"
 )
 
 // callTimeout bounds one call: the gateway answers a refused key at once and
@@ -32,9 +33,9 @@ func newCaller(addr string, conns int, body []byte) *caller {
 	}}
 }
 
-// call sends one call with key and returns its status (0: no answer) and
-// latency.
-func (c *caller) call(key string) (int, time.Duration) {
+// call sends one call with key and returns its status as a label
+// ("no answer": a timeout, a connection error).
+func (c *caller) call(key string) string {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -43,11 +44,10 @@ func (c *caller) call(key string) (int, time.Duration) {
 	req.Header.SetContentType("application/json")
 	req.Header.Set("x-api-key", key)
 	req.SetBody(c.body)
-	start := time.Now()
 	if err := c.client.DoTimeout(req, resp, callTimeout); err != nil {
-		return 0, time.Since(start)
+		return "no answer"
 	}
-	return resp.StatusCode(), time.Since(start)
+	return strconv.Itoa(resp.StatusCode())
 }
 
 // randomKey is a well-formed key that no partner has: each one costs the
@@ -58,82 +58,18 @@ func randomKey() string {
 	return "oo_" + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// tally is what one stream of calls got.
-type tally struct {
-	mu        sync.Mutex
-	statuses  map[int]int // 0: no answer (timeout, connection error)
-	latencies []time.Duration
-	shed      int // not sent: the in-flight bound was reached
-	elapsed   time.Duration
-}
-
-func newTally() *tally { return &tally{statuses: map[int]int{}} }
-
-func (t *tally) add(status int, d time.Duration) {
-	t.mu.Lock()
-	t.statuses[status]++
-	t.latencies = append(t.latencies, d)
-	t.mu.Unlock()
-}
-
-func (t *tally) sent() int { return len(t.latencies) }
-
-// quantile of the latencies, q from 0 to 1.
-func (t *tally) quantile(q float64) time.Duration {
-	if len(t.latencies) == 0 {
-		return 0
-	}
-	s := slices.Clone(t.latencies)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(q*float64(len(s))))]
-}
-
-// openLoop calls fire at rate per second until ctx ends, whatever the answers
-// take (open loop: a slow gateway does not slow the arrivals), with at most
-// maxInFlight calls outstanding; calls past that are counted as shed.
-func openLoop(ctx context.Context, rate float64, maxInFlight int, t *tally, fire func()) {
-	slots := make(chan struct{}, maxInFlight)
-	var wg sync.WaitGroup
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	start, due := time.Now(), 0
-	for {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			t.elapsed = time.Since(start)
-			return
-		case now := <-tick.C:
-			for target := int(now.Sub(start).Seconds() * rate); due < target; due++ {
-				select {
-				case slots <- struct{}{}:
-					wg.Go(func() { fire(); <-slots })
-				default:
-					t.mu.Lock()
-					t.shed++
-					t.mu.Unlock()
-				}
-			}
-		}
-	}
-}
-
 // phase runs the valid partner's probe, and the flood of random keys when
-// flood > 0, for d, and returns their tallies.
-func phase(ctx context.Context, cfg config, probe, flood *caller, key string, d time.Duration, floodRate float64) (good, bad *tally, err error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	good, bad = newTally(), newTally()
+// floodRate > 0, for d (open loops), and returns what each got: every call
+// is recorded under its status.
+func phase(ctx context.Context, cfg config, probe, flood *caller, key string, d time.Duration, floodRate float64) (good, bad *load.Recorder, err error) {
+	bad = load.NewRecorder()
 	var wg sync.WaitGroup
 	if floodRate > 0 {
 		wg.Go(func() {
-			openLoop(ctx, floodRate, cfg.maxInFlight, bad, func() { bad.add(flood.call(randomKey())) })
+			bad = load.Open(ctx, func(context.Context) string { return flood.call(randomKey()) }, floodRate, d, cfg.maxInFlight)
 		})
 	}
-	openLoop(ctx, cfg.probeRate, cfg.maxInFlight, good, func() { good.add(probe.call(key)) })
+	good = load.Open(ctx, func(context.Context) string { return probe.call(key) }, cfg.probeRate, d, cfg.maxInFlight)
 	wg.Wait()
-	if err := context.Cause(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		return good, bad, err
-	}
-	return good, bad, nil
+	return good, bad, ctx.Err()
 }

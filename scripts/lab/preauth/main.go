@@ -101,8 +101,8 @@ func bench(ctx context.Context, cfg config) (err error) {
 	}
 	defer func() { err = errors.Join(err, st.Close(testenv.DefaultCloseTimeout)) }()
 	setup := newCaller(st.HTTPAddr, 1, []byte(createCustomer))
-	if status, _ := setup.call(st.Key); status != 200 {
-		return fmt.Errorf("createCustomer: status %d, want 200", status)
+	if status := setup.call(st.Key); status != "200" {
+		return fmt.Errorf("createCustomer: status %s, want 200", status)
 	}
 	probe := newCaller(st.HTTPAddr, 8, []byte(getCustomer))
 	flood := newCaller(st.HTTPAddr, cfg.conns, []byte(getCustomer))
@@ -120,8 +120,8 @@ func bench(ctx context.Context, cfg config) (err error) {
 		if err != nil {
 			return err
 		}
-		self0 := selfCPU()
-		busy0, total0, err := cpuTimes()
+		self0 := testenv.SelfCPU()
+		all0, idle0, _, err := testenv.MachineCPU()
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func bench(ctx context.Context, cfg config) (err error) {
 		if err != nil {
 			return err
 		}
-		busy1, total1, err := cpuTimes()
+		all1, idle1, _, err := testenv.MachineCPU()
 		if err != nil {
 			return err
 		}
@@ -137,9 +137,10 @@ func bench(ctx context.Context, cfg config) (err error) {
 		if err != nil {
 			return err
 		}
+		busy := float64((all1 - all0) - (idle1 - idle0))
 		rep.phases = append(rep.phases, phaseResult{name: p.name, flood: p.flood, good: good, bad: bad,
-			gateway: after.minus(before), machine: (busy1 - busy0) / (total1 - total0),
-			self: (selfCPU() - self0) / cfg.duration.Seconds()})
+			gateway: after.minus(before), machine: busy / float64(all1-all0),
+			self: (testenv.SelfCPU() - self0).Seconds() / cfg.duration.Seconds()})
 	}
 	rep.print(os.Stdout)
 	return nil

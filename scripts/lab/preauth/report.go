@@ -4,16 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/oneoffice/provisioner/scripts/lab/load"
 )
 
 // counters are the gateway's metrics of interest, by "name/label value".
@@ -73,44 +74,10 @@ func (c counters) minus(before counters) counters {
 type phaseResult struct {
 	name      string
 	flood     float64 // offered random-key calls a second
-	good, bad *tally
+	good, bad *load.Recorder
 	gateway   counters // over the phase
 	machine   float64  // busy share of all the machine's processors over the phase, from /proc/stat
 	self      float64  // the bench's own processor seconds a second: it shares the machine
-}
-
-// selfCPU is the processor time this process has used.
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-// cpuTimes reads the machine's busy and total processor time (/proc/stat):
-// the machine is shared, and a busy one explains slow calls.
-func cpuTimes() (busy, total float64, err error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	if len(fields) < 5 || fields[0] != "cpu" {
-		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
-	}
-	for i, f := range fields[1:] {
-		v, err := strconv.ParseFloat(f, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
-		}
-		total += v
-		if i != 3 && i != 4 { // idle, iowait
-			busy += v
-		}
-	}
-	return busy, total, nil
 }
 
 type report struct {
@@ -129,18 +96,19 @@ func (r report) print(out io.Writer) {
 	fmt.Fprintf(out, "\nthe valid partner's getCustomer at %g/s, %s per phase\n", c.probeRate, c.duration)
 	fmt.Fprintf(out, "  %-6s %7s %9s %9s %9s  %s\n", "phase", "calls", "p50", "p99", "max", "statuses")
 	for _, p := range r.phases {
-		fmt.Fprintf(out, "  %-6s %7d %9s %9s %9s  %s\n", p.name, p.good.sent(), ms(p.good.quantile(.5)),
-			ms(p.good.quantile(.99)), ms(p.good.quantile(1)), statuses(p.good))
+		lat := p.good.Latencies(true)
+		fmt.Fprintf(out, "  %-6s %7d %9s %9s %9s  %s\n", p.name, len(lat), ms(load.Percentile(lat, 50)),
+			ms(load.Percentile(lat, 99)), ms(load.Percentile(lat, 100)), statuses(p.good))
 	}
 	for _, p := range r.phases {
 		if p.flood == 0 {
 			continue
 		}
-		secs := p.bad.elapsed.Seconds()
+		lat := p.bad.Latencies(true)
 		fmt.Fprintf(out, "\nrandom-key calls during %s: offered %g/s over %d connections; sent %d (%.0f/s), shed %d\n",
-			p.name, p.flood, c.conns, p.bad.sent(), float64(p.bad.sent())/secs, p.bad.shed)
+			p.name, p.flood, c.conns, len(lat), float64(len(lat))/p.bad.Elapsed.Seconds(), p.bad.Labels()[load.Shed])
 		fmt.Fprintf(out, "  statuses %s; latency p50 %s, p99 %s, max %s\n", statuses(p.bad),
-			ms(p.bad.quantile(.5)), ms(p.bad.quantile(.99)), ms(p.bad.quantile(1)))
+			ms(load.Percentile(lat, 50)), ms(load.Percentile(lat, 99)), ms(load.Percentile(lat, 100)))
 	}
 	fmt.Fprintf(out, "\nthe gateway during each phase\n")
 	for _, p := range r.phases {
@@ -155,20 +123,15 @@ func (r report) print(out io.Writer) {
 	}
 }
 
-// statuses lists a tally's statuses, most frequent first; 0 is "no answer".
-func statuses(t *tally) string {
-	var codes []int
-	for code := range t.statuses {
-		codes = append(codes, code)
-	}
-	slices.SortFunc(codes, func(a, b int) int { return t.statuses[b] - t.statuses[a] })
+// statuses lists the statuses of rec's calls, most frequent first.
+func statuses(rec *load.Recorder) string {
+	counts := rec.Labels()
+	delete(counts, load.Shed)
+	codes := slices.Collect(maps.Keys(counts))
+	slices.SortFunc(codes, func(a, b string) int { return counts[b] - counts[a] })
 	var parts []string
 	for _, code := range codes {
-		name := fmt.Sprint(code)
-		if code == 0 {
-			name = "no answer"
-		}
-		parts = append(parts, fmt.Sprintf("%s: %d", name, t.statuses[code]))
+		parts = append(parts, fmt.Sprintf("%s: %d", code, counts[code]))
 	}
 	return strings.Join(parts, ", ")
 }

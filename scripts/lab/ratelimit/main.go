@@ -1,6 +1,6 @@
-// Package ratelimit is `lab ratelimit`: it measures the per-partner rate limit shared by gateways:
-// it brings up an isolated stack (shared/testenv) with RATE_LIMIT_RPS set,
-// starts a second gateway on it, offers one partner's calls to both at a
+// Package ratelimit is `lab ratelimit`: it measures the per-partner rate
+// limit shared by gateways. It brings up an isolated stack (shared/testenv)
+// of two gateways with RATE_LIMIT_RPS set, offers one partner's calls to both at a
 // fixed total rate for a while, and reports how many each let through. With a
 // limit per gateway process the partner would get twice the limit; shared
 // through Redis it gets the limit (plus the one burst) in all.
@@ -10,6 +10,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,8 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/oneoffice/provisioner/scripts/lab/load"
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/testenv"
 )
@@ -52,30 +55,14 @@ func measure(ctx context.Context, cfg config) (err error) {
 		return err
 	}
 	srv.Logf = progress
-	st, err := srv.UpStack(ctx, testenv.StackConfig{Name: "ratelimit", Workers: 1, Logf: progress,
+	st, err := srv.UpStack(ctx, testenv.StackConfig{Name: "ratelimit", Workers: 1, Gateways: 2,
 		Env: []string{"RATE_LIMIT_RPS=" + strconv.FormatFloat(cfg.limit, 'f', -1, 64), "LOG_LEVEL=warn"}})
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := st.Close(0); cerr != nil {
-			fmt.Fprintln(os.Stderr, "ratelimit: teardown:", cerr)
-		}
-	}()
-	addr, err := testenv.PickAddr()
-	if err != nil {
-		return err
-	}
-	second, err := testenv.StartProc(ctx, testenv.ProcConfig{Path: st.Bins.Gateway(), Name: "gateway-2",
-		Env: append(st.Env(), "HTTP_ADDR="+addr)})
-	if err != nil {
-		return err
-	}
-	defer second.Stop(context.Background())
-	gateways := []string{st.URL(), "http://" + addr + "/"}
-	progress("offering %.0f calls/s for %s to %v, limit %.0f/s per partner", cfg.offered, cfg.duration, gateways, cfg.limit)
-	counts := offer(ctx, cfg, gateways, st.Key)
-	report(os.Stdout, cfg, gateways, counts)
+	defer func() { err = errors.Join(err, st.Close(0)) }()
+	progress("offering %.0f calls/s for %s to %v, limit %.0f/s per partner", cfg.offered, cfg.duration, st.APIs, cfg.limit)
+	report(os.Stdout, cfg, st.APIs, offer(ctx, cfg, st.APIs, st.Key))
 	return nil
 }
 
@@ -92,30 +79,16 @@ func offer(ctx context.Context, cfg config, gateways []string, key string) []cou
 		out[i] = counts{}
 	}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.offered))
-	defer tick.Stop()
-	end := time.After(cfg.duration)
-	for n := 0; ; n++ {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return out
-		case <-end:
-			wg.Wait()
-			return out
-		case <-tick.C:
-		}
-		g := n % len(gateways)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			status := call(client, gateways[g], key, body)
-			mu.Lock()
-			out[g][status]++
-			mu.Unlock()
-		}()
-	}
+	var n atomic.Int64
+	load.Open(ctx, func(context.Context) string {
+		g := int(n.Add(1)) % len(gateways)
+		status := call(client, "http://"+gateways[g]+"/", key, body)
+		mu.Lock()
+		out[g][status]++
+		mu.Unlock()
+		return ""
+	}, cfg.offered, cfg.duration, 1<<16)
+	return out
 }
 
 // call returns the answer's status, 0 when there was none.
