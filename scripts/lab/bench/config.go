@@ -1,15 +1,12 @@
 package bench
 
 import (
-	"cmp"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"strconv"
 	"time"
 
-	"github.com/oneoffice/provisioner/shared/testenv"
+	"github.com/oneoffice/provisioner/scripts/lab/load"
 )
 
 // config is the bench's command line.
@@ -18,7 +15,6 @@ type config struct {
 	concurrency int // WORKER_CONCURRENCY of each worker
 	prefetch    int // WORKER_PREFETCH of each worker
 	c           int // requests in flight in phases 1 and 2 (and 6)
-	gomaxprocs  int // GOMAXPROCS of the gateway and the workers; 0 leaves their default (1)
 
 	duration       time.Duration // phases 1 and 2
 	rateDuration   time.Duration // each arrival rate of phase 3
@@ -29,26 +25,21 @@ type config struct {
 	runs           int           // repetitions of phases 1 to 5
 
 	jsonPath string // write the results there too
-	keep     bool   // keep the work directory (binaries, process logs)
 	storage  string // parent of STORAGE_ROOT; "" puts it in the work directory
 
-	servers testenv.Servers // the shared PostgreSQL, RabbitMQ and Redis
-	redisDB int             // the stack's own Redis DB; 0 claims the first free one
+	stack load.StackFlags
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
-	var err error
-	// The tests' environment variables (TEST_POSTGRES_URL, ...) give the defaults.
-	if c.servers, err = testenv.FromEnv(); err != nil {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	if err := c.stack.Register(fs); err != nil {
 		return c, err
 	}
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.IntVar(&c.workers, "workers", 2, "worker processes")
 	fs.IntVar(&c.concurrency, "concurrency", 32, "WORKER_CONCURRENCY of each worker")
 	fs.IntVar(&c.prefetch, "prefetch", 64, "WORKER_PREFETCH of each worker")
 	fs.IntVar(&c.c, "c", 64, "requests in flight in the closed-loop phases")
-	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of the gateway and the workers (0: their default, 1 unless GOMAXPROCS is exported)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of the ceiling and end-to-end phases")
 	fs.DurationVar(&c.rateDuration, "rate-duration", 8*time.Second, "length of each fixed-rate phase")
 	fs.DurationVar(&c.singleDuration, "single-duration", 5*time.Second, "length of the single-caller phases")
@@ -57,13 +48,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.maxInFlight, "max-inflight", 512, "most requests in flight in the fixed-rate phases (more are shed and counted as errors)")
 	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5 this many times and report the medians")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results to this JSON file")
-	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (binaries and process logs)")
 	fs.StringVar(&c.storage, "storage", "", "directory under which the tenants' storage root is made (default: the work directory, in the temp dir)")
-	fs.StringVar(&c.servers.PostgresURL, "postgres", c.servers.PostgresURL, "admin URL of PostgreSQL")
-	fs.StringVar(&c.servers.AMQPURL, "amqp", c.servers.AMQPURL,
-		"URL of RabbitMQ without vhost (the user gets the bench's vhost)")
-	fs.StringVar(&c.servers.RedisAddr, "redis", c.servers.RedisAddr, "Redis address")
-	fs.IntVar(&c.redisDB, "redis-db", 0, "Redis DB of the stack, claimed like the tests' and flushed before and after (0: the first free one)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -95,20 +80,5 @@ func (c config) validate() error {
 	if c.warmUp < 0 || c.warmUp > time.Minute {
 		errs = append(errs, errors.New("-warmup must be between 0 and 1m"))
 	}
-	if c.gomaxprocs < 0 {
-		errs = append(errs, errors.New("-gomaxprocs must be 0 or more"))
-	}
-	if c.redisDB != 0 && (c.redisDB < testenv.FirstRedisDB || c.redisDB > testenv.LastRedisDB) {
-		errs = append(errs, fmt.Errorf("-redis-db must be 0 (claim a free one) or from %d to %d",
-			testenv.FirstRedisDB, testenv.LastRedisDB))
-	}
-	return errors.Join(errs...)
-}
-
-// procs is the GOMAXPROCS the gateway and the workers run with.
-func (c config) procs() string {
-	if c.gomaxprocs > 0 {
-		return strconv.Itoa(c.gomaxprocs)
-	}
-	return cmp.Or(os.Getenv("GOMAXPROCS"), "1")
+	return errors.Join(append(errs, c.stack.Validate())...)
 }

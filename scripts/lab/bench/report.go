@@ -72,8 +72,8 @@ func newReport(cfg config) *Report {
 		Started: time.Now(),
 		Machine: Machine{Cores: runtime.NumCPU(), CPUModel: cpuModel(), Go: runtime.Version(), LoadAvgFrom: loadAvg()},
 		Settings: Settings{Workers: cfg.workers, Concurrency: cfg.concurrency, Prefetch: cfg.prefetch,
-			C: cfg.c, GOMAXPROCS: cfg.procs(), GoDebug: os.Getenv("GODEBUG"), Storage: cfg.storage, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
-			Command: strings.Join(append([]string{"go run ./scripts/bench"}, os.Args[1:]...), " ")},
+			C: cfg.c, GOMAXPROCS: cfg.stack.Procs(), GoDebug: os.Getenv("GODEBUG"), Storage: cfg.storage, Duration: cfg.duration.Seconds(), Runs: cfg.runs,
+			Command: strings.Join(append([]string{"go run ./scripts/lab bench"}, os.Args[1:]...), " ")},
 	}
 }
 

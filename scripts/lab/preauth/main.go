@@ -23,8 +23,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/oneoffice/provisioner/scripts/lab/load"
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/testenv"
 )
@@ -38,20 +40,16 @@ type config struct {
 	conns       int           // connections of the flood
 	maxInFlight int           // bound of each open loop
 	clientRPS   float64       // CLIENT_RATE_LIMIT_RPS of the gateway
-	gomaxprocs  int           // GOMAXPROCS of the processes; 0 leaves their default (1)
-	keep        bool          // keep the work directory (binaries, process logs)
 
-	servers testenv.Servers // the shared PostgreSQL, RabbitMQ and Redis
-	redisDB int             // the stack's Redis DB; 0 claims the first free one
+	stack load.StackFlags
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
-	var err error
-	if c.servers, err = testenv.FromEnv(); err != nil {
+	fs := flag.NewFlagSet("preauth", flag.ContinueOnError)
+	if err := c.stack.Register(fs); err != nil {
 		return c, err
 	}
-	fs := flag.NewFlagSet("preauth", flag.ContinueOnError)
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "length of each measured phase (quiet, flood)")
 	fs.DurationVar(&c.warmUp, "warmup", 3*time.Second, "unmeasured probe calls before the first phase")
 	fs.Float64Var(&c.floodRate, "flood-rate", 5000, "calls a second with random keys during the flood")
@@ -59,12 +57,6 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.conns, "conns", 256, "connections the flood is sent over")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 4096, "most calls outstanding per stream (more are shed and counted)")
 	fs.Float64Var(&c.clientRPS, "client-rps", 0, "CLIENT_RATE_LIMIT_RPS of the gateway (0: off; the flood and the partner share 127.0.0.1)")
-	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of the gateway and the worker (0: their default, 1)")
-	fs.BoolVar(&c.keep, "keep", false, "keep the work directory (binaries and process logs)")
-	fs.StringVar(&c.servers.PostgresURL, "postgres", c.servers.PostgresURL, "admin URL of PostgreSQL")
-	fs.StringVar(&c.servers.AMQPURL, "amqp", c.servers.AMQPURL, "URL of RabbitMQ without vhost")
-	fs.StringVar(&c.servers.RedisAddr, "redis", c.servers.RedisAddr, "Redis address")
-	fs.IntVar(&c.redisDB, "redis-db", 0, "Redis DB of the stack, claimed like the tests' (0: the first free one)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -74,7 +66,7 @@ func parseFlags(args []string) (config, error) {
 	if c.duration <= 0 || c.floodRate < 0 || c.probeRate <= 0 || c.conns < 1 || c.maxInFlight < 1 || c.clientRPS < 0 {
 		return c, errors.New("-duration, -probe-rate, -conns and -max-inflight must be positive; -flood-rate and -client-rps at least 0")
 	}
-	return c, nil
+	return c, c.stack.Validate()
 }
 
 // Run runs the bench with the command line args. `make preauth-bench`
@@ -95,7 +87,8 @@ var (
 )
 
 func bench(ctx context.Context, cfg config) (err error) {
-	st, err := upStack(ctx, cfg)
+	st, err := cfg.stack.Up(ctx, testenv.StackConfig{Name: "preauth", Workers: 1,
+		Env: []string{"CLIENT_RATE_LIMIT_RPS=" + strconv.FormatFloat(cfg.clientRPS, 'f', -1, 64)}}, progress)
 	if err != nil {
 		return err
 	}

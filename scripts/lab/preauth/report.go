@@ -91,7 +91,7 @@ func (r report) print(out io.Writer) {
 	// applies to them.
 	fmt.Fprintf(out, "\npreauth bench: one gateway (GOMAXPROCS %s), one worker; CLIENT_RATE_LIMIT_RPS %s; "+
 		"AUTH_LOOKUP_CONCURRENCY %s; AUTH_LOOKUP_TIMEOUT %s\n",
-		orDefault(c.gomaxprocs, envOr("GOMAXPROCS", "1 (default)")), orOff(c.clientRPS),
+		c.stack.Procs(), orOff(c.clientRPS),
 		envOr("AUTH_LOOKUP_CONCURRENCY", "4 (default)"), envOr("AUTH_LOOKUP_TIMEOUT", "1s (default)"))
 	fmt.Fprintf(out, "\nthe valid partner's getCustomer at %g/s, %s per phase\n", c.probeRate, c.duration)
 	fmt.Fprintf(out, "  %-6s %7s %9s %9s %9s  %s\n", "phase", "calls", "p50", "p99", "max", "statuses")
@@ -143,13 +143,6 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
-}
-
-func orDefault(n int, def string) string {
-	if n == 0 {
-		return def
-	}
-	return fmt.Sprint(n)
 }
 
 func orOff(rps float64) string {
