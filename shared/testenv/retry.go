@@ -18,15 +18,16 @@ func (s Servers) retry(ctx context.Context, what string, op func(ctx context.Con
 	return retryFor(ctx, s.wait(), 100*time.Millisecond, s.logf, what, op)
 }
 
-// retryFor is retry within wait, the first wait being first; logf, when
-// set, is told of the first failure.
+// retryFor is retry within wait, the first pause being first and none
+// longer than ten times that (or 2s); logf, when set, is told of the first
+// failure.
 func retryFor(ctx context.Context, wait, first time.Duration, logf func(string, ...any), what string,
 	op func(ctx context.Context, attempt int) error) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(first),
-		backoff.WithMaxInterval(max(first, 2*time.Second)),
+		backoff.WithMaxInterval(min(10*first, 2*time.Second)),
 		backoff.WithMaxElapsedTime(0)) // ctx bounds the whole
 	start := time.Now()
 	attempt := 0
