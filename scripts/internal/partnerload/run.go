@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/oneoffice/provisioner/shared/testenv"
@@ -129,11 +130,14 @@ func Judge(ctx context.Context, db *pgxpool.Pool, ld *Load, rpcTimeout time.Dura
 // after since (ServingSince), for up to MaxRecovery and a little, and
 // reports whether they did.
 func (l *Load) AwaitServing(ctx context.Context, since time.Time) bool {
-	deadline := time.Now().Add(MaxRecovery + 5*time.Second)
-	for !l.ServingSince(since, 20) && time.Now().Before(deadline) && ctx.Err() == nil {
-		Sleep(ctx, 100*time.Millisecond)
-	}
-	return l.ServingSince(since, 20)
+	ctx, cancel := context.WithTimeout(ctx, MaxRecovery+5*time.Second)
+	defer cancel()
+	return backoff.Retry(func() error {
+		if !l.ServingSince(since, 20) {
+			return errors.New("not serving")
+		}
+		return nil
+	}, backoff.WithContext(backoff.NewConstantBackOff(100*time.Millisecond), ctx)) == nil
 }
 
 // Sleep waits for d or the end of ctx.

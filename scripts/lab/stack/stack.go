@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/oneoffice/provisioner/shared/testenv"
@@ -144,16 +145,16 @@ func checkWebhooks(st *testenv.Stack, recv *testenv.WebhookReceiver, logf func(s
 		return err
 	}
 	defer db.Close()
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+	// Up to a minute for the outbox to drain; what is left is counted below.
+	drain, stop := context.WithTimeout(ctx, time.Minute)
+	defer stop()
+	backoff.Retry(func() error {
 		var pending int
-		if err := db.QueryRow(ctx, `SELECT count(*) FROM webhook_events WHERE status = 'pending'`).Scan(&pending); err != nil {
-			return err
+		if err := db.QueryRow(drain, `SELECT count(*) FROM webhook_events WHERE status = 'pending'`).Scan(&pending); err != nil || pending > 0 {
+			return fmt.Errorf("%d events pending (%v)", pending, err)
 		}
-		if pending == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	}, backoff.WithContext(backoff.NewConstantBackOff(100*time.Millisecond), drain))
 	var delivered, undelivered, ledger int
 	var p50, p99, most float64
 	err = db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE status <> 'delivered'),
