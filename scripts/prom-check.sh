@@ -53,24 +53,6 @@ bad() { fail=$((fail + 1)); printf 'FAIL %s\n' "$*"; }
 die() { bad "$*"; echo "$pass passed, $fail failed"; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
 
-# port_free PORT: no socket of any state uses 127.0.0.1:PORT.
-port_free() {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && ! ss -Htan "sport = :$1" 2>/dev/null | grep -q .
-}
-# pick_ports N: N distinct free ports from a random start below the kernel's
-# ephemeral range (outgoing connections of the stack could take those meanwhile).
-pick_ports() {
-  local n=$1 lo=20000 hi got=() p
-  hi=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-  [ "${hi:-0}" -gt $((lo + 1000)) ] || { lo=10000; hi=20000; }
-  p=$((lo + (RANDOM * 7 + $$) % (hi - lo - 100)))
-  while [ "${#got[@]}" -lt "$n" ] && [ "$p" -lt "$hi" ]; do
-    port_free "$p" && got+=("$p")
-    p=$((p + 1))
-  done
-  echo "${got[@]}"
-}
-
 # ------------------------------------------------------------------ 1. tools, static checks
 step "tools and static checks"
 if timeout 240 bash scripts/services.sh --prometheus >"$work/services.log" 2>&1; then
@@ -80,7 +62,7 @@ else
   die "scripts/services.sh --prometheus"
 fi
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then die "prometheus/promtool on PATH"; fi
-for t in jq curl rabbitmqctl ss; do
+for t in jq curl rabbitmqctl; do
   command -v "$t" >/dev/null || die "$t is required"
 done
 
@@ -124,14 +106,12 @@ done
 
 # ------------------------------------------------------------------ 2. isolated stack
 step "isolated stack"
-read -r prom_port <<<"$(pick_ports 1)"
-[ -n "${prom_port:-}" ] || die "a free loopback port"
 export SHUTDOWN_TIMEOUT=3s
 stack_up -name promcheck -workers 2 2>"$work/stack.log" || { tail -20 "$work/stack.log"; die "lab stack"; }
 tag=$STACK_NAME key=$API_KEY URL=$BASE_URL/
 gw_port=${GATEWAY_METRICS##*:}
 read -r w1 w2 <<<"$WORKER_METRICS"
-w1_port=${w1##*:} w2_port=${w2##*:}
+w1_port=${w1##*:} w2_port=${w2##*:} prom_port=${SPARE_ADDR##*:}
 ok "stack $tag: gateway (api $HTTP_ADDR, metrics :$gw_port) and workers (metrics :$w1_port, :$w2_port) ready"
 
 # ------------------------------------------------------------------ 3. Prometheus

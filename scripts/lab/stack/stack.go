@@ -8,8 +8,9 @@
 //
 // FILE, written once the stack serves, sets STACK_NAME (the database and
 // vhost), DATABASE_URL, AMQP_URL, REDIS_URL, HTTP_ADDR, BASE_URL, API_KEY,
-// PARTNER, GATEWAY_METRICS, WORKER_METRICS (space-separated) and STACK_DIR
-// (the process logs).
+// PARTNER, GATEWAY_METRICS, WORKER_METRICS (space-separated), STACK_DIR
+// (the process logs) and SPARE_ADDR, a free loopback address for a server of
+// the script's own (testenv.PickAddr).
 //
 // With -webhooks the partner's endpoint is a receiver of this program
 // (testenv.WebhookReceiver). At the end it waits up to a minute for the
@@ -116,6 +117,10 @@ func startReceiver(ctx context.Context, st *testenv.Stack, partner string) (*tes
 // writeEnv writes the settings, whole or not at all: the script waits for
 // the file.
 func writeEnv(path string, st *testenv.Stack, partner string) error {
+	spare, err := testenv.PickAddr()
+	if err != nil {
+		return err
+	}
 	var metrics []string
 	for _, w := range st.Workers {
 		metrics = append(metrics, w.Metrics)
@@ -125,7 +130,7 @@ func writeEnv(path string, st *testenv.Stack, partner string) error {
 		{"STACK_NAME", st.Name}, {"DATABASE_URL", st.DatabaseURL}, {"AMQP_URL", st.AMQPURL},
 		{"REDIS_URL", st.RedisURL}, {"HTTP_ADDR", st.HTTPAddr}, {"BASE_URL", "http://" + st.HTTPAddr},
 		{"API_KEY", st.Key}, {"PARTNER", partner}, {"GATEWAY_METRICS", st.Gateway.Metrics},
-		{"WORKER_METRICS", strings.Join(metrics, " ")}, {"STACK_DIR", st.Dir},
+		{"WORKER_METRICS", strings.Join(metrics, " ")}, {"STACK_DIR", st.Dir}, {"SPARE_ADDR", spare},
 	} {
 		fmt.Fprintf(&b, "%s='%s'\n", kv[0], kv[1])
 	}
