@@ -33,11 +33,11 @@ load: services ## k6 load test against an isolated stack (builds k6 into bin/ if
 	bash scripts/load.sh $(or $(SCRIPT),scripts/k6/load.js)
 
 bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request
-	. scripts/lib/godebug.sh && $(GO) run ./scripts/bench $(BENCH_FLAGS)
+	. scripts/lib/godebug.sh && $(GO) run ./scripts/lab bench $(BENCH_FLAGS)
 
 .PHONY: preauth-bench
 preauth-bench: services ## a valid partner's latency, quiet and under 5,000 random-key calls a second (PREAUTH_FLAGS=)
-	. scripts/lib/godebug.sh && $(GO) run ./scripts/preauth $(PREAUTH_FLAGS)
+	. scripts/lib/godebug.sh && $(GO) run ./scripts/lab preauth $(PREAUTH_FLAGS)
 
 # Fuzz targets, package:name. Each runs FUZZTIME; a crash is written to the
 # package's testdata/fuzz/ as a new corpus entry, which `make test` replays.
@@ -53,11 +53,11 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5m; CI runs a few seconds e
 prom-check: services ## promtool checks, then every dashboard query and alert against a real Prometheus
 	bash scripts/prom-check.sh
 
-cluster-test: services ## three-node RabbitMQ cluster on this host, nodes lost under load, effects checked in PostgreSQL
-	bash scripts/cluster-test.sh $(CLUSTER_FLAGS)
+cluster-test: services ## three-node RabbitMQ cluster on this host, nodes lost under load, effects checked in PostgreSQL (CLUSTER_FLAGS=, KEEP=1)
+	. scripts/lib/godebug.sh && $(GO) run ./scripts/lab cluster $(if $(filter 1,$(KEEP)),-keep) $(CLUSTER_FLAGS)
 
-chaos: services ## the fault suite: workers killed, frozen and stopped, broker, Redis and PostgreSQL restarted, under load; effects checked (CHAOS_FLAGS=)
-	bash scripts/chaos.sh $(CHAOS_FLAGS)
+chaos: services ## the fault suite: workers killed, frozen and stopped, broker, Redis and PostgreSQL restarted, under load; effects checked (CHAOS_FLAGS=, KEEP=1)
+	. scripts/lib/godebug.sh && $(GO) run ./scripts/lab chaos $(if $(filter 1,$(KEEP)),-keep) $(CHAOS_FLAGS)
 
 # The image of deploy/Dockerfile (both binaries); needs a Docker engine with BuildKit.
 IMAGE ?= oneoffice/provisioner

@@ -4,9 +4,8 @@
 #   deploy/grafana/oneoffice-dashboard.json.
 # 1. prometheus/promtool present (scripts/services.sh --prometheus), promtool check
 #    config and rules.
-# 2. An isolated stack like shared/tools/contract-smoke.sh: own database, own AMQP
-#    vhost, a Redis DB claimed like the tests' (scripts/lib/redisdb.sh), free loopback
-#    ports; make build, migrate, a key, one gateway and two workers.
+# 2. An isolated stack (`lab stack`, scripts/lib/stack.sh): own database, AMQP vhost
+#    and claimed Redis DB, free loopback ports, a key, one gateway and two workers.
 # 3. A real Prometheus on a free loopback port, with a temp copy of the config whose
 #    targets point at this stack, scraping and evaluating every second.
 # 4. ~40 s of bounded curl load (creates, reads, duplicates, bad keys, bad params).
@@ -20,16 +19,13 @@
 #   PROM_CHECK_KEEP=1        keep the temp dir (logs, config) for debugging
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
-. scripts/lib/procs.sh
+. scripts/lib/stack.sh
 . scripts/lib/godebug.sh
-. scripts/lib/redisdb.sh
-tag=promcheck$$
 load_seconds=${PROM_CHECK_LOAD_SECONDS:-40}
 time_limit=280 # seconds; the whole check must end well within 5 minutes
 work=$(mktemp -d "${TMPDIR:-/tmp}/prom-check.XXXXXX")
 pids=()
 watchdog=""
-db_created=0 vhost_created=0
 pass=0 fail=0
 exec </dev/null
 
@@ -38,13 +34,7 @@ cleanup() {
   trap - EXIT INT TERM
   [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
   stop_procs 40 "${pids[@]}"
-  if [ "$db_created" = 1 ]; then
-    timeout 30 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $tag WITH (FORCE)" >/dev/null 2>&1
-  fi
-  if [ "$vhost_created" = 1 ]; then
-    timeout 30 rabbitmqctl -q delete_vhost "$tag" >/dev/null 2>&1
-  fi
-  redisdb_release
+  stack_down
   if [ "${PROM_CHECK_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
   exit "$rc"
 }
@@ -63,24 +53,6 @@ bad() { fail=$((fail + 1)); printf 'FAIL %s\n' "$*"; }
 die() { bad "$*"; echo "$pass passed, $fail failed"; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
 
-# port_free PORT: no socket of any state uses 127.0.0.1:PORT.
-port_free() {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && ! ss -Htan "sport = :$1" 2>/dev/null | grep -q .
-}
-# pick_ports N: N distinct free ports from a random start below the kernel's
-# ephemeral range (outgoing connections of the stack could take those meanwhile).
-pick_ports() {
-  local n=$1 lo=20000 hi got=() p
-  hi=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-  [ "${hi:-0}" -gt $((lo + 1000)) ] || { lo=10000; hi=20000; }
-  p=$((lo + (RANDOM * 7 + $$) % (hi - lo - 100)))
-  while [ "${#got[@]}" -lt "$n" ] && [ "$p" -lt "$hi" ]; do
-    port_free "$p" && got+=("$p")
-    p=$((p + 1))
-  done
-  echo "${got[@]}"
-}
-
 # ------------------------------------------------------------------ 1. tools, static checks
 step "tools and static checks"
 if timeout 240 bash scripts/services.sh --prometheus >"$work/services.log" 2>&1; then
@@ -90,7 +62,7 @@ else
   die "scripts/services.sh --prometheus"
 fi
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then die "prometheus/promtool on PATH"; fi
-for t in jq curl psql rabbitmqctl redis-cli ss; do
+for t in jq curl rabbitmqctl; do
   command -v "$t" >/dev/null || die "$t is required"
 done
 
@@ -133,45 +105,14 @@ for f in deploy/grafana/provisioning/dashboards.yml deploy/grafana/provisioning/
 done
 
 # ------------------------------------------------------------------ 2. isolated stack
-step "isolated stack ($tag)"
-read -r http_port gw_port w1_port w2_port prom_port <<<"$(pick_ports 5)"
-[ -n "${prom_port:-}" ] || die "five free loopback ports"
-timeout 30 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $tag" >/dev/null 2>"$work/psql.log" ||
-  { cat "$work/psql.log"; die "create database $tag"; }
-db_created=1
-timeout 60 rabbitmqctl -q add_vhost "$tag" >/dev/null 2>&1 || die "rabbitmqctl add_vhost $tag"
-vhost_created=1
-timeout 60 rabbitmqctl -q set_permissions -p "$tag" guest '.*' '.*' '.*' >/dev/null 2>&1 || die "rabbitmqctl set_permissions -p $tag"
-redisdb_claim "prom-check.sh $tag" || die "claim a Redis DB"
-redis_db=$redisdb_n
-ok "database, vhost $tag and Redis DB $redis_db"
-
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$tag?sslmode=disable"
-export REDIS_URL="redis://127.0.0.1:6379/$redis_db"
-export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$tag"
-export HTTP_ADDR="127.0.0.1:$http_port" SHUTDOWN_TIMEOUT=3s STORAGE_ROOT="$work/tenants"
-URL="http://$HTTP_ADDR/"
-
-timeout 200 make build >"$work/build.log" 2>&1 || { tail -20 "$work/build.log"; die "make build"; }
-ok "make build"
-timeout 60 bin/gateway migrate >"$work/migrate.log" 2>&1 || { tail -5 "$work/migrate.log"; die "bin/gateway migrate"; }
-ok "bin/gateway migrate"
-key=$(timeout 30 bin/gateway keys create --partner "Prom check $tag" 2>"$work/keys.log")
-[ "${#key}" -ge 20 ] || { cat "$work/keys.log"; die "bin/gateway keys create"; }
-ok "bin/gateway keys create"
-
-METRICS_ADDR="127.0.0.1:$gw_port" bin/gateway >"$work/gateway.log" 2>&1 & pids+=($!)
-METRICS_ADDR="127.0.0.1:$w1_port" bin/worker >"$work/worker1.log" 2>&1 & pids+=($!)
-METRICS_ADDR="127.0.0.1:$w2_port" bin/worker >"$work/worker2.log" 2>&1 & pids+=($!)
-for port in "$gw_port" "$w1_port" "$w2_port"; do
-  ready=0
-  for _ in $(seq 1 100); do
-    curl -fs --max-time 2 "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && { ready=1; break; }
-    sleep 0.2
-  done
-  [ "$ready" = 1 ] || { tail -n 5 "$work"/gateway.log "$work"/worker1.log "$work"/worker2.log; die "127.0.0.1:$port/readyz"; }
-done
-ok "gateway (api :$http_port, metrics :$gw_port) and workers (metrics :$w1_port, :$w2_port) ready"
+step "isolated stack"
+export SHUTDOWN_TIMEOUT=3s
+stack_up -name promcheck -workers 2 2>"$work/stack.log" || { tail -20 "$work/stack.log"; die "lab stack"; }
+tag=$STACK_NAME key=$API_KEY URL=$BASE_URL/
+gw_port=${GATEWAY_METRICS##*:}
+read -r w1 w2 <<<"$WORKER_METRICS"
+w1_port=${w1##*:} w2_port=${w2##*:} prom_port=${SPARE_ADDR##*:}
+ok "stack $tag: gateway (api $HTTP_ADDR, metrics :$gw_port) and workers (metrics :$w1_port, :$w2_port) ready"
 
 # ------------------------------------------------------------------ 3. Prometheus
 step "prometheus on 127.0.0.1:$prom_port"

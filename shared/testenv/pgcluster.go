@@ -113,17 +113,14 @@ func (c *PostgresCluster) run(ctx context.Context, bin string, args ...string) (
 
 // await waits until the cluster accepts a connection.
 func (c *PostgresCluster) await(ctx context.Context) error {
-	deadline := time.Now().Add(serverBootLimit)
-	for {
-		conn, err := pgx.Connect(ctx, c.URL)
-		if err == nil {
-			return conn.Close(ctx)
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("PostgreSQL cluster on port %d: %w", c.Port, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return retryFor(ctx, serverBootLimit, 100*time.Millisecond, nil, fmt.Sprintf("PostgreSQL cluster on port %d", c.Port),
+		func(ctx context.Context, _ int) error {
+			conn, err := pgx.Connect(ctx, c.URL)
+			if err == nil {
+				return conn.Close(ctx)
+			}
+			return err
+		})
 }
 
 // Restart stops the cluster with a fast shutdown (its sessions are ended,

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // Defaults of ProcConfig.
@@ -111,23 +113,20 @@ func StartProc(ctx context.Context, cfg ProcConfig) (*Proc, error) {
 // WaitReady waits until /readyz answers 200, the process exits, ctx ends or
 // the ReadyTimeout has passed.
 func (p *Proc) WaitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ReadyTimeout)
-	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if ready(ctx, client, "http://"+p.Metrics+"/readyz") {
+	err := retryFor(ctx, p.cfg.ReadyTimeout, 50*time.Millisecond, nil, p.Name+" ready", func(ctx context.Context, _ int) error {
+		switch {
+		case ready(ctx, client, "http://"+p.Metrics+"/readyz"):
 			return nil
+		case closed(p.done):
+			return backoff.Permanent(fmt.Errorf("exited at start (%v)", p.exit))
 		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited at start (%v):\n%s", p.Name, p.exit, p.out.tail())
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready within %s: %w:\n%s", p.Name, p.cfg.ReadyTimeout, ctx.Err(), p.out.tail())
-		case <-tick.C:
-		}
+		return errors.New("/readyz does not answer 200")
+	})
+	if err != nil {
+		return fmt.Errorf("%w:\n%s", err, p.out.tail())
 	}
+	return nil
 }
 
 func ready(ctx context.Context, client *http.Client, url string) bool {

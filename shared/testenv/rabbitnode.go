@@ -13,9 +13,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // Settings of a private RabbitMQ node, from the environment with the
@@ -153,21 +156,14 @@ func (n *RabbitNode) start(ctx context.Context) error {
 }
 
 func (n *RabbitNode) awaitBoot(ctx context.Context) error {
-	deadline := time.Now().Add(nodeBootLimit)
-	for {
+	return retryFor(ctx, nodeBootLimit, time.Second, nil, "RabbitMQ node "+n.Name, func(ctx context.Context, _ int) error {
 		err := n.Ctl(ctx, "await_startup", "--timeout", "30")
-		if err == nil {
-			return nil
-		}
-		if n.exited() {
+		if err != nil && n.exited() {
 			log, _ := os.ReadFile(filepath.Join(n.dir, "stdout.log"))
-			return fmt.Errorf("RabbitMQ node %s exited while booting: %v\n%s", n.Name, err, log)
+			return backoff.Permanent(fmt.Errorf("exited while booting: %w\n%s", err, log))
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("RabbitMQ node %s did not boot: %w", n.Name, err)
-		}
-		time.Sleep(time.Second)
-	}
+		return err
+	})
 }
 
 // Ctl runs rabbitmqctl against the node.
@@ -213,40 +209,95 @@ func (n *RabbitNode) Vhost(ctx context.Context, name string) (string, error) {
 	if err := n.Ctl(ctx, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/%s", n.Port, name), nil
+	return n.URL(name), nil
+}
+
+// URL is the node's AMQP URL for vhost.
+func (n *RabbitNode) URL(vhost string) string {
+	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/%s", n.Port, vhost)
 }
 
 // Restart stops the node (every connection to it is lost) and boots it
 // again on the same ports and directories, with the queues and messages it
 // had written to disk.
 func (n *RabbitNode) Restart(ctx context.Context) error {
-	if !n.exited() {
-		if err := n.Ctl(ctx, "stop"); err != nil {
-			return err
-		}
-		select {
-		case <-n.done:
-		case <-time.After(30 * time.Second):
-			n.kill()
-		}
+	if err := n.Down(ctx); err != nil {
+		return err
 	}
-	return n.start(ctx)
+	return n.Up(ctx)
 }
 
-// Stop halts the node, kills its processes if it does not stop within 30
-// seconds, and removes its directory. It is safe to call twice.
+// Down halts the whole node, keeping its directory, and kills its processes
+// if it does not stop within 30 seconds; Up boots it again.
+func (n *RabbitNode) Down(ctx context.Context) error {
+	if n.exited() {
+		return nil
+	}
+	err := n.Ctl(ctx, "stop")
+	select {
+	case <-n.done:
+		return nil
+	case <-time.After(30 * time.Second):
+	case <-ctx.Done():
+	}
+	n.kill()
+	return fmt.Errorf("RabbitMQ node %s did not stop (%v); killed", n.Name, err)
+}
+
+// Up boots the node again after Down.
+func (n *RabbitNode) Up(ctx context.Context) error { return n.start(ctx) }
+
+// Stop halts the node as Down does and removes its directory. It is safe
+// to call twice.
 func (n *RabbitNode) Stop(ctx context.Context) error {
-	var err error
-	if !n.exited() {
-		err = n.Ctl(ctx, "stop")
-		select {
-		case <-n.done:
-			err = nil
-		case <-time.After(30 * time.Second):
-			n.kill()
+	return errors.Join(n.Down(ctx), os.RemoveAll(n.dir))
+}
+
+// Join makes the node a member of the cluster of first.
+func (n *RabbitNode) Join(ctx context.Context, first *RabbitNode) error {
+	for _, args := range [][]string{{"stop_app"}, {"join_cluster", first.Name}, {"start_app"}} {
+		if err := n.Ctl(ctx, args...); err != nil {
+			return err
 		}
 	}
-	return errors.Join(err, os.RemoveAll(n.dir))
+	return nil
+}
+
+// StartRabbitCluster boots size nodes side by side (StartRabbitNode with
+// conf), joins the others to the first and checks that all of them run. On
+// error nothing is left running or on disk.
+func StartRabbitCluster(ctx context.Context, size int, conf ...string) ([]*RabbitNode, error) {
+	nodes := make([]*RabbitNode, size)
+	errs := make([]error, size)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() { nodes[i], errs[i] = StartRabbitNode(ctx, conf...) })
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	for _, n := range nodes[1:] {
+		if err == nil {
+			err = n.Join(ctx, nodes[0])
+		}
+	}
+	var st struct {
+		Running []string `json:"running_nodes"`
+	}
+	if err == nil {
+		err = nodes[0].CtlJSON(ctx, &st, "cluster_status")
+	}
+	if err == nil && len(st.Running) != size {
+		err = fmt.Errorf("the cluster runs %d nodes (%v), want %d", len(st.Running), st.Running, size)
+	}
+	if err != nil {
+		for _, n := range nodes {
+			if n != nil {
+				err = errors.Join(err, n.Stop(context.WithoutCancel(ctx)))
+			}
+		}
+		return nil, err
+	}
+	return nodes, nil
 }
 
 // kill ends the node's process group and the Erlang VM named in its pid
@@ -324,4 +375,47 @@ func freePorts(n int) ([]int, error) {
 		}
 	}
 	return ports, nil
+}
+
+// QueueInfo is a row of rabbitmqctl list_queues.
+type QueueInfo struct {
+	Name     string `json:"name"`
+	Leader   string `json:"leader"`
+	Members  any    `json:"members"` // the nodes of a quorum queue, []any of strings; "" for a classic one
+	Messages int    `json:"messages"`
+	Unacked  int    `json:"messages_unacknowledged"`
+}
+
+// Queue lists the queue called name of vhost.
+func (n *RabbitNode) Queue(ctx context.Context, vhost, name string) (QueueInfo, error) {
+	var rows []QueueInfo
+	if err := n.CtlJSON(ctx, &rows, "list_queues", "-p", vhost,
+		"name", "leader", "members", "messages", "messages_unacknowledged"); err != nil {
+		return QueueInfo{}, err
+	}
+	for _, q := range rows {
+		if q.Name == name {
+			return q, nil
+		}
+	}
+	return QueueInfo{}, fmt.Errorf("no queue %s in vhost %s", name, vhost)
+}
+
+// Connections counts the client connections to vhost by the AMQP port they
+// are connected to (a node of the cluster).
+func (n *RabbitNode) Connections(ctx context.Context, vhost string) (map[int]int, error) {
+	var rows []struct {
+		Port  int    `json:"port"`
+		Vhost string `json:"vhost"`
+	}
+	if err := n.CtlJSON(ctx, &rows, "list_connections", "port", "vhost"); err != nil {
+		return nil, err
+	}
+	on := map[int]int{}
+	for _, r := range rows {
+		if r.Vhost == vhost {
+			on[r.Port]++
+		}
+	}
+	return on, nil
 }

@@ -23,9 +23,9 @@ import (
 const (
 	FirstRedisDB = 1
 	LastRedisDB  = 12
-	// RedisClaimPrefix is followed by the DB number. scripts/lib/redisdb.sh
-	// claims with the same keys, so tests, the bench and the scripts never
-	// share a DB.
+	// RedisClaimPrefix is followed by the DB number. Every claim goes
+	// through ClaimRedis (the scripts' stacks too, through the lab), so
+	// tests, benches and scripts never share a DB.
 	RedisClaimPrefix = "oneoffice:testenv:redis-db:"
 	// claimTTL outlives a holder that stopped refreshing (killed, or frozen)
 	// by a little; claimRefresh renews it well before.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -73,18 +74,13 @@ func (r *RedisServer) start(ctx context.Context) error {
 	}()
 	client := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
 	defer client.Close()
-	deadline := time.Now().Add(serverBootLimit)
-	for client.Ping(ctx).Err() != nil {
+	return retryFor(ctx, serverBootLimit, 50*time.Millisecond, nil, "redis-server on "+r.Addr, func(ctx context.Context, _ int) error {
 		if r.exited() {
 			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			return fmt.Errorf("redis-server on %s exited at start: %v\n%s", r.Addr, r.cmd.ProcessState, log)
+			return backoff.Permanent(fmt.Errorf("exited at start: %v\n%s", r.cmd.ProcessState, log))
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("redis-server on %s does not answer PING", r.Addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
+		return client.Ping(ctx).Err()
+	})
 }
 
 // Restart stops the server (SIGTERM; its clients lose their connections

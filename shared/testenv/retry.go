@@ -15,12 +15,19 @@ import (
 // may have succeeded before its answer was lost can tell "already done" from
 // a conflict.
 func (s Servers) retry(ctx context.Context, what string, op func(ctx context.Context, attempt int) error) error {
-	wait := s.wait()
+	return retryFor(ctx, s.wait(), 100*time.Millisecond, s.logf, what, op)
+}
+
+// retryFor is retry within wait, the first pause being first and none
+// longer than ten times that (or 2s); logf, when set, is told of the first
+// failure.
+func retryFor(ctx context.Context, wait, first time.Duration, logf func(string, ...any), what string,
+	op func(ctx context.Context, attempt int) error) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(100*time.Millisecond),
-		backoff.WithMaxInterval(2*time.Second),
+		backoff.WithInitialInterval(first),
+		backoff.WithMaxInterval(min(10*first, 2*time.Second)),
 		backoff.WithMaxElapsedTime(0)) // ctx bounds the whole
 	start := time.Now()
 	attempt := 0
@@ -30,8 +37,8 @@ func (s Servers) retry(ctx context.Context, what string, op func(ctx context.Con
 		last = op(ctx, attempt)
 		return last
 	}, backoff.WithContext(b, ctx), func(err error, _ time.Duration) {
-		if attempt == 1 {
-			s.logf("testenv: waiting up to %s for %s: %v", wait, what, err)
+		if attempt == 1 && logf != nil {
+			logf("testenv: waiting up to %s for %s: %v", wait, what, err)
 		}
 	})
 	switch {

@@ -44,6 +44,9 @@ type StackConfig struct {
 	Partner string
 	// Workers is how many worker processes run; default 1.
 	Workers int
+	// Gateways is how many gateway processes run, each on its own API
+	// address; default 1.
+	Gateways int
 	// Env is added to what every process and admin subcommand gets, after
 	// the stack's own DATABASE_URL, AMQP_URL, REDIS_URL, HTTP_ADDR and
 	// STORAGE_ROOT, so it can override them.
@@ -82,6 +85,7 @@ func (c StackConfig) withDefaults(s Servers) (StackConfig, error) {
 	c.Name = cmp.Or(c.Name, DefaultStackName)
 	c.Partner = cmp.Or(c.Partner, c.Name)
 	c.Workers = cmp.Or(c.Workers, 1)
+	c.Gateways = cmp.Or(c.Gateways, 1)
 	c.AdminTimeout = cmp.Or(c.AdminTimeout, DefaultAdminTimeout)
 	c.CloseTimeout = cmp.Or(c.CloseTimeout, DefaultCloseTimeout)
 	if c.Logf == nil {
@@ -90,16 +94,16 @@ func (c StackConfig) withDefaults(s Servers) (StackConfig, error) {
 	if !validStackName.MatchString(c.Name) {
 		return c, fmt.Errorf("stack name %q: want up to 41 lower-case letters, digits and _", c.Name)
 	}
-	if c.Workers < 0 {
-		return c, fmt.Errorf("stack workers %d: want 1 or more", c.Workers)
+	if c.Workers < 0 || c.Gateways < 0 {
+		return c, fmt.Errorf("stack workers %d, gateways %d: want 1 or more", c.Workers, c.Gateways)
 	}
 	return c, nil
 }
 
 // Stack is one isolated deployment on the shared servers: its own database,
 // vhost (unless StackConfig.AMQPURL) and claimed Redis DB, the gateway and
-// worker binaries of this tree, a partner's API key, the workers and one
-// gateway on free loopback ports.
+// worker binaries of this tree, a partner's API key, the workers and the
+// gateways on free loopback ports.
 type Stack struct {
 	Name        string   // of the database and the vhost
 	Dir         string   // the work directory: binaries, process logs
@@ -110,11 +114,13 @@ type Stack struct {
 	AMQPURL     string
 	RedisURL    string
 	RedisDB     int
-	HTTPAddr    string // the gateway's API, host:port
-	Key         string // the partner's API key
+	HTTPAddr    string   // the (first) gateway's API, host:port
+	APIs        []string // every gateway's API, host:port
+	Key         string   // the partner's API key
 
-	Gateway *Proc
-	Workers []*Proc
+	Gateway  *Proc   // the first gateway
+	Gateways []*Proc // all of them, in the order of APIs
+	Workers  []*Proc
 
 	cfg  StackConfig
 	srv  Servers
@@ -171,6 +177,10 @@ func (st *Stack) up(ctx context.Context) error {
 func (st *Stack) Close(timeout time.Duration) error {
 	return st.undo.Run(cmp.Or(timeout, DefaultCloseTimeout))
 }
+
+// KeepDir keeps the work directory at Close, whatever StackConfig.Keep said:
+// a run that went wrong keeps its process logs.
+func (st *Stack) KeepDir() { st.cfg.Keep = true }
 
 // URL is the gateway's API base URL, ending in /.
 func (st *Stack) URL() string { return "http://" + st.HTTPAddr + "/" }
@@ -292,7 +302,7 @@ func (st *Stack) createKey(ctx context.Context) error {
 	return nil
 }
 
-// startProcesses starts the workers, then the gateway, so that the gateway's
+// startProcesses starts the workers, then the gateways, so that a gateway's
 // first call finds a consumer.
 func (st *Stack) startProcesses(ctx context.Context) error {
 	for i := 1; i <= st.cfg.Workers; i++ {
@@ -302,13 +312,21 @@ func (st *Stack) startProcesses(ctx context.Context) error {
 		}
 		st.Workers = append(st.Workers, p)
 	}
-	gw, err := st.start(ctx, st.Bins.Gateway(), "gateway", true)
-	if err != nil {
-		return err
+	for i := 1; i <= st.cfg.Gateways; i++ {
+		name := "gateway"
+		if st.cfg.Gateways > 1 {
+			name = fmt.Sprintf("gateway-%d", i)
+		}
+		gw, err := st.start(ctx, st.Bins.Gateway(), name, true)
+		if err != nil {
+			return err
+		}
+		st.Gateways = append(st.Gateways, gw)
+		st.cfg.Logf("stack: %s pid %d on %s", name, gw.Pid(), st.APIs[i-1])
 	}
-	st.Gateway = gw
+	st.Gateway, st.HTTPAddr = st.Gateways[0], st.APIs[0]
 	_, workers := st.Pids()
-	st.cfg.Logf("stack: gateway pid %d on %s, worker pids %v", gw.Pid(), st.HTTPAddr, workers)
+	st.cfg.Logf("stack: worker pids %v", workers)
 	return nil
 }
 
@@ -325,19 +343,24 @@ func (st *Stack) AddWorker(ctx context.Context) (*Proc, error) {
 
 // start runs bin as name until its /readyz answers. A port picked free can
 // be taken by someone else before the process binds it: then it is started
-// again on new ports. The gateway (api) gets its HTTP_ADDR here.
+// again on new ports. A gateway (api) gets its HTTP_ADDR here, added to
+// APIs.
 func (st *Stack) start(ctx context.Context, bin, name string, api bool) (*Proc, error) {
 	for attempt := 1; ; attempt++ {
+		pc, addr := st.procConfig(bin, name), ""
 		if api {
-			addr, err := PickAddr()
-			if err != nil {
+			var err error
+			if addr, err = PickAddr(); err != nil {
 				return nil, err
 			}
-			st.HTTPAddr = addr
+			pc.Env = append(pc.Env, "HTTP_ADDR="+addr)
 		}
-		p, err := StartProc(ctx, st.procConfig(bin, name))
+		p, err := StartProc(ctx, pc)
 		if err == nil {
 			st.undo.Add("stop "+name, p.Stop)
+			if api {
+				st.APIs = append(st.APIs, addr)
+			}
 			return p, nil
 		}
 		if attempt == startAttempts || !strings.Contains(err.Error(), "address already in use") {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,12 +14,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const stackCreateCustomer = `{"method":"createCustomer","params":{"id":"C1","name":"Stack Co","admin":{"email":"admin@example.com"}}}`
+const stackCreateCustomer = `{"method":"createCustomer","params":{"id":"%s","name":"Stack Co","admin":{"email":"admin@example.com"}}}`
 
 func TestStackServesThenLeavesNothing(t *testing.T) {
 	t.Parallel()
 	s, prefix := servers(t), Name("oo_st")
-	st, err := s.UpStack(t.Context(), StackConfig{Name: prefix})
+	st, err := s.UpStack(t.Context(), StackConfig{Name: prefix, Gateways: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,22 +29,26 @@ func TestStackServesThenLeavesNothing(t *testing.T) {
 			st.Close(0)
 		}
 	}()
-	if len(st.Workers) != 1 || st.Gateway == nil {
-		t.Fatalf("stack has %d workers and gateway %v, want 1 and one", len(st.Workers), st.Gateway)
+	if len(st.Workers) != 1 || len(st.Gateways) != 2 || len(st.APIs) != 2 || st.APIs[0] == st.APIs[1] ||
+		st.Gateway != st.Gateways[0] || st.HTTPAddr != st.APIs[0] {
+		t.Fatalf("stack has %d workers, gateways %v on %v, want 1 and two on their own addresses", len(st.Workers), st.Gateways, st.APIs)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, st.URL(), strings.NewReader(stackCreateCustomer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("x-api-key", st.Key)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("createCustomer: status %d, want 200\ngateway:\n%s", resp.StatusCode, st.Gateway.Log())
+	for i, api := range st.APIs {
+		body := fmt.Sprintf(stackCreateCustomer, fmt.Sprint("C", i))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+api+"/", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("x-api-key", st.Key)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("createCustomer through %s: status %d, want 200\ngateway:\n%s", api, resp.StatusCode, st.Gateways[i].Log())
+		}
 	}
 	assertLeft(t, s, prefix, true)
 	closed = true

@@ -2,7 +2,7 @@
 // one or more gateways at a fixed rate, keeps every call as the partner saw
 // it and what each answer says must have happened, and afterwards checks
 // that against PostgreSQL and the command ledger. make cluster-test
-// (scripts/clustertest) and make chaos (scripts/chaos) run on it.
+// (lab cluster) and make chaos (lab chaos) run on it.
 package partnerload
 
 import (

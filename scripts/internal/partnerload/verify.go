@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
@@ -120,73 +121,41 @@ func (c *checker) load(ctx context.Context) error {
 	c.renewalRows, c.renewalIDs, c.userRows = map[ref][]renewalRow{}, map[ref]bool{}, map[ref][]byte{}
 	c.ledgerRows = map[ref]ledgerRow{}
 	for i, p := range c.partners {
-		rows, err := c.db.Query(ctx, `SELECT remote_id FROM tenants WHERE partner_id = $1 AND kind = 'customer'`, p.ID)
-		if err != nil {
-			return err
+		var id, oid string
+		var o orderRow
+		var r renewalRow
+		var l ledgerRow
+		var h []byte
+		queries := []struct {
+			sql  string
+			scan []any
+			row  func()
+		}{
+			{`SELECT remote_id FROM tenants WHERE partner_id = $1 AND kind = 'customer'`,
+				[]any{&id}, func() { c.customerRows[ref{i, id}]++ }},
+			{`SELECT remote_id, status, product, licenses, term_end FROM orders WHERE partner_id = $1`,
+				[]any{&id, &o.status, &o.product, &o.licenses, &o.termEnd}, func() { c.orderRows[ref{i, id}] = o }},
+			{`SELECT o.remote_id, r.remote_id, r.term_start, r.term_end FROM renewals r
+				JOIN orders o ON o.id = r.order_id WHERE r.partner_id = $1 ORDER BY r.term_start`,
+				[]any{&oid, &r.id, &r.start, &r.end}, func() {
+					c.renewalRows[ref{i, oid}] = append(c.renewalRows[ref{i, oid}], r)
+					c.renewalIDs[ref{i, r.id}] = true
+				}},
+			{`SELECT request_id, count(*), count(idem_key), max(response_status)
+				FROM command_ledger WHERE partner_id = $1 GROUP BY request_id`,
+				[]any{&id, &l.rows, &l.owning, &l.status}, func() { c.ledgerRows[ref{i, id}] = l }},
+			{`SELECT u.email, u.reset_token_hash FROM users u
+				JOIN tenants t ON t.id = u.tenant_id WHERE t.partner_id = $1`,
+				[]any{&id, &h}, func() { c.userRows[ref{i, id}] = h }},
 		}
-		for rows.Next() {
-			var id string
-			rows.Scan(&id)
-			c.customerRows[ref{i, id}]++
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows, err = c.db.Query(ctx, `SELECT remote_id, status, product, licenses, term_end FROM orders WHERE partner_id = $1`, p.ID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var id string
-			var o orderRow
-			rows.Scan(&id, &o.status, &o.product, &o.licenses, &o.termEnd)
-			c.orderRows[ref{i, id}] = o
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows, err = c.db.Query(ctx, `SELECT o.remote_id, r.remote_id, r.term_start, r.term_end FROM renewals r
-			JOIN orders o ON o.id = r.order_id WHERE r.partner_id = $1 ORDER BY r.term_start`, p.ID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var oid string
-			var r renewalRow
-			rows.Scan(&oid, &r.id, &r.start, &r.end)
-			c.renewalRows[ref{i, oid}] = append(c.renewalRows[ref{i, oid}], r)
-			c.renewalIDs[ref{i, r.id}] = true
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows, err = c.db.Query(ctx, `SELECT request_id, count(*), count(idem_key), max(response_status)
-			FROM command_ledger WHERE partner_id = $1 GROUP BY request_id`, p.ID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var rid string
-			var l ledgerRow
-			rows.Scan(&rid, &l.rows, &l.owning, &l.status)
-			c.ledgerRows[ref{i, rid}] = l
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows, err = c.db.Query(ctx, `SELECT u.email, u.reset_token_hash FROM users u
-			JOIN tenants t ON t.id = u.tenant_id WHERE t.partner_id = $1`, p.ID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var email string
-			var h []byte
-			rows.Scan(&email, &h)
-			c.userRows[ref{i, email}] = h
-		}
-		if err := rows.Err(); err != nil {
-			return err
+		for _, q := range queries {
+			rows, err := c.db.Query(ctx, q.sql, p.ID)
+			if err != nil {
+				return err
+			}
+			if _, err := pgx.ForEachRow(rows, q.scan, func() error { q.row(); return nil }); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -1,0 +1,144 @@
+// Package bench is `lab bench`: it measures the OneOffice provisioner on this machine in one run.
+//
+// It brings up its own isolated stack on the shared loopback servers (a fresh
+// PostgreSQL database, a RabbitMQ vhost, a Redis DB, one gateway and -workers
+// workers built from this tree), then measures:
+//
+//  1. the raw broker ceiling: amqp091 request/reply through a quorum queue with
+//     persistent messages, publisher confirms and Direct Reply-to, echoed by an
+//     in-process consumer (no HTTP, Redis or database);
+//  2. createCustomer end to end through the gateway and the workers at a fixed
+//     concurrency (closed loop);
+//  3. createCustomer latency at fixed arrival rates, 25/50/75% of the maximum
+//     measured in 2 (open loop);
+//  4. a single caller's createCustomer latency;
+//  5. the CPU the gateway and workers spend per request (from /proc), with the
+//     machine's and the servers' CPU over the same window;
+//  6. the cost of the idempotency step (Store.Acquire and Store.Complete on the
+//     same Redis), and an estimate of createCustomer without it.
+//
+// It prints a table and the ratios to the project's targets, optionally writes
+// JSON, and tears the stack down on any exit, Ctrl-C included.
+//
+//	go run ./scripts/lab bench [-workers 2] [-concurrency 32] [-prefetch 64] [-c 64]
+//	                           [-duration 10s] [-runs 1] [-json FILE]
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Run runs the bench with the command line args. `make bench` launches it
+// with the GODEBUG setting of scripts/lib/godebug.sh, which the gateway and
+// workers it starts inherit, so the load generator, the raw ceiling and the
+// service all run as deployed.
+func Run(ctx context.Context, args []string) error {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	return bench(ctx, cfg, os.Stdout)
+}
+
+// bench runs the whole benchmark on a fresh stack and reports to out.
+func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
+	st, err := upStack(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		progress("tearing down the stack")
+		if cerr := st.Close(teardownLimit); cerr != nil {
+			fmt.Fprintln(os.Stderr, "bench: teardown:", cerr)
+		}
+	}()
+	rep := newReport(cfg)
+	progress("idle CPU of the gateway and workers for 3s")
+	if rep.Idle, err = st.idleCPU(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	api := newAPIClient(st.URL(), st.Key, cfg)
+	defer api.close()
+	if err := warmUp(ctx, api, cfg); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	for i := 1; i <= cfg.runs; i++ {
+		progress("run %d of %d", i, cfg.runs)
+		cost, err := mkdirCost(st.StorageRoot)
+		if err != nil {
+			return fmt.Errorf("mkdir calibration: %w", err)
+		}
+		rep.MkdirMicros = append(rep.MkdirMicros, float64(cost)/float64(time.Microsecond))
+		rows, err := runOnce(ctx, st, api, cfg)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", i, err)
+		}
+		rep.Runs = append(rep.Runs, rows)
+	}
+	progress("phase 6: idempotency step")
+	if rep.Idempotency, err = idempotencyPhase(ctx, st.RedisURL, cfg); err != nil {
+		return fmt.Errorf("idempotency: %w", err)
+	}
+	rep.finish()
+	rep.print(out)
+	if cfg.jsonPath != "" {
+		if err := rep.writeJSON(cfg.jsonPath); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "\nresults written to %s\n", cfg.jsonPath)
+	}
+	return nil
+}
+
+// runOnce runs phases 1 to 5 once and returns their rows in report order.
+func runOnce(ctx context.Context, st *stack, api *apiClient, cfg config) ([]Row, error) {
+	progress("phase 1: raw broker ceiling (%d in flight, then 1)", cfg.c)
+	ceiling, ceilingSingle, err := ceilingPhase(ctx, st.AMQPURL, cfg, st.measureCPU)
+	if err != nil {
+		return nil, fmt.Errorf("ceiling: %w", err)
+	}
+	progress("phase 2: createCustomer end to end, %d in flight for %s", cfg.c, cfg.duration)
+	e2e := st.measureCPU(func() Row {
+		return closedLoop(ctx, keyE2E, fmt.Sprintf("e2e c=%d", cfg.c), api.createCustomer, cfg.c, cfg.duration)
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if e2e.OK == 0 {
+		return nil, fmt.Errorf("no createCustomer succeeded in phase 2 (errors %v)", e2e.ErrorsBy)
+	}
+	rows := []Row{ceiling, ceilingSingle, e2e}
+	for _, f := range rateFractions {
+		progress("phase 3: %.0f%% of %.0f/s for %s", f.share*100, e2e.Rate, cfg.rateDuration)
+		r := st.measureCPU(func() Row {
+			return openLoop(ctx, f.key, f.label, api.createCustomer, e2e.Rate*f.share, cfg.rateDuration, cfg.maxInFlight)
+		})
+		rows = append(rows, r)
+	}
+	progress("phase 4: a single caller for %s", cfg.singleDuration)
+	rows = append(rows, st.measureCPU(func() Row {
+		return closedLoop(ctx, keySingle, "e2e 1 in flight", api.createCustomer, 1, cfg.singleDuration)
+	}))
+	return rows, ctx.Err()
+}
+
+// rateFractions are the open-loop arrival rates of phase 3, as shares of the
+// phase 2 maximum.
+var rateFractions = []struct {
+	key, label string
+	share      float64
+}{
+	{keyRate25, "rate 25%", 0.25},
+	{keyRate50, "rate 50%", 0.50},
+	{keyRate75, "rate 75%", 0.75},
+}
+
+// progress tells the operator what runs now; it goes to stderr so that the
+// report on stdout stays clean.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
