@@ -92,7 +92,7 @@ func TestGetRequestPendingThenSucceeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var done map[string]any
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(settleWithin)
 	for {
 		done = s.Want(200, "getRequest", m{"id": "req-slow"})
 		if done["status"] != "pending" || time.Now().After(deadline) {

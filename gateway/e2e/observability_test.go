@@ -82,7 +82,7 @@ func TestMetricsCountEveryCall(t *testing.T) {
 	}
 	// The worker counts a command after its reply, so wait for the last one.
 	var wm map[string]*dto.MetricFamily
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(settleWithin); ; time.Sleep(50 * time.Millisecond) {
 		if wm = scrape(t, w); value(wm, "oneoffice_worker_commands_total", nil) >= 4 || time.Now().After(deadline) {
 			break
 		}
@@ -171,7 +171,7 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 	reset := s.Want(200, "resetUser", m{"email": "ann@example.com"}, "X-Request-Id", "follow-me-3")
 	// Log lines are flushed every 100 ms.
 	var gl, wl []map[string]any
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(settleWithin); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if gl, wl = logLines(t, gw, "follow-me-1"), logLines(t, w, "follow-me-1"); len(gl) > 0 && len(wl) > 0 {
 			break
 		}
@@ -215,7 +215,7 @@ func TestServingProcessesTakeTheirRuntimeSettingsFromConfiguration(t *testing.T)
 		}
 		// Log lines are flushed every 100 ms.
 		var logged map[string]any
-		for deadline := time.Now().Add(3 * time.Second); logged == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for deadline := time.Now().Add(settleWithin); logged == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			sc := bufio.NewScanner(strings.NewReader(tc.p.Log()))
 			for sc.Scan() {
 				var line struct {
