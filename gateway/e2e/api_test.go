@@ -11,6 +11,7 @@ import (
 var primer = m{"id": "ABC", "name": "ABC Company", "admin": m{"email": "test3@example.com", "phone": "111111111", "displayName": "Isa Aswath"}}
 
 func TestEveryMethodOverHTTP(t *testing.T) {
+	t.Parallel()
 	// A window of 400 days lets a yearly order created now renew once.
 	s := NewStack(t, "RENEWAL_WINDOW_DAYS=400")
 	s.StartGateway()
@@ -90,6 +91,7 @@ func TestEveryMethodOverHTTP(t *testing.T) {
 }
 
 func TestPartnerIsolation(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -129,6 +131,7 @@ func TestPartnerIsolation(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -170,6 +173,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestMalformedInput(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -220,6 +224,7 @@ func TestMalformedInput(t *testing.T) {
 }
 
 func TestParallelIdenticalCreatesProvisionOnce(t *testing.T) {
+	t.Parallel()
 	parallelCreates(t, 40, false)
 }
 
@@ -277,6 +282,7 @@ func parallelCreates(t *testing.T, calls int, separate bool) {
 }
 
 func TestRestartKeepsData(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway()
 	w1, w2 := s.StartWorker(), s.StartWorker()
@@ -302,6 +308,7 @@ func TestRestartKeepsData(t *testing.T) {
 }
 
 func TestRateLimitPerKey(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t, "RATE_LIMIT_RPS=1")
 	gw := s.StartGateway()
 	s.StartWorker()

@@ -16,6 +16,7 @@ import (
 )
 
 func TestReplayAndMismatch(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -63,10 +64,12 @@ func TestReplayAndMismatch(t *testing.T) {
 }
 
 func TestHundredParallelCallsFromSeparateConnections(t *testing.T) {
+	t.Parallel()
 	parallelCreates(t, 100, true)
 }
 
 func TestDatabaseIsTheTruthWhenRedisIsFlushed(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -89,6 +92,7 @@ func TestDatabaseIsTheTruthWhenRedisIsFlushed(t *testing.T) {
 }
 
 func TestRedeliveredCommandsProvisionOnce(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t, "RENEWAL_WINDOW_DAYS=400")
 	s.StartGateway()
 	w := s.StartWorker()
@@ -153,6 +157,7 @@ func waitHandled(t *testing.T, n float64, workers ...*Proc) {
 }
 
 func TestPendingThenResult(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t, "RPC_TIMEOUT=1s")
 	s.StartGateway()
 	// The 202 comes at the deadline, not after a hang: the client's timeout
@@ -212,6 +217,7 @@ func permutations(a []string) [][]string {
 }
 
 func TestRacingMutationsOfOneOrder(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -424,6 +430,7 @@ func TestDatabaseOutageDuringConcurrentCreatesLosesNoCommand(t *testing.T) {
 }
 
 func TestRefusedCreateIsNotReplayed(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()

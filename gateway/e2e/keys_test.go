@@ -55,6 +55,7 @@ func (s *Stack) keyWorks(key string) bool {
 // stays out of the process list and the shell's history; the revoked key is
 // refused within 5 s (SPEC section 6), the partner's other keys go on.
 func TestKeysRevokeReadsTheKeyFromStdin(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -81,6 +82,7 @@ func TestKeysRevokeReadsTheKeyFromStdin(t *testing.T) {
 // A key that revokes nothing is an error with a message that says why, and
 // the key is not echoed: a mistyped key is still nearly a secret.
 func TestKeysRevokeOfAnUnknownKeyFails(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	key := s.NewKey("Partner A")
 	if run := s.adminStdin(key, "keys", "revoke", "-"); run.exit != 0 {

@@ -65,6 +65,7 @@ func value(mfs map[string]*dto.MetricFamily, name string, want map[string]string
 }
 
 func TestMetricsCountEveryCall(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway()
 	w := s.StartWorker()
@@ -162,6 +163,7 @@ func logLines(t *testing.T, p *Proc, rid string) []map[string]any {
 }
 
 func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway()
 	w := s.StartWorker()
@@ -199,6 +201,7 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 // worker given GOMAXPROCS=2 runs on two, and that both print the settings with
 // their configuration, GODEBUG as they were launched with it.
 func TestServingProcessesTakeTheirRuntimeSettingsFromConfiguration(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway("GOMAXPROCS=", "GODEBUG=schedtrace=2147483647")
 	w := s.StartWorker("GODEBUG=schedtrace=0", "GOMAXPROCS=2")
