@@ -33,6 +33,9 @@ test: services ## everything the tests need, then all the tests but the fault te
 	$(GO) test -count=1 -timeout 20m -skip '$(FAULT_TESTS)' ./...
 
 test-faults: services ## the fault tests: services cut, killed or alarmed under the gateway and workers
+	@want=$$(tr '|' '\n' <<< '$(FAULT_TESTS)' | wc -l); \
+	got=$$(sed -nE 's/^func (Test\w+)\(.*/\1/p' $(addsuffix /*_test.go,$(FAULT_PACKAGES)) | grep -cE '$(FAULT_TESTS)'); \
+	[ "$$got" -eq "$$want" ] || { echo "FAULT_TESTS names $$want tests, $(FAULT_PACKAGES) hold $$got of them" >&2; exit 1; }
 	$(GO) test -count=1 -timeout 20m -run '$(FAULT_TESTS)' $(FAULT_PACKAGES)
 
 smoke: services ## the operations-contract smoke check (needs ../shared/tools)
