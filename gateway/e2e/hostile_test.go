@@ -62,6 +62,7 @@ func residentKiB(t *testing.T, p *Proc, field string) int {
 // of 300 KB that inflate to 300 MB each: every one is a 413, nothing reaches
 // a worker, and the gateway's resident memory stays within twice its idle size.
 func TestDecompressionBombsLeaveTheGatewayStanding(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway()
 	w := s.StartWorker()
@@ -163,6 +164,7 @@ func deadLetters(t *testing.T, s *Stack) int {
 // the field and the rule at once (never a 202), and no command reaches a
 // worker or the dead-letter queue.
 func TestHostileCallsAreRefusedAndProvisionNothing(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	w := s.StartWorker()
@@ -228,6 +230,7 @@ func TestHostileCallsAreRefusedAndProvisionNothing(t *testing.T) {
 // a getOrder carrying "METHOD":"cancelOrder" reads the order and cancels
 // nothing (encoding/json would have matched it and kept the last).
 func TestKeysMatchExactly(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -250,6 +253,7 @@ func TestKeysMatchExactly(t *testing.T) {
 // never sends a request keeps the HTTP server waiting at shutdown, but no call
 // was cut short, so the gateway still exits 0 (Stop fails the test otherwise).
 func TestASilentConnectionDoesNotFailShutdown(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway("SHUTDOWN_TIMEOUT=1s")
 	conn, err := net.Dial("tcp", s.HTTPAddr)

@@ -94,6 +94,7 @@ func (s *Stack) partnerID(name string) int64 {
 // answer it was given and leaves the order as the partner's last answered
 // call left it: active.
 func TestLedgerRedeliveredSuspendChangesNothing(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -124,6 +125,7 @@ func TestLedgerRedeliveredSuspendChangesNothing(t *testing.T) {
 // Finding 3: a redelivered resetUser issues no new token: the one the partner
 // received stays valid, and the recorded answer does not hold it.
 func TestLedgerRedeliveredResetKeepsTheToken(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -158,6 +160,7 @@ func TestLedgerRedeliveredResetKeepsTheToken(t *testing.T) {
 // deleteUser, then the same createUser creates the user again; after another
 // delete, a createUser with another displayName creates it too.
 func TestLedgerCreateUserAfterDeleteCreatesAgain(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -188,6 +191,7 @@ func TestLedgerCreateUserAfterDeleteCreatesAgain(t *testing.T) {
 // the ledger byte for byte, with Idempotent-Replayed: true; other params
 // under the key get the refusal Redis would have given.
 func TestLedgerReplaysWhenRedisLostTheRecord(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -232,6 +236,7 @@ func TestLedgerReplaysWhenRedisLostTheRecord(t *testing.T) {
 // A command that fails permanently inside the service is answered 500
 // internal with its request id, recorded as failed, and dead-lettered.
 func TestLedgerPermanentFailureIsAnswered(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()

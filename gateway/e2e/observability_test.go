@@ -65,6 +65,7 @@ func value(mfs map[string]*dto.MetricFamily, name string, want map[string]string
 }
 
 func TestMetricsCountEveryCall(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway()
 	w := s.StartWorker()
@@ -82,7 +83,7 @@ func TestMetricsCountEveryCall(t *testing.T) {
 	}
 	// The worker counts a command after its reply, so wait for the last one.
 	var wm map[string]*dto.MetricFamily
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(settleWithin); ; time.Sleep(50 * time.Millisecond) {
 		if wm = scrape(t, w); value(wm, "oneoffice_worker_commands_total", nil) >= 4 || time.Now().After(deadline) {
 			break
 		}
@@ -162,6 +163,7 @@ func logLines(t *testing.T, p *Proc, rid string) []map[string]any {
 }
 
 func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway()
 	w := s.StartWorker()
@@ -171,7 +173,7 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 	reset := s.Want(200, "resetUser", m{"email": "ann@example.com"}, "X-Request-Id", "follow-me-3")
 	// Log lines are flushed every 100 ms.
 	var gl, wl []map[string]any
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(settleWithin); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if gl, wl = logLines(t, gw, "follow-me-1"), logLines(t, w, "follow-me-1"); len(gl) > 0 && len(wl) > 0 {
 			break
 		}
@@ -199,6 +201,7 @@ func TestLogsFollowOneRequestWithoutSecrets(t *testing.T) {
 // worker given GOMAXPROCS=2 runs on two, and that both print the settings with
 // their configuration, GODEBUG as they were launched with it.
 func TestServingProcessesTakeTheirRuntimeSettingsFromConfiguration(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	gw := s.StartGateway("GOMAXPROCS=", "GODEBUG=schedtrace=2147483647")
 	w := s.StartWorker("GODEBUG=schedtrace=0", "GOMAXPROCS=2")
@@ -215,7 +218,7 @@ func TestServingProcessesTakeTheirRuntimeSettingsFromConfiguration(t *testing.T)
 		}
 		// Log lines are flushed every 100 ms.
 		var logged map[string]any
-		for deadline := time.Now().Add(3 * time.Second); logged == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for deadline := time.Now().Add(settleWithin); logged == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			sc := bufio.NewScanner(strings.NewReader(tc.p.Log()))
 			for sc.Scan() {
 				var line struct {

@@ -17,6 +17,7 @@ import (
 // the budget is one call, and the next comes back after 100 s: which call is
 // refused does not depend on how fast the test runs.
 func TestRateLimitSharedByGateways(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t, "RATE_LIMIT_RPS=0.01")
 	gwA := s.StartGateway()
 	addrB := testenv.FreeAddr(t)

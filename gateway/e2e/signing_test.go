@@ -27,6 +27,7 @@ func sign(secret string, ts int64, nonce, body string) []string {
 // signing: a partner with a secret has every call checked, with nothing
 // provisioned for a refused one, and a partner without one is unaffected.
 func TestSigningPartnerRequiresSignatures(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	out := strings.Split(s.admin("keys", "create", "--partner", "Signer", "--signing"), "\n")
 	if len(out) != 2 || !strings.HasPrefix(out[0], "oo_") || !strings.HasPrefix(out[1], "oosig_") || len(out[1]) < 6+43 {
@@ -99,6 +100,7 @@ func TestSigningPartnerRequiresSignatures(t *testing.T) {
 // that signs replaces the old one, and that a new key of the partner is
 // bound by the same secret.
 func TestSigningSecretReplaced(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	first := strings.Split(s.admin("keys", "create", "--partner", "Signer", "--signing"), "\n")
 	s.StartGateway()

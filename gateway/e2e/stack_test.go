@@ -37,7 +37,14 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	ctx, cancel = context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	if err := vhosts.close(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "deleting the vhosts:", err)
+		code = max(code, 1)
+	}
+	return code
 }
 
 // Time limits of the harness. They bound waits for something the contract
@@ -71,7 +78,7 @@ func NewStack(t *testing.T, extra ...string) *Stack {
 	s := &Stack{t: t, HTTPAddr: testenv.FreeAddr(t), Storage: t.TempDir(),
 		client: &http.Client{Timeout: clientTimeout}}
 	s.DBURL = testenv.Database(t)
-	s.AMQPURL = testenv.Vhost(t)
+	s.AMQPURL = vhosts.get(t)
 	s.RedisURL = testenv.Redis(t)
 	s.env = append([]string{
 		"DATABASE_URL=" + s.DBURL, "AMQP_URL=" + s.AMQPURL, "REDIS_URL=" + s.RedisURL,

@@ -95,6 +95,7 @@ func TestCustomerCreatedWhileTheDiskIsReadOnly(t *testing.T) {
 // A worker sweeps at start: a tenant directory no row records, untouched for
 // STORAGE_ORPHAN_GRACE, is removed and counted; the tenants' own stay.
 func TestWorkerSweepsOrphanDirectories(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t, "STORAGE_ORPHAN_GRACE=1m")
 	s.StartGateway()
 	w := s.StartWorker()

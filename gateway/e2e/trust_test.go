@@ -13,6 +13,7 @@ import (
 // A customer's id counts the calling partner's customers only: how many
 // customers another partner has, before or in between, shows nowhere.
 func TestTrustCustomerIDsArePerPartner(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	s.StartGateway()
 	s.StartWorker()
@@ -40,6 +41,7 @@ func TestTrustCustomerIDsArePerPartner(t *testing.T) {
 // written under the other partner's key (completing a missing record would
 // create it, so that partner's next call would replay the forger's answer).
 func TestTrustForgedCommandIsNotRun(t *testing.T) {
+	t.Parallel()
 	s := NewStack(t)
 	w := s.StartWorker()
 	s.NewKey("Partner B")

@@ -127,6 +127,7 @@ func jsonEqual(a, b any) bool {
 }
 
 func TestWebhookEveryCommandArrivesOnceSigned(t *testing.T) {
+	t.Parallel()
 	r := newReceiver(t)
 	s := webhookStack(t, r)
 	calls := s.run(s.Key, commands())
@@ -166,6 +167,7 @@ func (s *Stack) waitEventsDone(n int) {
 }
 
 func TestWebhookRetriedUntil2xxWithTheSameID(t *testing.T) {
+	t.Parallel()
 	r := newReceiver(t)
 	r.answerWith(func(_ delivery, n int) int {
 		if n <= 3 {
@@ -276,6 +278,7 @@ func TestWebhookDispatcherKilledMidDeliveryLosesNothing(t *testing.T) {
 }
 
 func TestWebhookSlowEndpointDelaysNoOtherPartner(t *testing.T) {
+	t.Parallel()
 	slow, fast := newReceiver(t), newReceiver(t)
 	hold := make(chan struct{})
 	t.Cleanup(func() { close(hold) })
@@ -298,6 +301,7 @@ func TestWebhookSlowEndpointDelaysNoOtherPartner(t *testing.T) {
 }
 
 func TestWebhookOfA202CommandArrivesWhenItCompletes(t *testing.T) {
+	t.Parallel()
 	r := newReceiver(t)
 	s := NewStack(t, webhookEnv...)
 	s.StartWorker()
@@ -333,6 +337,7 @@ func TestWebhookOfA202CommandArrivesWhenItCompletes(t *testing.T) {
 }
 
 func TestWebhookOtherPartnersEndpointGetsNoneOfYours(t *testing.T) {
+	t.Parallel()
 	ra, rb := newReceiver(t), newReceiver(t)
 	s := webhookStack(t, ra)
 	keyB := s.NewKey("Partner B")
@@ -353,6 +358,7 @@ func TestWebhookOtherPartnersEndpointGetsNoneOfYours(t *testing.T) {
 }
 
 func TestWebhookSSRFRefusals(t *testing.T) {
+	t.Parallel()
 	r := newReceiver(t)
 	s := webhookStack(t, nil)
 	noAllow := []string{"WEBHOOK_ALLOW_HOSTS="}
@@ -410,6 +416,7 @@ func TestWebhookSSRFRefusals(t *testing.T) {
 }
 
 func TestWebhook410DisablesAndReplaySendsAgain(t *testing.T) {
+	t.Parallel()
 	r := newReceiver(t)
 	r.answerWith(func(delivery, int) int { return http.StatusGone })
 	s := webhookStack(t, r)

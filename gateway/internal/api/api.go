@@ -65,10 +65,16 @@ type Deps struct {
 	// Signing checks the signatures of partners that sign (SPEC section 6);
 	// nil checks none.
 	Signing *signing.Verifier
+	// Now is the clock RPCTimeout counts on; nil is time.Now. Tests set it
+	// to spend a call's budget without waiting.
+	Now func() time.Time
 }
 
 // New builds the Fiber app.
 func New(d Deps) *fiber.App {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
 	h := &handler{Deps: d, limits: newLimiter(d)}
 	app := fiber.New(fiber.Config{
 		AppName: "oneoffice-gateway",

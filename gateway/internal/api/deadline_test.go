@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,10 +25,29 @@ func (r *deadlineRPC) Call(_ context.Context, cmd *protocol.Command, deadline ti
 	return protocol.Result{Status: http.StatusOK, Body: cmd.Params}, nil
 }
 
+// clock is a fake time source that only moves when told to.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // SPEC section 5: RPC_TIMEOUT bounds the call as the partner waits for it.
 // Time spent before the command is sent (here a key lookup that the
-// PostgreSQL behind the auth cache makes slow) is taken off the RPC's
-// deadline, and a call with none left is answered 503 without being sent.
+// PostgreSQL behind the auth cache makes slow, on a fake clock) is taken off
+// the RPC's deadline, and a call with none left is answered 503 without
+// being sent.
 func TestRPCTimeoutCountsFromTheCallsArrival(t *testing.T) {
 	t.Parallel()
 	const timeout = 400 * time.Millisecond
@@ -37,18 +57,20 @@ func TestRPCTimeoutCountsFromTheCallsArrival(t *testing.T) {
 		status int
 	}{
 		{"some time spent", 150 * time.Millisecond, http.StatusOK},
-		{"all time spent", timeout + 50*time.Millisecond, http.StatusServiceUnavailable},
+		{"all time spent", timeout, http.StatusServiceUnavailable},
+		{"more than all", timeout + 50*time.Millisecond, http.StatusServiceUnavailable},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			clk := &clock{now: time.Unix(1e9, 0)}
 			fake := &deadlineRPC{deadlines: make(chan time.Duration, 1)}
 			app := New(Deps{
 				Auth: auth.NewCache(func(_ context.Context, h [32]byte) (int64, error) {
-					time.Sleep(tt.lookup)
+					clk.advance(tt.lookup)
 					return 1, nil
 				}),
 				RPC: fake, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-				Metrics: NewMetrics(prometheus.NewRegistry()), RPCTimeout: timeout,
+				Metrics: NewMetrics(prometheus.NewRegistry()), RPCTimeout: timeout, Now: clk.Now,
 			})
 			a := do(t, app, http.MethodPost, []byte(`{"method":"getOrder","params":{"id":"O1"}}`))
 			if a.status != tt.status {
@@ -59,8 +81,8 @@ func TestRPCTimeoutCountsFromTheCallsArrival(t *testing.T) {
 				if tt.status != http.StatusOK {
 					t.Fatalf("the command was sent with deadline %s, want not sent", d)
 				}
-				if d > timeout-tt.lookup {
-					t.Fatalf("RPC deadline %s after a %s lookup, want at most %s", d, tt.lookup, timeout-tt.lookup)
+				if want := timeout - tt.lookup; d != want {
+					t.Fatalf("RPC deadline %s after a %s lookup, want %s", d, tt.lookup, want)
 				}
 			default:
 				if tt.status == http.StatusOK {

@@ -34,7 +34,7 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 	start := time.Now()
 	h.Metrics.inFlight.Inc()
 	h.Metrics.calls.Add(1)
-	cl := &call{rid: requestID(c), method: "unknown", start: start}
+	cl := &call{rid: requestID(c), method: "unknown", start: h.Now()}
 	status := http.StatusInternalServerError
 	defer func() {
 		// A panic anywhere in a call is that call's 500, with its request id;
@@ -185,7 +185,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, error) {
 	var res protocol.Result
 	err := errNoTimeLeft
-	if left := h.RPCTimeout - time.Since(cl.start); left > 0 {
+	if left := h.RPCTimeout - h.Now().Sub(cl.start); left > 0 {
 		res, err = h.RPC.Call(c.UserContext(), cmd, left)
 	}
 	switch {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/idempotency"
@@ -38,8 +39,7 @@ func (c *Client) carry(log *slog.Logger, pub amqp.Publishing) {
 	go func() {
 		defer c.carried.Done()
 		defer c.m.carried.Dec()
-		until := time.Now().Add(carryFor)
-		pause := nackPause
+		b := pauses(maxCarryPause, carryFor)
 		for tries := 1; ; tries++ {
 			if s := c.cur.Load(); s != nil && !s.blocked.Load() {
 				if c.publishOnce(s, pub) == nil {
@@ -48,7 +48,8 @@ func (c *Client) carry(log *slog.Logger, pub amqp.Publishing) {
 					return
 				}
 			}
-			if !time.Now().Before(until) {
+			pause := b.NextBackOff()
+			if pause == backoff.Stop {
 				c.m.carriedLost.Inc()
 				log.Error("command answered 202 never confirmed; a retry runs it once the partner's key expires",
 					"message_id", pub.MessageId, "tries", tries, "carried_for", carryFor)
@@ -61,7 +62,6 @@ func (c *Client) carry(log *slog.Logger, pub amqp.Publishing) {
 				log.Error("client stopped while carrying a command answered 202", "message_id", pub.MessageId, "tries", tries)
 				return
 			}
-			pause = min(2*pause, maxCarryPause)
 		}
 	}()
 }

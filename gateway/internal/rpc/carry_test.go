@@ -142,3 +142,22 @@ func TestACommandAnswered202IsCarriedUntilConfirmed(t *testing.T) {
 		t.Fatalf("a second copy on the queue (%v, %v)", more, err)
 	}
 }
+
+// The pauses between two copies of a command: 20 ms doubling up to the
+// longest, without jitter.
+func TestPausesDoubleUpToTheLongest(t *testing.T) {
+	for _, tt := range []struct {
+		longest time.Duration
+		want    []time.Duration
+	}{
+		{maxNackPause, []time.Duration{20, 40, 80, 160, 320, 500, 500}},
+		{maxCarryPause, []time.Duration{20, 40, 80, 160, 320, 640, 1000, 1000}},
+	} {
+		b := pauses(tt.longest, 0)
+		for i, want := range tt.want {
+			if got := b.NextBackOff(); got != want*time.Millisecond {
+				t.Fatalf("pause %d up to %v: %v, want %v", i+1, tt.longest, got, want*time.Millisecond)
+			}
+		}
+	}
+}

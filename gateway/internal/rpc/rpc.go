@@ -44,6 +44,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
@@ -263,6 +264,13 @@ const (
 	maxNackPause = 500 * time.Millisecond
 )
 
+// pauses is the schedule between two copies of a command: nackPause,
+// doubling up to longest, without jitter; it stops after stopAfter (0: never).
+func pauses(longest, stopAfter time.Duration) backoff.BackOff {
+	return backoff.NewExponentialBackOff(backoff.WithInitialInterval(nackPause), backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0), backoff.WithMaxInterval(longest), backoff.WithMaxElapsedTime(stopAfter))
+}
+
 // publishConfirmed publishes pub until the broker confirms a copy or the
 // deadline (until, when timer fires) passes, and returns the session of the
 // confirmed copy, whose channel the reply comes back on. Until a copy was
@@ -272,7 +280,7 @@ const (
 // so it is published again, on the next connection if its own is gone, and a
 // deadline passed meanwhile is ErrUnknown.
 func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publishing, timer *time.Timer, until time.Time) (*session, error) {
-	pause := nackPause
+	b := pauses(maxNackPause, 0)
 	for copies := 0; ; {
 		dc, err := s.publish(ctx, pub, timer)
 		switch {
@@ -298,13 +306,12 @@ func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publ
 			}
 		}
 		select {
-		case <-time.After(pause):
+		case <-time.After(b.NextBackOff()):
 		case <-timer.C:
 			return s, fmt.Errorf("%w: %d copies written, none confirmed by the deadline", ErrUnknown, copies)
 		case <-ctx.Done():
 			return s, fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
 		}
-		pause = min(2*pause, maxNackPause)
 		if next := c.cur.Load(); next != nil {
 			s = next // the same session after a nack; the next one after a lost connection
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,6 +12,7 @@ import (
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/store"
+	"github.com/oneoffice/provisioner/shared/tracecontext"
 )
 
 // The command ledger (SPEC section 3): every mutating command is recorded
@@ -145,13 +145,7 @@ func nullable(s string) *string {
 }
 
 // traceID is the trace id of a W3C traceparent, "" for none.
-func traceID(tp string) string {
-	parts := strings.Split(tp, "-")
-	if len(parts) != 4 {
-		return ""
-	}
-	return parts[1]
-}
+func traceID(tp string) string { return tracecontext.TraceID(tp) }
 
 // answerRecorded answers a command whose ledger row met one already there:
 // its own (a redelivery: the recorded answer), or another command's under
