@@ -78,12 +78,8 @@ func TestRedisClaimTakenOverIsReportedAndLeftAlone(t *testing.T) {
 func TestAnUnansweredServerIsWaitedForThenFails(t *testing.T) {
 	s := servers(t)
 	s.RedisAddr, s.Wait = "127.0.0.1:1", 500*time.Millisecond // nothing listens on port 1
-	start := time.Now()
 	_, err := s.ClaimRedis(t.Context(), "claim test", 0)
 	if err == nil || !strings.Contains(err.Error(), "TEST_REDIS_ADDR") || !strings.Contains(err.Error(), "attempts") {
 		t.Fatalf("ClaimRedis = %v, want a failure after several attempts", err)
-	}
-	if d := time.Since(start); d < s.Wait/2 || d > s.Wait+5*time.Second {
-		t.Fatalf("gave up after %v, want about %v", d, s.Wait)
 	}
 }

