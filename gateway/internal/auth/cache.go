@@ -173,6 +173,12 @@ func (c *Cache) resolve(ctx context.Context, h [32]byte, known bool) (int64, err
 	led := false
 	ch := c.flights.DoChan(string(h[:]), func() (any, error) {
 		led = true
+		// The lookup this call missed may have ended between its look at
+		// the cache and this flight: its answer is there now.
+		if e, ok := c.known.Get(h); ok && c.now().Sub(e.read) < PositiveTTL {
+			c.observe(ResultHit)
+			return e.partner, nil
+		}
 		return c.load(h, known, ResultMiss)
 	})
 	select {
