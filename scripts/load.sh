@@ -5,8 +5,8 @@
 #   RATE=300 DURATION=30s scripts/load.sh scripts/k6/load.js
 #   scripts/load.sh scripts/k6/smoke.js            (CI: well under a minute)
 #   scripts/load.sh scripts/k6/idempotency.js
-#   PEAK=600 scripts/load.sh scripts/k6/spike.js
-#   DURATION=2h RATE=20 scripts/load.sh scripts/k6/soak.js
+#   PROFILE=spike PEAK=600 scripts/load.sh scripts/k6/load.js
+#   PROFILE=soak DURATION=2h RATE=20 scripts/load.sh scripts/k6/load.js
 #
 # What it does, from the project root:
 #   1. builds k6 into bin/ if missing (go install go.k6.io/k6@v1.8.1);
