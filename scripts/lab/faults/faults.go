@@ -378,6 +378,11 @@ func (w *readyWatch) run(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, p := range w.procs {
+			select {
+			case <-p.Done():
+				continue // lost on purpose: the checks count the processes
+			default:
+			}
 			if !p.Ready(ctx) {
 				w.mu.Lock()
 				w.down[p.Name] += readyEvery
