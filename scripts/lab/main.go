@@ -3,7 +3,6 @@
 //
 //	go run ./scripts/lab bench     [flags]  raw broker ceiling vs end to end, own CPU per call (make bench)
 //	go run ./scripts/lab preauth   [flags]  a valid partner's latency under a flood of random keys (make preauth-bench)
-//	go run ./scripts/lab ratelimit [flags]  one partner's rate limit shared by two gateways
 //	go run ./scripts/lab cluster   [flags]  a three-node RabbitMQ cluster losing nodes under load (make cluster-test)
 //	go run ./scripts/lab chaos     [flags]  the fault suite (make chaos)
 //	go run ./scripts/lab stack     [flags]  a stack for a command, run with its settings (make load, make prom-check)
@@ -25,22 +24,20 @@ import (
 	"github.com/oneoffice/provisioner/scripts/lab/bench"
 	"github.com/oneoffice/provisioner/scripts/lab/faults"
 	"github.com/oneoffice/provisioner/scripts/lab/preauth"
-	"github.com/oneoffice/provisioner/scripts/lab/ratelimit"
 	"github.com/oneoffice/provisioner/scripts/lab/stack"
 )
 
 var commands = map[string]func(context.Context, []string) error{
-	"bench":     bench.Run,
-	"preauth":   preauth.Run,
-	"ratelimit": ratelimit.Run,
-	"cluster":   faults.Cluster.Run,
-	"chaos":     faults.Chaos.Run,
-	"stack":     stack.Run,
+	"bench":   bench.Run,
+	"preauth": preauth.Run,
+	"cluster": faults.Cluster.Run,
+	"chaos":   faults.Chaos.Run,
+	"stack":   stack.Run,
 }
 
 func main() {
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: lab bench|preauth|ratelimit|cluster|chaos|stack [flags]")
+		fmt.Fprintln(os.Stderr, "usage: lab bench|preauth|cluster|chaos|stack [flags]")
 		os.Exit(2)
 	}
 	name := os.Args[1]
