@@ -4,7 +4,6 @@
 #   scripts/load.sh [SCRIPT [K6 RUN ARGS...]]      SCRIPT defaults to scripts/k6/load.js
 #   RATE=300 DURATION=30s scripts/load.sh scripts/k6/load.js
 #   scripts/load.sh scripts/k6/smoke.js            (CI: well under a minute)
-#   scripts/load.sh scripts/k6/idempotency.js
 #   PROFILE=spike PEAK=600 scripts/load.sh scripts/k6/load.js
 #   PROFILE=soak DURATION=2h RATE=20 scripts/load.sh scripts/k6/load.js
 #
