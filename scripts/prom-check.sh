@@ -231,64 +231,44 @@ report "load produced 401s" "$res" values
 res=$(query "sum(rabbitmq_queue_consumers{vhost=\"$tag\",queue=\"oneoffice.commands\"}) > 0")
 report "rabbitmq per-object metrics show this vhost's consumers" "$res" values
 
-echo "-- dashboard panels (Traffic and Latency need a series with a value; the others must parse)"
-jq -r '
-  foreach .panels[] as $p ("";
-    if $p.type == "row" then $p.title else . end;
-    . as $row
-    | (if $p.type == "row" then ($p.panels // [])[] else $p end) as $c
-    | ($c.targets // [])[] | select((.expr // "") != "")
-    | [$row, $c.title, .refId, (.expr | @base64)] | @tsv)
-' "$dash" >"$work/panels.tsv"
-[ -s "$work/panels.tsv" ] || bad "no panel query found in $dash"
-while IFS=$'\t' read -r row title ref expr64; do
-  expr=$(printf '%s' "$expr64" | base64 -d | subst)
-  label="$row / $title [$ref]"
-  # shellcheck disable=SC2016 # a literal $ in a regex
-  if grep -qE '\$(\{[A-Za-z_]|[A-Za-z_])' <<<"$expr"; then
-    bad "$(printf '%-82.82s -> unknown variable left in: %s' "$label" "$expr")"; continue
-  fi
-  case "$row" in Traffic | Latency) need=values ;; *) need=parse ;; esac
-  report "$label" "$(query "$expr")" "$need"
-done <"$work/panels.tsv"
-
-echo "-- dashboard annotations and template variables"
-jq -r '.annotations.list[] | select((.expr // "") != "") | ["annotation", .name, (.expr | @base64)] | @tsv' "$dash" >"$work/extra.tsv"
-jq -r '.templating.list[] | select(.type == "query")
-       | ["variable", .name, ((if (.query | type) == "object" then .query.query else .query end) // .definition | @base64)] | @tsv' \
-  "$dash" >>"$work/extra.tsv"
-while IFS=$'\t' read -r kind name expr64; do
-  expr=$(printf '%s' "$expr64" | base64 -d)
-  need=parse
-  if [ "$kind" = variable ]; then
-    need=series
+echo "-- dashboard panels (Traffic and Latency need a series with a value), annotations, template variables"
+echo "   (each needs a series), and the rules prometheus loaded: each must parse and evaluate"
+{
+  jq -r '
+    (foreach .panels[] as $p ("";
+      if $p.type == "row" then $p.title else . end;
+      . as $row
+      | (if $p.type == "row" then ($p.panels // [])[] else $p end) as $c
+      | ($c.targets // [])[] | select((.expr // "") != "")
+      | ["\($row) / \($c.title) [\(.refId)]", (if $row == "Traffic" or $row == "Latency" then "values" else "parse" end), .expr])),
+    (.annotations.list[] | select((.expr // "") != "") | ["annotation \(.name)", "parse", .expr]),
     # label_values(SELECTOR, label) -> SELECTOR; query_result(EXPR) -> EXPR
-    expr=$(sed -E -e 's/^[[:space:]]*label_values\((.*),[[:space:]]*[A-Za-z_][A-Za-z0-9_]*[[:space:]]*\)[[:space:]]*$/\1/' \
-      -e 's/^[[:space:]]*query_result\((.*)\)[[:space:]]*$/\1/' <<<"$expr")
+    (.templating.list[] | select(.type == "query")
+      | ["variable \(.name)", "series", ((if (.query | type) == "object" then .query.query else .query end) // .definition
+        | sub("^\\s*label_values\\((?<s>.*),\\s*[A-Za-z_][A-Za-z0-9_]*\\s*\\)\\s*$"; "\(.s)")
+        | sub("^\\s*query_result\\((?<e>.*)\\)\\s*$"; "\(.e)"))])
+    | [.[0], .[1], (.[2] | @base64)] | @tsv' "$dash"
+  curl -s --max-time 15 "$PROM/api/v1/rules" | jq -r '.data.groups[].rules[]
+    | ["\(if .type == "alerting" then "alert" else "record" end) \(.name)",
+       (if .health == "err" then "rule health err: \(.lastError // "" | gsub("[\t\n]"; " "))" else "parse" end),
+       (.query | @base64)] | @tsv'
+} >"$work/queries.tsv"
+grep -q ' \[' "$work/queries.tsv" || bad "no panel query found in $dash"
+rules=0
+while IFS=$'\t' read -r label need expr64; do
+  expr=$(printf '%s' "$expr64" | base64 -d | subst)
+  case "$label" in alert\ * | record\ *) rules=$((rules + 1)) ;; esac
+  if [[ "$need" == rule* ]]; then
+    bad "$(printf '%-82.82s -> %s' "$label" "$need")"
+  # shellcheck disable=SC2016 # a literal $ in a regex
+  elif grep -qE '\$(\{[A-Za-z_]|[A-Za-z_])' <<<"$expr"; then
+    bad "$(printf '%-82.82s -> unknown variable left in: %s' "$label" "$expr")"
+  else
+    report "$label" "$(query "$expr")" "$need"
   fi
-  expr=$(subst <<<"$expr")
-  report "$kind $name" "$(query "$expr")" "$need"
-done <"$work/extra.tsv"
-
-echo "-- rules loaded by prometheus (recording and alerting; each must parse and evaluate)"
-curl -s --max-time 15 "$PROM/api/v1/rules" |
-  jq -r '.data.groups[] | .name as $g | .rules[] | [.type, .name, .health, (.query | @base64), (.lastError // "-" | gsub("[\t\n]"; " "))] | @tsv' \
-    >"$work/rules.tsv" 2>/dev/null
+done <"$work/queries.tsv"
 want_rules=$(cat deploy/prometheus/rules/recording.yml deploy/prometheus/rules/alerts.yml | grep -cE '^[[:space:]]*- (record|alert):')
-got_rules=$(wc -l <"$work/rules.tsv")
-if [ "$got_rules" = "$want_rules" ]; then
-  ok "$(printf '%-82.82s -> %s' "prometheus loaded every rule" "$got_rules rules")"
-else
-  bad "prometheus loaded $got_rules rules, the files have $want_rules"
-fi
-while IFS=$'\t' read -r type name health expr64 lasterr; do
-  expr=$(printf '%s' "$expr64" | base64 -d)
-  kind=record; [ "$type" = alerting ] && kind=alert
-  if [ "$health" = err ]; then
-    bad "$(printf '%-82.82s -> rule health err: %s' "$kind $name" "$lasterr")"; continue
-  fi
-  report "$kind $name" "$(query "$expr")" parse
-done <"$work/rules.tsv"
+if [ "$rules" = "$want_rules" ]; then ok "prometheus loaded every rule ($rules)"; else bad "prometheus loaded $rules rules, the files have $want_rules"; fi
 
 echo
 if [ "$fail" -ne 0 ]; then
