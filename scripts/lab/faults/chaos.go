@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oneoffice/provisioner/scripts/internal/partnerload"
@@ -169,14 +170,14 @@ func freezeWorker(ctx context.Context, r *run, fr *faultRun) error {
 		return err
 	}
 	start := time.Now()
-	var dropped bool
-	for deadline := start.Add(6*heartbeat*time.Second + 10*time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
-		if n, err := connections(); err == nil && n < before {
-			dropped = true
-			break
+	wait, cancel := context.WithTimeout(ctx, 6*heartbeat*time.Second+10*time.Second)
+	defer cancel()
+	dropped := backoff.Retry(func() error {
+		if n, err := connections(); err != nil || n >= before {
+			return fmt.Errorf("%d connections (%v)", n, err)
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	}, backoff.WithContext(backoff.NewConstantBackOff(250*time.Millisecond), wait)) == nil
 	took := time.Since(start).Round(100 * time.Millisecond)
 	if err := syscall.Kill(w.Pid(), syscall.SIGCONT); err != nil {
 		return err
