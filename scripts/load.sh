@@ -15,25 +15,16 @@
 # ...: k6's __ENV). It exits with k6's status (99 = thresholds crossed); 1 before
 # k6 ran means the stack could not be brought up.
 #
-# Stack settings (environment, with these defaults):
-#   RENEWAL_WINDOW_DAYS=400  the workers' renewal window: a yearly order created now
-#                            (~365 days left) can be renewed once, then the next
-#                            renewal is refused (~730 days left), so the scripts see
-#                            both accepted and refused (422 renewal_too_early) renewals
-#   WORKER_CONCURRENCY=32  WORKER_PREFETCH=64  DATABASE_MAX_CONNS=10 (the service's
-#                            defaults: a stack holds at most 24 PostgreSQL connections)
-#   RPC_TIMEOUT=4s  RATE_LIMIT_RPS=0 (off)  LOG_LEVEL=info
-#   K6=bin/k6                the k6 binary
-#   KEEP_LOGS=1              keep the stack's process logs (always kept when a process died)
-#   K6_PROGRESS=1            k6's progress lines even when stdout is not a terminal
-#   WEBHOOKS=1               the partner gets a webhook endpoint (`lab stack -webhooks`: a
-#                            receiver verifying every signature); after k6 the run waits up
-#                            to 60s for the outbox to drain and prints the delivery latency
-#                            (p50/p99/max, from each event's occurred_at to its delivered_at)
-#                            and what the receiver got; a lost, unsigned or extra event fails
-#                            the run (exit 3)
-# Needs PostgreSQL, Redis and RabbitMQ on loopback (`make services`), the postgres
-# superuser without password, guest/guest on RabbitMQ, rabbitmqctl.
+# Settings (environment, with these defaults): RENEWAL_WINDOW_DAYS=400 (the workers'
+# window, exported to k6 too: a yearly order renews once, then is refused, so the
+# scripts see both answers), WORKER_CONCURRENCY=32, WORKER_PREFETCH=64,
+# RPC_TIMEOUT=4s, RATE_LIMIT_RPS=0 (off), LOG_LEVEL=info, K6=bin/k6; KEEP_LOGS=1
+# keeps the process logs (kept anyway when a process died); K6_PROGRESS=1 shows k6's
+# progress lines when stdout is not a terminal; WEBHOOKS=1 gives the partner a
+# webhook endpoint (`lab stack -webhooks`): after k6 the outbox must drain within
+# 60s with every event delivered once, signed (exit 3 if not), and the delivery
+# latency is printed.
+# Needs the services on loopback (`make services`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/godebug.sh

@@ -22,7 +22,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/oneoffice/provisioner/scripts/internal/partnerload"
@@ -64,18 +63,16 @@ type fault struct {
 
 // faultRun is what one fault did.
 type faultRun struct {
-	name   string
-	note   string
-	at     time.Time // injected
-	back   time.Time // over
-	err    error
-	served bool // the gateways served again within the limit
+	fault
+	note string
+	at   time.Time // injected
+	back time.Time // over
+	err  error
 	// recovery: from at (fromStart) or back until the gateways served again
 	// (the first served call after the last unserved one), -1 if they never
 	// did; unserved: the calls of the phase that were not served.
-	recovery  time.Duration
-	fromStart bool
-	unserved  int
+	recovery time.Duration
+	unserved int
 }
 
 // run is one run of a suite.
@@ -164,8 +161,7 @@ func (r *run) drive(ctx context.Context) error {
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	r.ld.Run(loadCtx)
-	watch := newReadyWatch(slices.Concat(r.st.Gateways, r.st.Workers))
-	go watch.run(loadCtx)
+	notReady := watchReady(loadCtx, slices.Concat(r.st.Gateways, r.st.Workers))
 	partnerload.Sleep(ctx, r.cfg.Phase/2)
 	var errs []error
 	for _, f := range r.suite.faults {
@@ -185,7 +181,7 @@ func (r *run) drive(ctx context.Context) error {
 	partnerload.Sleep(ctx, r.cfg.Phase/2)
 	stopLoad()
 	r.ld.Wait()
-	r.notReady = watch.summary()
+	r.notReady = notReady()
 	r.logf("load stopped: %d calls; draining the queue", len(r.ld.Calls()))
 	if err := partnerload.Drain(ctx, partnerload.DrainLimit, func(ctx context.Context) (int, error) {
 		q, err := r.queue(ctx, amqpx.Queue)
@@ -200,7 +196,7 @@ func (r *run) drive(ctx context.Context) error {
 // again (up to the limit and a little), runs f.after and lets the rest of
 // the phase pass.
 func (r *run) runFault(ctx context.Context, f fault) *faultRun {
-	fr := &faultRun{name: f.name, fromStart: f.fromStart}
+	fr := &faultRun{fault: f}
 	if f.prepare != nil {
 		fr.err = f.prepare(ctx, r, fr)
 	}
@@ -210,8 +206,8 @@ func (r *run) runFault(ctx context.Context, f fault) *faultRun {
 		fr.err = f.inject(ctx, r, fr)
 	}
 	fr.back = time.Now()
-	fr.served = r.ld.AwaitServing(ctx, fr.back)
-	r.logf("fault %s over after %s (%s), serving again: %v", f.name, fr.back.Sub(fr.at).Round(time.Millisecond), fr.note, fr.served)
+	served := r.ld.AwaitServing(ctx, fr.back)
+	r.logf("fault %s over after %s (%s), serving again: %v", f.name, fr.back.Sub(fr.at).Round(time.Millisecond), fr.note, served)
 	if f.after != nil && fr.err == nil {
 		fr.err = f.after(ctx, r, fr)
 	}
@@ -258,27 +254,8 @@ func (r *run) print(w io.Writer, took time.Duration) {
 	if r.sum == nil {
 		return
 	}
-	byName := map[string]*faultRun{}
-	for _, f := range r.faults {
-		byName[f.name] = f
-	}
-	r.sum.Print(w, []string{"slowest", "checked", "fault", "recovery"}, func(ph string) []string {
-		cells := []string{r.sum.SlowestIn[ph].Dur.Round(time.Millisecond).String(), fmt.Sprint(r.byPhase[ph]), "", ""}
-		if f := byName[ph]; f != nil {
-			cells[2] = f.back.Sub(f.at).Round(10 * time.Millisecond).String()
-			cells[3] = "never"
-			if f.recovery >= 0 {
-				cells[3] = f.recovery.Round(10 * time.Millisecond).String()
-			}
-		}
-		return cells
-	})
-	slow := r.sum.SlowestIn[""]
-	for _, c := range r.sum.SlowestIn {
-		if c.Dur > slow.Dur {
-			slow = c
-		}
-	}
+	r.sum.Print(w, r.byPhase)
+	slow := r.sum.Slowest
 	fmt.Fprintf(w, "slowest call: %s, %s %s answered %d in %s (limit RPC_TIMEOUT + %s = %s)\n", slow.Dur.Round(time.Millisecond),
 		slow.Method, slow.RequestID, slow.Status, partnerload.PhaseOf(r.ld.Marks(), slow.Start), partnerload.OverRPCTimeout, r.cfg.RPCTimeout+partnerload.OverRPCTimeout)
 	for _, f := range r.faults {
@@ -286,8 +263,8 @@ func (r *run) print(w io.Writer, took time.Duration) {
 		if f.fromStart {
 			from = "it began"
 		}
-		fmt.Fprintf(w, "%-16s %s; %d calls not served; serving again %s after %s (limit %s)\n",
-			f.name+":", f.note, f.unserved, f.recovery.Round(time.Millisecond), from, partnerload.MaxRecovery)
+		fmt.Fprintf(w, "%-17s %s; over after %s; %d calls not served; serving again %s after %s (limit %s)\n", f.name+":", f.note,
+			f.back.Sub(f.at).Round(10*time.Millisecond), f.unserved, f.recovery.Round(time.Millisecond), from, partnerload.MaxRecovery)
 	}
 	if r.suite.report != nil {
 		r.suite.report(w, r)
@@ -354,52 +331,47 @@ func (r *run) explain(w io.Writer, err error) {
 	}
 }
 
-// readyWatch samples every process's /readyz during the load: a worker must
-// say not ready while it has no broker connection.
-type readyWatch struct {
-	procs []*testenv.Proc
-	mu    sync.Mutex
-	down  map[string]time.Duration
-}
-
-func newReadyWatch(procs []*testenv.Proc) *readyWatch {
-	return &readyWatch{procs: procs, down: map[string]time.Duration{}}
-}
-
-const readyEvery = 250 * time.Millisecond
-
-func (w *readyWatch) run(ctx context.Context) {
-	t := time.NewTicker(readyEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for _, p := range w.procs {
+// watchReady samples every process's /readyz until ctx ends (a worker must
+// say not ready while it has no broker connection); the function it returns
+// waits for that end and lists how long each process still running was not.
+func watchReady(ctx context.Context, procs []*testenv.Proc) func() []string {
+	const every = 250 * time.Millisecond
+	down := make([]time.Duration, len(procs))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
 			select {
-			case <-p.Done():
-				continue // lost on purpose: the checks count the processes
-			default:
+			case <-ctx.Done():
+				return
+			case <-t.C:
 			}
-			if !p.Ready(ctx) {
-				w.mu.Lock()
-				w.down[p.Name] += readyEvery
-				w.mu.Unlock()
+			for i, p := range procs {
+				if !closed(p.Done()) && !p.Ready(ctx) {
+					down[i] += every
+				}
 			}
 		}
+	}()
+	return func() []string {
+		<-done
+		var out []string
+		for i, p := range procs {
+			if down[i] > 0 {
+				out = append(out, fmt.Sprintf("%s: %s", p.Name, down[i]))
+			}
+		}
+		return out
 	}
 }
 
-func (w *readyWatch) summary() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []string
-	for _, p := range w.procs {
-		if d := w.down[p.Name]; d > 0 {
-			out = append(out, fmt.Sprintf("%s: %s", p.Name, d))
-		}
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
-	return out
 }
