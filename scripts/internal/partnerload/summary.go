@@ -59,16 +59,6 @@ func PhaseOf(marks []Mark, t time.Time) string {
 	return ph
 }
 
-// NextMark is the start of the phase after the one t is in, or now.
-func NextMark(marks []Mark, t time.Time) time.Time {
-	for _, m := range marks {
-		if m.At.After(t) {
-			return m.At
-		}
-	}
-	return time.Now()
-}
-
 // Recovery is, over the gateways, the longest time from `from` to the first
 // served call after the last unserved one among those sent from at and
 // answered before until (a call answered later met what came next); a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -90,10 +91,11 @@ func victim(ctx context.Context, r *run, fr *faultRun) error {
 	if err != nil {
 		return err
 	}
-	v := r.byName(q.Leader)
-	if v == nil {
+	i := slices.IndexFunc(r.nodes, func(n *testenv.RabbitNode) bool { return n.Name == q.Leader })
+	if i < 0 {
 		return fmt.Errorf("leader %q is not a node of the cluster", q.Leader)
 	}
+	v := r.nodes[i]
 	leader := v != r.lost
 	if !leader {
 		v = r.nodes[0]
@@ -149,15 +151,6 @@ func restore(kind string) func(context.Context, *run, *faultRun) error {
 		partnerload.Sleep(ctx, r.cfg.Phase/2)
 		return nil
 	}
-}
-
-func (r *run) byName(name string) *testenv.RabbitNode {
-	for _, n := range r.nodes {
-		if n.Name == name {
-			return n
-		}
-	}
-	return nil
 }
 
 func reportCluster(w io.Writer, r *run) {
