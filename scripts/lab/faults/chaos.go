@@ -105,9 +105,7 @@ func chaosServers(ctx context.Context, r *run) error {
 // liveWorker is the first worker that is running.
 func (r *run) liveWorker() (*testenv.Proc, error) {
 	for _, w := range r.st.Workers {
-		select {
-		case <-w.Done():
-		default:
+		if !w.Exited() {
 			return w, nil
 		}
 	}
@@ -215,13 +213,9 @@ func (r *run) judgeProcesses(ctx context.Context) []error {
 	var errs []error
 	lost := 0
 	for _, p := range append(r.st.Workers[:len(r.st.Workers):len(r.st.Workers)], r.st.Gateway) {
-		select {
-		case <-p.Done():
+		if p.Exited() {
 			lost++
-			continue
-		default:
-		}
-		if !p.Ready(ctx) {
+		} else if !p.Ready(ctx) {
 			errs = append(errs, fmt.Errorf("%s (pid %d) is not ready after the run", p.Name, p.Pid()))
 		}
 	}

@@ -349,7 +349,7 @@ func watchReady(ctx context.Context, procs []*testenv.Proc) func() []string {
 			case <-t.C:
 			}
 			for i, p := range procs {
-				if !closed(p.Done()) && !p.Ready(ctx) {
+				if !p.Exited() && !p.Ready(ctx) {
 					down[i] += every
 				}
 			}
@@ -364,14 +364,5 @@ func watchReady(ctx context.Context, procs []*testenv.Proc) func() []string {
 			}
 		}
 		return out
-	}
-}
-
-func closed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
 	}
 }

@@ -92,11 +92,9 @@ func Run(ctx context.Context, args []string) (err error) {
 	cmd.WaitDelay = 30 * time.Second
 	cmdErr := cmd.Run()
 	for _, p := range slices.Concat(st.Workers, st.Gateways) {
-		select {
-		case <-p.Done():
+		if p.Exited() {
 			logf("%s died during the run; logs kept in %s", p.Name, st.Dir)
 			st.KeepDir()
-		default:
 		}
 	}
 	if cmdErr == nil && recv != nil {
