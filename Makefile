@@ -41,7 +41,7 @@ test-faults: services ## the fault tests: services cut, killed or alarmed under 
 smoke: services ## the operations-contract smoke check (needs ../shared/tools)
 	bash ../shared/tools/contract-smoke.sh
 
-load: services ## k6 load test against an isolated stack (builds k6 into bin/ if missing; SCRIPT=, RATE=, DURATION=)
+load: services ## k6 load test against an isolated stack (builds k6 into bin/ if missing; SCRIPT=, PROFILE=load|soak|spike, RATE=, DURATION=)
 	bash scripts/load.sh $(or $(SCRIPT),scripts/k6/load.js)
 
 bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request

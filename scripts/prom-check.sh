@@ -4,8 +4,9 @@
 #   deploy/grafana/oneoffice-dashboard.json.
 # 1. prometheus/promtool present (scripts/services.sh --prometheus), promtool check
 #    config and rules.
-# 2. An isolated stack (`lab stack`, scripts/lib/stack.sh): own database, AMQP vhost
-#    and claimed Redis DB, free loopback ports, a key, one gateway and two workers.
+# 2. An isolated stack: the script runs itself again under `lab stack` (scripts/lab):
+#    own database, AMQP vhost and Redis DB, free loopback ports, a key, one gateway
+#    and two workers, whose settings (STACK_NAME, GATEWAY_METRICS, ...) it reads.
 # 3. A real Prometheus on a free loopback port, with a temp copy of the config whose
 #    targets point at this stack, scraping and evaluating every second.
 # 4. ~40 s of bounded curl load (creates, reads, duplicates, bad keys, bad params).
@@ -19,22 +20,20 @@
 #   PROM_CHECK_KEEP=1        keep the temp dir (logs, config) for debugging
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
-. scripts/lib/stack.sh
 . scripts/lib/godebug.sh
 load_seconds=${PROM_CHECK_LOAD_SECONDS:-40}
 time_limit=280 # seconds; the whole check must end well within 5 minutes
 work=$(mktemp -d "${TMPDIR:-/tmp}/prom-check.XXXXXX")
 pids=()
-watchdog=""
-pass=0 fail=0
+# The counts of the static checks carry over to the run on the stack.
+pass=${PROM_CHECK_PASSED:-0} fail=${PROM_CHECK_FAILED:-0}
 exec </dev/null
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
-  stop_procs 40 "${pids[@]}"
-  stack_down
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  wait "${pids[@]}" 2>/dev/null
   if [ "${PROM_CHECK_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
   exit "$rc"
 }
@@ -42,72 +41,70 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Watchdog: a bounded loop, so killing it leaves no long sleep behind.
-( for _ in $(seq 1 "$time_limit"); do sleep 1; done
-  echo "prom-check: time limit of ${time_limit}s reached, aborting" >&2
-  kill -TERM $$ 2>/dev/null ) &
-watchdog=$!
-
 ok()  { pass=$((pass + 1)); printf 'ok   %s\n' "$*"; }
 bad() { fail=$((fail + 1)); printf 'FAIL %s\n' "$*"; }
 die() { bad "$*"; echo "$pass passed, $fail failed"; exit 1; }
 step() { printf '\n== %s\n' "$*"; }
-
-# ------------------------------------------------------------------ 1. tools, static checks
-step "tools and static checks"
-if timeout 240 bash scripts/services.sh --prometheus >"$work/services.log" 2>&1; then
-  ok "services (postgres, redis, rabbitmq) and prometheus/promtool"
-else
-  tail -5 "$work/services.log"
-  die "scripts/services.sh --prometheus"
-fi
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then die "prometheus/promtool on PATH"; fi
-for t in jq curl rabbitmqctl; do
-  command -v "$t" >/dev/null || die "$t is required"
-done
-
-if promtool check config deploy/prometheus/prometheus.yml >"$work/check.log" 2>&1; then
-  ok "promtool check config deploy/prometheus/prometheus.yml"
-else
-  bad "promtool check config deploy/prometheus/prometheus.yml"; sed 's/^/     /' "$work/check.log"
-fi
-for f in deploy/prometheus/rules/recording.yml deploy/prometheus/rules/alerts.yml; do
-  if promtool check rules "$f" >"$work/check.log" 2>&1; then
-    ok "promtool check rules $f ($(grep -o '[0-9]* rules found' "$work/check.log" | head -1))"
-  else
-    bad "promtool check rules $f"; sed 's/^/     /' "$work/check.log"
-  fi
-done
-
+# jq_check LABEL FILTER: the dashboard passes the jq filter.
+jq_check() { if jq -e "$2" "$dash" >/dev/null; then ok "$1"; else bad "$1"; fi; }
 dash=deploy/grafana/oneoffice-dashboard.json
-jq -e . "$dash" >/dev/null 2>&1 || die "$dash is valid JSON"
-if jq -e '.uid == "oneoffice-provisioner" and .id == null' "$dash" >/dev/null; then
-  ok "dashboard uid oneoffice-provisioner (provisioning-ready, id null)"; else bad "dashboard uid oneoffice-provisioner"; fi
-if jq -e '[.templating.list[] | select(.name == "datasource" and .type == "datasource" and .query == "prometheus")] | length == 1' "$dash" >/dev/null; then
-  ok "dashboard variable datasource (type datasource, prometheus)"; else bad "dashboard variable datasource"; fi
-if jq -e '[.templating.list[] | select(.name == "instance" and .type == "query")] | length == 1' "$dash" >/dev/null; then
-  ok "dashboard variable instance"; else bad "dashboard variable instance"; fi
-rows=$(jq -r '[.panels[] | select(.type == "row") | .title] | join(",")' "$dash")
-if [ "$rows" = "Traffic,Latency,Errors,Queue,Workers,Dependencies,Webhooks,Safety and housekeeping" ]; then
-  ok "dashboard rows $rows"; else bad "dashboard rows (got '$rows', want Traffic,Latency,Errors,Queue,Workers,Dependencies,Webhooks,Safety and housekeeping)"; fi
-nods=$(jq '[.. | objects | select(has("targets")) | .datasource.uid, (.targets[].datasource.uid)] | map(select(. != "${datasource}")) | length' "$dash")
-if [ "$nods" = 0 ]; then ok "every panel and query uses \${datasource}"; else bad "$nods panels/queries do not use \${datasource}"; fi
-for f in deploy/grafana/provisioning/dashboards.yml deploy/grafana/provisioning/datasources.yml; do
-  if [ -f "$f" ] && python3 -c 'import sys,yaml; d=yaml.safe_load(open(sys.argv[1])); assert d["apiVersion"]==1' "$f" 2>/dev/null; then
-    ok "$f parses (apiVersion 1)"
-  elif [ -f "$f" ] && yq -e '.apiVersion == 1' "$f" >/dev/null 2>&1; then
-    ok "$f parses (apiVersion 1)"
-  elif [ -f "$f" ] && ! command -v yq >/dev/null && grep -q '^apiVersion: 1$' "$f"; then
-    ok "$f has apiVersion 1 (no YAML parser here to check more)"
-  else
-    bad "$f parses (apiVersion 1)"
-  fi
-done
 
-# ------------------------------------------------------------------ 2. isolated stack
-step "isolated stack"
-export SHUTDOWN_TIMEOUT=3s
-stack_up -name promcheck -workers 2 2>"$work/stack.log" || { tail -20 "$work/stack.log"; die "lab stack"; }
+if [ "${1:-}" != --on-stack ]; then
+  # ------------------------------------------------------------------ 1. tools, static checks
+  step "tools and static checks"
+  if timeout 200 bash scripts/services.sh --prometheus >"$work/services.log" 2>&1; then
+    ok "services (postgres, redis, rabbitmq) and prometheus/promtool"
+  else
+    tail -5 "$work/services.log"
+    die "scripts/services.sh --prometheus"
+  fi
+  if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then die "prometheus/promtool on PATH"; fi
+  for t in jq curl rabbitmqctl; do
+    command -v "$t" >/dev/null || die "$t is required"
+  done
+
+  if promtool check config deploy/prometheus/prometheus.yml >"$work/check.log" 2>&1; then
+    ok "promtool check config deploy/prometheus/prometheus.yml"
+  else
+    bad "promtool check config deploy/prometheus/prometheus.yml"; sed 's/^/     /' "$work/check.log"
+  fi
+  for f in deploy/prometheus/rules/recording.yml deploy/prometheus/rules/alerts.yml; do
+    if promtool check rules "$f" >"$work/check.log" 2>&1; then
+      ok "promtool check rules $f ($(grep -o '[0-9]* rules found' "$work/check.log" | head -1))"
+    else
+      bad "promtool check rules $f"; sed 's/^/     /' "$work/check.log"
+    fi
+  done
+
+  jq -e . "$dash" >/dev/null 2>&1 || die "$dash is valid JSON"
+  jq_check "dashboard uid oneoffice-provisioner (provisioning-ready, id null)" '.uid == "oneoffice-provisioner" and .id == null'
+  jq_check "dashboard variable datasource (type datasource, prometheus)" \
+    '[.templating.list[] | select(.name == "datasource" and .type == "datasource" and .query == "prometheus")] | length == 1'
+  jq_check "dashboard variable instance" '[.templating.list[] | select(.name == "instance" and .type == "query")] | length == 1'
+  jq_check "dashboard rows Traffic,Latency,Errors,Queue,Workers,Dependencies,Webhooks,Safety and housekeeping" \
+    '[.panels[] | select(.type == "row") | .title] == ["Traffic","Latency","Errors","Queue","Workers","Dependencies","Webhooks","Safety and housekeeping"]'
+  # shellcheck disable=SC2016 # a literal ${datasource}
+  jq_check 'every panel and query uses ${datasource}' \
+    '[.. | objects | select(has("targets")) | .datasource.uid, (.targets[].datasource.uid)] | map(select(. != "${datasource}")) | length == 0'
+  for f in deploy/grafana/provisioning/dashboards.yml deploy/grafana/provisioning/datasources.yml; do
+    if [ -f "$f" ] && python3 -c 'import sys,yaml; d=yaml.safe_load(open(sys.argv[1])); assert d["apiVersion"]==1' "$f" 2>/dev/null; then
+      ok "$f parses (apiVersion 1)"
+    elif [ -f "$f" ] && ! python3 -c 'import yaml' 2>/dev/null && grep -q '^apiVersion: 1$' "$f"; then
+      ok "$f has apiVersion 1 (no YAML parser here to check more)"
+    else
+      bad "$f parses (apiVersion 1)"
+    fi
+  done
+
+  step "isolated stack"
+  go build -o bin/lab ./scripts/lab || die "go build ./scripts/lab"
+  rm -rf "$work"
+  export SHUTDOWN_TIMEOUT=3s PROM_CHECK_PASSED=$pass PROM_CHECK_FAILED=$fail
+  # At the time limit (exit 124) lab stack gets SIGTERM: it stops this
+  # script's run on the stack and removes the stack.
+  exec timeout --foreground $((time_limit - SECONDS)) bin/lab stack -name promcheck -workers 2 -- bash scripts/prom-check.sh --on-stack
+fi
+
 tag=$STACK_NAME key=$API_KEY URL=$BASE_URL/
 gw_port=${GATEWAY_METRICS##*:}
 read -r w1 w2 <<<"$WORKER_METRICS"
@@ -225,13 +222,7 @@ subst() {
 echo "-- targets"
 for want in "oneoffice-gateway 1" "oneoffice-worker 2" "rabbitmq 1"; do
   read -r job n <<<"$want"
-  up_count=$(curl -s --max-time 10 -X POST "$PROM/api/v1/query" --data-urlencode "query=sum(up{job=\"$job\"})" \
-    --data-urlencode "time=$qtime" | jq -r '.data.result[0].value[1] // "0"' 2>/dev/null)
-  if [ "$up_count" = "$n" ]; then
-    ok "$(printf '%-82.82s -> %s up' "target job $job" "$up_count")"
-  else
-    bad "$(printf '%-82.82s -> %s up, want %s' "target job $job" "${up_count:-none}" "$n")"
-  fi
+  report "target job $job: $n up" "$(query "sum(up{job=\"$job\"}) == $n")" values
 done
 res=$(query "sum(increase(oneoffice_idempotency_outcomes_total{outcome=\"replayed\"}[2m])) > 0")
 report "load produced idempotency replays" "$res" values
@@ -240,64 +231,44 @@ report "load produced 401s" "$res" values
 res=$(query "sum(rabbitmq_queue_consumers{vhost=\"$tag\",queue=\"oneoffice.commands\"}) > 0")
 report "rabbitmq per-object metrics show this vhost's consumers" "$res" values
 
-echo "-- dashboard panels (Traffic and Latency need a series with a value; the others must parse)"
-jq -r '
-  foreach .panels[] as $p ("";
-    if $p.type == "row" then $p.title else . end;
-    . as $row
-    | (if $p.type == "row" then ($p.panels // [])[] else $p end) as $c
-    | ($c.targets // [])[] | select((.expr // "") != "")
-    | [$row, $c.title, .refId, (.expr | @base64)] | @tsv)
-' "$dash" >"$work/panels.tsv"
-[ -s "$work/panels.tsv" ] || bad "no panel query found in $dash"
-while IFS=$'\t' read -r row title ref expr64; do
-  expr=$(printf '%s' "$expr64" | base64 -d | subst)
-  label="$row / $title [$ref]"
-  # shellcheck disable=SC2016 # a literal $ in a regex
-  if grep -qE '\$(\{[A-Za-z_]|[A-Za-z_])' <<<"$expr"; then
-    bad "$(printf '%-82.82s -> unknown variable left in: %s' "$label" "$expr")"; continue
-  fi
-  case "$row" in Traffic | Latency) need=values ;; *) need=parse ;; esac
-  report "$label" "$(query "$expr")" "$need"
-done <"$work/panels.tsv"
-
-echo "-- dashboard annotations and template variables"
-jq -r '.annotations.list[] | select((.expr // "") != "") | ["annotation", .name, (.expr | @base64)] | @tsv' "$dash" >"$work/extra.tsv"
-jq -r '.templating.list[] | select(.type == "query")
-       | ["variable", .name, ((if (.query | type) == "object" then .query.query else .query end) // .definition | @base64)] | @tsv' \
-  "$dash" >>"$work/extra.tsv"
-while IFS=$'\t' read -r kind name expr64; do
-  expr=$(printf '%s' "$expr64" | base64 -d)
-  need=parse
-  if [ "$kind" = variable ]; then
-    need=series
+echo "-- dashboard panels (Traffic and Latency need a series with a value), annotations, template variables"
+echo "   (each needs a series), and the rules prometheus loaded: each must parse and evaluate"
+{
+  jq -r '
+    (foreach .panels[] as $p ("";
+      if $p.type == "row" then $p.title else . end;
+      . as $row
+      | (if $p.type == "row" then ($p.panels // [])[] else $p end) as $c
+      | ($c.targets // [])[] | select((.expr // "") != "")
+      | ["\($row) / \($c.title) [\(.refId)]", (if $row == "Traffic" or $row == "Latency" then "values" else "parse" end), .expr])),
+    (.annotations.list[] | select((.expr // "") != "") | ["annotation \(.name)", "parse", .expr]),
     # label_values(SELECTOR, label) -> SELECTOR; query_result(EXPR) -> EXPR
-    expr=$(sed -E -e 's/^[[:space:]]*label_values\((.*),[[:space:]]*[A-Za-z_][A-Za-z0-9_]*[[:space:]]*\)[[:space:]]*$/\1/' \
-      -e 's/^[[:space:]]*query_result\((.*)\)[[:space:]]*$/\1/' <<<"$expr")
+    (.templating.list[] | select(.type == "query")
+      | ["variable \(.name)", "series", ((if (.query | type) == "object" then .query.query else .query end) // .definition
+        | sub("^\\s*label_values\\((?<s>.*),\\s*[A-Za-z_][A-Za-z0-9_]*\\s*\\)\\s*$"; "\(.s)")
+        | sub("^\\s*query_result\\((?<e>.*)\\)\\s*$"; "\(.e)"))])
+    | [.[0], .[1], (.[2] | @base64)] | @tsv' "$dash"
+  curl -s --max-time 15 "$PROM/api/v1/rules" | jq -r '.data.groups[].rules[]
+    | ["\(if .type == "alerting" then "alert" else "record" end) \(.name)",
+       (if .health == "err" then "rule health err: \(.lastError // "" | gsub("[\t\n]"; " "))" else "parse" end),
+       (.query | @base64)] | @tsv'
+} >"$work/queries.tsv"
+grep -q ' \[' "$work/queries.tsv" || bad "no panel query found in $dash"
+rules=0
+while IFS=$'\t' read -r label need expr64; do
+  expr=$(printf '%s' "$expr64" | base64 -d | subst)
+  case "$label" in alert\ * | record\ *) rules=$((rules + 1)) ;; esac
+  if [[ "$need" == rule* ]]; then
+    bad "$(printf '%-82.82s -> %s' "$label" "$need")"
+  # shellcheck disable=SC2016 # a literal $ in a regex
+  elif grep -qE '\$(\{[A-Za-z_]|[A-Za-z_])' <<<"$expr"; then
+    bad "$(printf '%-82.82s -> unknown variable left in: %s' "$label" "$expr")"
+  else
+    report "$label" "$(query "$expr")" "$need"
   fi
-  expr=$(subst <<<"$expr")
-  report "$kind $name" "$(query "$expr")" "$need"
-done <"$work/extra.tsv"
-
-echo "-- rules loaded by prometheus (recording and alerting; each must parse and evaluate)"
-curl -s --max-time 15 "$PROM/api/v1/rules" |
-  jq -r '.data.groups[] | .name as $g | .rules[] | [.type, .name, .health, (.query | @base64), (.lastError // "-" | gsub("[\t\n]"; " "))] | @tsv' \
-    >"$work/rules.tsv" 2>/dev/null
+done <"$work/queries.tsv"
 want_rules=$(cat deploy/prometheus/rules/recording.yml deploy/prometheus/rules/alerts.yml | grep -cE '^[[:space:]]*- (record|alert):')
-got_rules=$(wc -l <"$work/rules.tsv")
-if [ "$got_rules" = "$want_rules" ]; then
-  ok "$(printf '%-82.82s -> %s' "prometheus loaded every rule" "$got_rules rules")"
-else
-  bad "prometheus loaded $got_rules rules, the files have $want_rules"
-fi
-while IFS=$'\t' read -r type name health expr64 lasterr; do
-  expr=$(printf '%s' "$expr64" | base64 -d)
-  kind=record; [ "$type" = alerting ] && kind=alert
-  if [ "$health" = err ]; then
-    bad "$(printf '%-82.82s -> rule health err: %s' "$kind $name" "$lasterr")"; continue
-  fi
-  report "$kind $name" "$(query "$expr")" parse
-done <"$work/rules.tsv"
+if [ "$rules" = "$want_rules" ]; then ok "prometheus loaded every rule ($rules)"; else bad "prometheus loaded $rules rules, the files have $want_rules"; fi
 
 echo
 if [ "$fail" -ne 0 ]; then

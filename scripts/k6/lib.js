@@ -40,19 +40,8 @@ export function strEnv(name, def) {
 // A-Za-z0-9._:- . Each VU evaluates this module in its own runtime, so without
 // RUN_ID every VU gets its own random prefix; the VU number and a per-VU counter
 // are part of every id as well.
-const RUN = (__ENV.RUN_ID || Date.now().toString(36).slice(-6) + randomAlnum(4)).replace(/[^A-Za-z0-9]/g, '');
+const RUN = (__ENV.RUN_ID || Date.now().toString(36).slice(-6) + Math.random().toString(36).slice(2, 6)).replace(/[^A-Za-z0-9]/g, '');
 let seq = 0;
-
-function randomAlnum(n) {
-  const a = 'abcdefghijklmnopqrstuvwxyz0123456789';
-  let s = '';
-  for (let i = 0; i < n; i++) s += a[Math.floor(Math.random() * a.length)];
-  return s;
-}
-
-export function runPrefix() {
-  return RUN;
-}
 
 // uid('c') -> "c-<run>-<vu>-<iter>-<n>": unique within a run and across runs.
 // __VU/__ITER are 0 in setup() and teardown(); the counter keeps those unique too.
@@ -74,22 +63,12 @@ export function uniqueEmail(kind) {
 //   tags     extra tags; every request is tagged name=<method>
 //   timeout  request timeout (default 10s: above the 4 s RPC deadline)
 export function call(method, params, headers, opts) {
-  const e = batchEntry(method, params, headers, opts);
-  return http.request(e.method, e.url, e.body, e.params);
-}
-
-// batchEntry returns the same call as an http.batch() entry, for parallel sends.
-export function batchEntry(method, params, headers, opts) {
   const o = opts || {};
   const h = Object.assign({ 'Content-Type': 'application/json', 'x-api-key': API_KEY }, headers || {});
   const p = { headers: h, tags: Object.assign({ name: method }, o.tags || {}), timeout: o.timeout || '10s' };
   if (o.expect) p.responseCallback = http.expectedStatuses(...o.expect);
-  return {
-    method: o.verb || HTTP_VERB,
-    url: BASE_URL,
-    body: JSON.stringify({ method: method, params: params === undefined ? {} : params }),
-    params: p,
-  };
+  const body = JSON.stringify({ method: method, params: params === undefined ? {} : params });
+  return http.request(o.verb || HTTP_VERB, BASE_URL, body, p);
 }
 
 // json parses a response body; null when it is not JSON.

@@ -4,16 +4,11 @@
 //   scripts/load.sh scripts/k6/smoke.js            (isolated stack, < 1 minute)
 //   BASE_URL=http://127.0.0.1:8080 API_KEY=... bin/k6 run scripts/k6/smoke.js
 //
-// Renewals. The smoke sells a *yearly* order, so ~365 days are left on it:
-//   - with RENEWAL_WINDOW_DAYS >= 366 (scripts/load.sh starts its workers with 400
-//     and exports the same value to k6) the first renewal is accepted (200, one
-//     entry in renewals, termEnd one year later) and a second one is refused
-//     (422 renewal_too_early: ~730 days are then left);
-//   - with the service default (15) the first renewal is already refused with 422
-//     renewal_too_early.
-// Which answer is expected is computed from RENEWAL_WINDOW_DAYS (default 15) and
-// the order's termEnd, so set RENEWAL_WINDOW_DAYS to the workers' value when you
-// run this script against a stack of your own.
+// Renewals: the smoke sells a yearly order (~365 days left). With
+// RENEWAL_WINDOW_DAYS >= 366 (scripts/load.sh: 400) the first renewal is
+// accepted and a second one refused (~730 days left); with the service's 15 the
+// first is refused. Set RENEWAL_WINDOW_DAYS to the workers' value against a
+// stack of your own.
 import { check, group } from 'k6';
 import {
   call, json, replayed, isError, customerChecks, orderChecks, orderShape,

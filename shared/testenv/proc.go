@@ -192,6 +192,9 @@ func (p *Proc) Log() string { return p.out.String() }
 // Done is closed when the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 
+// Exited reports that the process has exited.
+func (p *Proc) Exited() bool { return closed(p.done) }
+
 // Launch starts a process for a test and returns at once; it is stopped at
 // cleanup, where an exit that is not clean fails the test.
 func Launch(t testing.TB, cfg ProcConfig) *Proc {

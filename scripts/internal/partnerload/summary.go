@@ -15,8 +15,8 @@ type Summary struct {
 	ByMethod map[string]int
 	Total    int
 	Repeats  int // repeats of a 202'd call
-	Slowest  time.Duration
-	// SlowestIn is the slowest call of each phase.
+	// Slowest is the slowest call, SlowestIn that of each phase.
+	Slowest   Call
 	SlowestIn map[string]Call
 	Failures  int // what the load recorded as unexpected
 }
@@ -41,7 +41,9 @@ func Summarize(ld *Load) *Summary {
 		if c.Repeat {
 			s.Repeats++
 		}
-		s.Slowest = max(s.Slowest, c.Dur)
+		if c.Dur > s.Slowest.Dur {
+			s.Slowest = c
+		}
 	}
 	return s
 }
@@ -55,16 +57,6 @@ func PhaseOf(marks []Mark, t time.Time) string {
 		}
 	}
 	return ph
-}
-
-// NextMark is the start of the phase after the one t is in, or now.
-func NextMark(marks []Mark, t time.Time) time.Time {
-	for _, m := range marks {
-		if m.At.After(t) {
-			return m.At
-		}
-	}
-	return time.Now()
 }
 
 // Recovery is, over the gateways, the longest time from `from` to the first
@@ -104,69 +96,46 @@ func Recovery(calls []Call, at, from, until time.Time, gateways int) (time.Durat
 	return max(worst, 0), unserved
 }
 
-// Codes returns the statuses seen, in order.
-func (s *Summary) Codes() []int {
-	var cs []int
+// Print writes the table of calls by phase and status, with each phase's
+// slowest call and its effects checked (by phase), then the calls by method.
+func (s *Summary) Print(w io.Writer, checked map[string]int) {
+	var codes []int
 	for _, m := range s.ByPhase {
 		for code := range m {
-			if !slices.Contains(cs, code) {
-				cs = append(cs, code)
+			if !slices.Contains(codes, code) {
+				codes = append(codes, code)
 			}
 		}
 	}
-	slices.Sort(cs)
-	return cs
-}
-
-// Calls is the number of calls of phase ph.
-func (s *Summary) Calls(ph string) int {
-	n := 0
-	for _, v := range s.ByPhase[ph] {
-		n += v
-	}
-	return n
-}
-
-// Print writes the table of calls by phase and status, with extra columns
-// after the statuses (head names them, cell fills them by phase; nil for
-// none), then the calls by method.
-func (s *Summary) Print(w io.Writer, head []string, cell func(phase string) []string) {
-	cs := s.Codes()
-	fmt.Fprintf(w, "\n%-14s %7s", "phase", "calls")
-	for _, code := range cs {
+	slices.Sort(codes)
+	fmt.Fprintf(w, "\n%-17s %7s", "phase", "calls")
+	for _, code := range codes {
 		fmt.Fprintf(w, " %6s", statusName(code))
 	}
-	for _, h := range head {
-		fmt.Fprintf(w, " %9s", h)
-	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, " %9s %9s\n", "slowest", "checked")
+	totals := map[int]int{}
 	for _, ph := range s.Phases {
-		fmt.Fprintf(w, "%-14s %7d", ph, s.Calls(ph))
-		for _, code := range cs {
+		calls := 0
+		for code, n := range s.ByPhase[ph] {
+			calls += n
+			totals[code] += n
+		}
+		fmt.Fprintf(w, "%-17s %7d", ph, calls)
+		for _, code := range codes {
 			fmt.Fprintf(w, " %6d", s.ByPhase[ph][code])
 		}
-		if cell != nil {
-			for _, v := range cell(ph) {
-				fmt.Fprintf(w, " %9s", v)
-			}
-		}
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, " %9s %9d\n", s.SlowestIn[ph].Dur.Round(time.Millisecond), checked[ph])
 	}
-	fmt.Fprintf(w, "%-14s %7d", "total", s.Total)
-	for _, code := range cs {
-		n := 0
-		for _, m := range s.ByPhase {
-			n += m[code]
-		}
-		fmt.Fprintf(w, " %6d", n)
+	fmt.Fprintf(w, "%-17s %7d", "total", s.Total)
+	for _, code := range codes {
+		fmt.Fprintf(w, " %6d", totals[code])
 	}
-	fmt.Fprintln(w)
 	var ms []string
 	for m, n := range s.ByMethod {
 		ms = append(ms, fmt.Sprintf("%s %d", m, n))
 	}
 	slices.Sort(ms)
-	fmt.Fprintf(w, "\ncalls: %d (%d of them repeats of a 202'd call); by method: %s\n", s.Total, s.Repeats, strings.Join(ms, ", "))
+	fmt.Fprintf(w, "\n\ncalls: %d (%d of them repeats of a 202'd call); by method: %s\n", s.Total, s.Repeats, strings.Join(ms, ", "))
 }
 
 func statusName(code int) string {

@@ -195,23 +195,16 @@ func (c *echoClient) call(ctx context.Context) string {
 	if err != nil {
 		return "publish"
 	}
-	if label := waitConfirm(ctx, dc); label != "" {
-		return label
-	}
-	select {
-	case <-rc:
-		return ""
-	case <-ctx.Done():
-		return timeoutLabel(ctx)
-	}
-}
-
-func waitConfirm(ctx context.Context, dc *amqp.DeferredConfirmation) string {
 	select {
 	case <-dc.Done():
 		if !dc.Acked() {
 			return "nack"
 		}
+	case <-ctx.Done():
+		return timeoutLabel(ctx)
+	}
+	select {
+	case <-rc:
 		return ""
 	case <-ctx.Done():
 		return timeoutLabel(ctx)

@@ -15,7 +15,7 @@
 //  5. the CPU the gateway and workers spend per request (from /proc), with the
 //     machine's and the servers' CPU over the same window;
 //  6. the cost of the idempotency step (Store.Acquire and Store.Complete on the
-//     same Redis), and an estimate of createCustomer without it.
+//     same Redis).
 //
 // It prints a table and the ratios to the project's targets, optionally writes
 // JSON, and tears the stack down on any exit, Ctrl-C included.

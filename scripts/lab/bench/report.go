@@ -24,7 +24,6 @@ type Report struct {
 	MkdirMicros []float64   `json:"mkdirCpuMicrosPerRun"` // tenant directory cost before each run
 	Median      []Row       `json:"median,omitempty"`     // with -runs > 1
 	Idempotency *IdemResult `json:"idempotency"`
-	Estimate    []Estimate  `json:"withoutIdempotencyEstimate"`
 	Ratios      []Ratio     `json:"ratios"`
 }
 
@@ -49,13 +48,6 @@ type Settings struct {
 	Duration    float64 `json:"durationSec"`
 	Runs        int     `json:"runs"`
 	Command     string  `json:"command"`
-}
-
-// Estimate is createCustomer latency with the idempotency step taken out.
-type Estimate struct {
-	Phase string  `json:"phase"`
-	P50   float64 `json:"p50Ms"`
-	P99   float64 `json:"p99Ms"`
 }
 
 // Ratio is one figure set against its target.
@@ -88,26 +80,13 @@ func (r *Report) final() []Row {
 	return r.Runs[len(r.Runs)-1]
 }
 
-// finish computes the medians, the estimate and the ratios.
+// finish computes the medians and the ratios.
 func (r *Report) finish() {
 	r.Machine.LoadAvgTo = loadAvg()
 	if len(r.Runs) > 1 {
 		r.Median = medianRows(r.Runs)
 	}
-	rows := r.final()
-	if idem := r.Idempotency; idem != nil {
-		if e2e, ok := find(rows, keyE2E); ok {
-			r.Estimate = append(r.Estimate, Estimate{Phase: e2e.Phase,
-				P50: e2e.P50 - idem.Acquire.P50 - idem.Complete.P50,
-				P99: e2e.P99 - idem.Acquire.P99 - idem.Complete.P99})
-		}
-		if single, ok := find(rows, keySingle); ok {
-			r.Estimate = append(r.Estimate, Estimate{Phase: single.Phase,
-				P50: single.P50 - idem.SingleAcquire.P50 - idem.SingleComplete.P50,
-				P99: single.P99 - idem.SingleAcquire.P99 - idem.SingleComplete.P99})
-		}
-	}
-	r.Ratios = ratios(rows, r.Runs)
+	r.Ratios = ratios(r.final(), r.Runs)
 }
 
 // ratios sets the figures against the project's targets. The errors at 75%
@@ -169,7 +148,7 @@ func (r *Report) print(out io.Writer) {
 		printRows(out, r.Median, false)
 	}
 	if r.Idempotency != nil {
-		printIdem(out, r.Idempotency, r.Estimate)
+		printIdem(out, r.Idempotency)
 	}
 	printRatios(out, r.Ratios)
 }
@@ -228,7 +207,7 @@ func printCeilingCPU(out io.Writer, row Row) {
 		row.Phase, c.Seconds, row.OK, c.MsPerReq[classRabbitMQ], c.MsPerReq[classBench], c.MachineBusyPct, c.Cores)
 }
 
-func printIdem(out io.Writer, idem *IdemResult, est []Estimate) {
+func printIdem(out io.Writer, idem *IdemResult) {
 	fmt.Fprintf(out, "\nidempotency step (in process, same Redis, shared/idempotency.Store)\n")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "step\tok/s\tp50 ms\tp99 ms\terrors\t")
@@ -236,10 +215,6 @@ func printIdem(out io.Writer, idem *IdemResult, est []Estimate) {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.3f\t%s\t\n", row.Phase, row.Rate, row.P50, row.P99, errorText(row, true))
 	}
 	tw.Flush()
-	for _, e := range est {
-		fmt.Fprintf(out, "ESTIMATE, not measured: createCustomer without idempotency (%s) ~ e2e minus Acquire+Complete: p50 %.2f ms, p99 %.2f ms\n",
-			e.Phase, e.P50, e.P99)
-	}
 }
 
 func printRatios(out io.Writer, rs []Ratio) {

@@ -1,6 +1,7 @@
 package preauth
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -87,12 +88,16 @@ type report struct {
 
 func (r report) print(out io.Writer) {
 	c := r.cfg
+	rps := fmt.Sprint(c.clientRPS)
+	if c.clientRPS == 0 {
+		rps = "0 (off)"
+	}
 	// The processes inherit the bench's environment: an exported setting
 	// applies to them.
 	fmt.Fprintf(out, "\npreauth bench: one gateway (GOMAXPROCS %s), one worker; CLIENT_RATE_LIMIT_RPS %s; "+
 		"AUTH_LOOKUP_CONCURRENCY %s; AUTH_LOOKUP_TIMEOUT %s\n",
-		c.stack.Procs(), orOff(c.clientRPS),
-		envOr("AUTH_LOOKUP_CONCURRENCY", "4 (default)"), envOr("AUTH_LOOKUP_TIMEOUT", "1s (default)"))
+		c.stack.Procs(), rps,
+		cmp.Or(os.Getenv("AUTH_LOOKUP_CONCURRENCY"), "4 (default)"), cmp.Or(os.Getenv("AUTH_LOOKUP_TIMEOUT"), "1s (default)"))
 	fmt.Fprintf(out, "\nthe valid partner's getCustomer at %g/s, %s per phase\n", c.probeRate, c.duration)
 	fmt.Fprintf(out, "  %-6s %7s %9s %9s %9s  %s\n", "phase", "calls", "p50", "p99", "max", "statuses")
 	for _, p := range r.phases {
@@ -137,17 +142,3 @@ func statuses(rec *load.Recorder) string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-func orOff(rps float64) string {
-	if rps == 0 {
-		return "0 (off)"
-	}
-	return fmt.Sprint(rps)
-}

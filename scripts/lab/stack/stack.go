@@ -1,16 +1,18 @@
 // Package stack is `lab stack`: an isolated stack (testenv.UpStack) for a
-// shell script (scripts/load.sh, scripts/prom-check.sh). It writes the
-// stack's settings as shell assignments to -env, then runs until SIGTERM or
-// SIGINT, and removes the stack. The processes get this program's
-// environment: what the script exports (RPC_TIMEOUT, ...) reaches them.
+// command (scripts/load.sh runs k6 on it, scripts/prom-check.sh itself).
+// Once the stack serves it runs the command with the stack's settings added
+// to its environment, and when the command exits (or this program is
+// signalled) removes the stack and exits with the command's status. The
+// processes get this program's environment: what the script exports
+// (RPC_TIMEOUT, ...) reaches them.
 //
-//	lab stack -env FILE [-name load] [-workers 2] [-webhooks] [-keep]
+//	lab stack [-name load] [-workers 2] [-webhooks] [-keep] -- COMMAND [ARGS...]
 //
-// FILE, written once the stack serves, sets STACK_NAME (the database and
-// vhost), DATABASE_URL, AMQP_URL, REDIS_URL, HTTP_ADDR, BASE_URL, API_KEY,
-// PARTNER, GATEWAY_METRICS, WORKER_METRICS (space-separated), STACK_DIR
-// (the process logs) and SPARE_ADDR, a free loopback address for a server of
-// the script's own (testenv.PickAddr).
+// The settings: STACK_NAME (the database and vhost), DATABASE_URL,
+// AMQP_URL, REDIS_URL, HTTP_ADDR, BASE_URL, API_KEY, PARTNER,
+// GATEWAY_METRICS, WORKER_METRICS (space-separated), STACK_DIR (the process
+// logs) and SPARE_ADDR, a free loopback address for a server of the
+// command's own (testenv.PickAddr).
 //
 // With -webhooks the partner's endpoint is a receiver of this program
 // (testenv.WebhookReceiver). At the end it waits up to a minute for the
@@ -25,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -39,11 +42,10 @@ import (
 // ErrWebhooks fails a run whose webhook events were not all delivered once.
 var ErrWebhooks = errors.New("webhooks: want every ledger row's event delivered once, signed")
 
-// Run brings the stack up with the command line args and holds it until
-// ctx ends.
+// Run brings the stack up with the command line args and runs the command
+// on it.
 func Run(ctx context.Context, args []string) (err error) {
 	fs := flag.NewFlagSet("stack", flag.ContinueOnError)
-	envFile := fs.String("env", "", "file to write the stack's settings to (required)")
 	name := fs.String("name", "stack", "names the database, vhost and partner (lower-case letters, digits, _)")
 	workers := fs.Int("workers", 2, "worker processes")
 	webhooks := fs.Bool("webhooks", false, "give the partner a webhook endpoint and check every event arrived once")
@@ -51,8 +53,8 @@ func Run(ctx context.Context, args []string) (err error) {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *envFile == "" {
-		return errors.New("-env is required")
+	if fs.NArg() == 0 {
+		return errors.New("usage: lab stack [flags] -- COMMAND [ARGS...]")
 	}
 	srv, err := testenv.FromEnv()
 	if err != nil {
@@ -79,23 +81,26 @@ func Run(ctx context.Context, args []string) (err error) {
 		}
 		defer recv.Close(context.Background())
 	}
-	if err := writeEnv(*envFile, st, *name); err != nil {
+	env, err := settings(st, *name)
+	if err != nil {
 		return err
 	}
 	logf("stack %s up: API %s, Redis DB %d, logs in %s", st.Name, st.URL(), st.RedisDB, st.Dir)
-	<-ctx.Done()
+	cmd := exec.CommandContext(ctx, fs.Arg(0), fs.Args()[1:]...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(os.Environ(), env...), os.Stdout, os.Stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	cmdErr := cmd.Run()
 	for _, p := range slices.Concat(st.Workers, st.Gateways) {
-		select {
-		case <-p.Done():
+		if p.Exited() {
 			logf("%s died during the run; logs kept in %s", p.Name, st.Dir)
 			st.KeepDir()
-		default:
 		}
 	}
-	if recv != nil {
+	if cmdErr == nil && recv != nil {
 		return checkWebhooks(st, recv, logf)
 	}
-	return nil
+	return cmdErr
 }
 
 func startReceiver(ctx context.Context, st *testenv.Stack, partner string) (*testenv.WebhookReceiver, error) {
@@ -114,30 +119,20 @@ func startReceiver(ctx context.Context, st *testenv.Stack, partner string) (*tes
 	return recv, nil
 }
 
-// writeEnv writes the settings, whole or not at all: the script waits for
-// the file.
-func writeEnv(path string, st *testenv.Stack, partner string) error {
+// settings are the stack's settings as NAME=value.
+func settings(st *testenv.Stack, partner string) ([]string, error) {
 	spare, err := testenv.PickAddr()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var metrics []string
 	for _, w := range st.Workers {
 		metrics = append(metrics, w.Metrics)
 	}
-	var b strings.Builder
-	for _, kv := range [][2]string{
-		{"STACK_NAME", st.Name}, {"DATABASE_URL", st.DatabaseURL}, {"AMQP_URL", st.AMQPURL},
-		{"REDIS_URL", st.RedisURL}, {"HTTP_ADDR", st.HTTPAddr}, {"BASE_URL", "http://" + st.HTTPAddr},
-		{"API_KEY", st.Key}, {"PARTNER", partner}, {"GATEWAY_METRICS", st.Gateway.Metrics},
-		{"WORKER_METRICS", strings.Join(metrics, " ")}, {"STACK_DIR", st.Dir}, {"SPARE_ADDR", spare},
-	} {
-		fmt.Fprintf(&b, "%s='%s'\n", kv[0], kv[1])
-	}
-	if err := os.WriteFile(path+".tmp", []byte(b.String()), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
+	return []string{"STACK_NAME=" + st.Name, "DATABASE_URL=" + st.DatabaseURL, "AMQP_URL=" + st.AMQPURL,
+		"REDIS_URL=" + st.RedisURL, "HTTP_ADDR=" + st.HTTPAddr, "BASE_URL=http://" + st.HTTPAddr,
+		"API_KEY=" + st.Key, "PARTNER=" + partner, "GATEWAY_METRICS=" + st.Gateway.Metrics,
+		"WORKER_METRICS=" + strings.Join(metrics, " "), "STACK_DIR=" + st.Dir, "SPARE_ADDR=" + spare}, nil
 }
 
 // checkWebhooks waits for the outbox to drain and compares the events with

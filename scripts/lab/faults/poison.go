@@ -1,4 +1,4 @@
-package chaos
+package faults
 
 import (
 	"context"
@@ -30,7 +30,7 @@ type poison struct {
 // but not holding together (the worker's trust rules, SPEC section 4). Each
 // names a customer id that must never exist, under partner a (b is another
 // partner).
-func (r *runner) poisonMessages(a, b int64) []poison {
+func (r *run) poisonMessages(a, b int64) []poison {
 	id := func(i int) string { return fmt.Sprintf("p%sx%d", r.cfg.Tag, i) }
 	body := func(i int) []byte {
 		return protocol.Canonical(&protocol.CreateCustomerParams{ID: id(i), Name: "Poison " + id(i),
@@ -80,43 +80,72 @@ func (r *runner) poisonMessages(a, b int64) []poison {
 
 // publishPoison publishes the poison messages straight to the command
 // exchange, confirmed, and waits until the dead-letter queue holds them all.
-func publishPoison(ctx context.Context, r *runner) (string, error) {
-	q, err := r.rabbit.Queue(ctx, r.vhost, amqpx.DeadQueue)
+func publishPoison(ctx context.Context, r *run, fr *faultRun) error {
+	q, err := r.queue(ctx, amqpx.DeadQueue)
 	if err != nil {
-		return "", err
+		return err
 	}
 	msgs := r.poisonMessages(r.st.Load.Partners[0].ID, r.st.Load.Partners[1].ID)
 	r.poison = &poisonRun{dlqFirst: q.Messages}
 	conn, err := amqp.Dial(r.st.AMQPURL)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := ch.Confirm(false); err != nil {
-		return "", err
+		return err
 	}
 	for _, p := range msgs {
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, amqpx.Exchange, amqpx.RoutingKey, true, false, p.msg)
 		if err != nil {
-			return "", fmt.Errorf("publish %s: %w", p.kind, err)
+			return fmt.Errorf("publish %s: %w", p.kind, err)
 		}
 		if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-			return "", fmt.Errorf("publish %s: not confirmed (%v)", p.kind, err)
+			return fmt.Errorf("publish %s: not confirmed (%v)", p.kind, err)
 		}
 		r.poison.kinds = append(r.poison.kinds, p.kind)
 	}
 	want := r.poison.dlqFirst + len(msgs)
 	deadline := time.Now().Add(partnerload.MaxRecovery)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if q, err = r.rabbit.Queue(ctx, r.vhost, amqpx.DeadQueue); err == nil && q.Messages >= want {
-			return fmt.Sprintf("%d published, all dead-lettered", len(msgs)), nil
+		if q, err = r.queue(ctx, amqpx.DeadQueue); err == nil && q.Messages >= want {
+			fr.note = fmt.Sprintf("%d published, all dead-lettered", len(msgs))
+			return nil
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return "", fmt.Errorf("%d poison messages published, the dead-letter queue holds %d of them after %s",
+	return fmt.Errorf("%d poison messages published, the dead-letter queue holds %d of them after %s",
 		len(msgs), q.Messages-r.poison.dlqFirst, partnerload.MaxRecovery)
+}
+
+// judgePoison checks that the dead-letter queue holds the poison messages
+// and nothing else, and that none of them left a row.
+func (r *run) judgePoison(ctx context.Context) []error {
+	if r.poison == nil {
+		return nil
+	}
+	var errs []error
+	q, err := r.queue(ctx, amqpx.DeadQueue)
+	if err != nil {
+		return []error{err}
+	}
+	if want := r.poison.dlqFirst + len(r.poison.kinds); q.Messages != want {
+		errs = append(errs, fmt.Errorf("the dead-letter queue holds %d messages, want the %d poison messages only", q.Messages, want))
+	}
+	var tenants, ledger int
+	err = r.st.DB.QueryRow(ctx, `SELECT (SELECT count(*) FROM tenants WHERE remote_id LIKE $1),
+		(SELECT count(*) FROM command_ledger WHERE request_id LIKE $2)`,
+		"p"+r.cfg.Tag+"x%", "poison-"+r.cfg.Tag+"-%").Scan(&tenants, &ledger)
+	switch {
+	case err != nil:
+		errs = append(errs, err)
+	case tenants != 0 || ledger != 0:
+		errs = append(errs, fmt.Errorf("poison messages made %d customers and %d ledger rows, want none", tenants, ledger))
+	}
+	r.checked += 3
+	return errs
 }
