@@ -335,7 +335,11 @@ func TestForgedCommandsAreRefusedUnrun(t *testing.T) {
 	s.publish(t, ok.Publishing("", ""))
 
 	waitUntil(t, "every command settled", func() bool { return s.settled() == len(forged)+1 })
-
+	// The broker routes a rejected message to the dead-letter queue after
+	// the worker's nack, which it does not confirm: wait for the copies.
+	waitUntil(t, "the forged commands in the dead-letter queue", func() bool {
+		return s.depth(t, amqpx.DeadQueue) >= len(forged)
+	})
 	if n := s.depth(t, amqpx.DeadQueue); n != len(forged) {
 		t.Errorf("%d messages in the DLQ, want %d", n, len(forged))
 	}
