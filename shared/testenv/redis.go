@@ -69,7 +69,8 @@ type RedisDB struct {
 }
 
 // ClaimRedis claims a Redis DB for owner (a label, made unique here) and
-// flushes it: DB db if db > 0, else the first free one. The claim is renewed
+// flushes it: DB db if db > 0 (refused at once if held), else the first free
+// one (waited for while every one is held). The claim is renewed
 // in the background until Release.
 func (s Servers) ClaimRedis(ctx context.Context, owner string, db int) (*RedisDB, error) {
 	candidates := []int{db}
@@ -123,7 +124,12 @@ func (r *RedisDB) claim(ctx context.Context, candidates []int) error {
 			return nil
 		}
 	}
-	return backoff.Permanent(r.taken(ctx, candidates))
+	if len(candidates) == 1 {
+		return backoff.Permanent(r.taken(ctx, candidates))
+	}
+	// Every DB is held: suites running side by side wait for one to be
+	// released, up to the servers' wait.
+	return r.taken(ctx, candidates)
 }
 
 // taken names the holders of candidates, for the error when none is free.
