@@ -67,6 +67,9 @@ func (m *Method) paramsError(err error) *Error {
 			return InvalidParams(field, fmt.Sprintf("%s is not a param of %s (names are case-sensitive)", field, m.Name))
 		case m.rules.mistyped[field] != "":
 			return InvalidParams(field, m.rules.mistyped[field])
+		case m.rules.mistyped[listOf(field)] != "":
+			// An element of an array of the wrong type: the array's rule.
+			return InvalidParams(field, m.rules.mistyped[listOf(field)])
 		}
 		return InvalidParams(field, fmt.Sprintf("%s must not be a JSON %s", field, se.JSONKind))
 	}
@@ -83,6 +86,16 @@ func (m *Method) paramsError(err error) *Error {
 		return NewError(http.StatusBadRequest, CodeInvalidJSON, field, msg)
 	}
 	return InvalidParams("params", "params could not be decoded: "+err.Error())
+}
+
+// listOf is the array field whose element field is (params.ids of
+// params.ids.3), or "".
+func listOf(field string) string {
+	i := strings.LastIndexByte(field, '.')
+	if i < 0 || strings.Trim(field[i+1:], "0123456789") != "" {
+		return ""
+	}
+	return field[:i]
 }
 
 // FieldName turns a JSON pointer (/params/admin/email) into the dotted field

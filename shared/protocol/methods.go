@@ -33,6 +33,12 @@ var (
 	ResetUserDef = Define(Spec[UserRef]{Name: ResetUser, Mutates: true})
 	// getRequest reads the ledger; like every read it writes no ledger row.
 	GetRequestDef = Define(Spec[RequestRef]{Name: GetRequest})
+	// The reads of reconciliation: lists by page and a batch of orders.
+	ListCustomersDef = Define(Spec[ListCustomersParams]{Name: "listCustomers"})
+	ListOrdersDef    = Define(Spec[ListOrdersParams]{Name: "listOrders"})
+	ListUsersDef     = Define(Spec[ListUsersParams]{Name: "listUsers"})
+	ListRequestsDef  = Define(Spec[ListRequestsParams]{Name: "listRequests"})
+	GetOrdersDef     = Define(Spec[GetOrdersParams]{Name: "getOrders"})
 )
 
 func orderRefID(p *OrderRef) string { return p.ID }

@@ -97,6 +97,11 @@ func TestIdempotencyRules(t *testing.T) {
 		{GetCustomer, `{"id":"ABC"}`, "", false},
 		{GetOrder, `{"id":"O1"}`, "", false},
 		{GetRequest, `{"id":"r-1"}`, "", false},
+		{"listCustomers", `{}`, "", false},
+		{"listOrders", `{"status":"active"}`, "", false},
+		{"listUsers", `{}`, "", false},
+		{"listRequests", `{"method":"cancelOrder"}`, "", false},
+		{"getOrders", `{"ids":["O1"]}`, "", false},
 	}
 	covered := map[string]bool{}
 	for _, c := range cases {

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"fmt"
 	"net/mail"
 	"strings"
 	"unicode/utf8"
@@ -32,6 +33,18 @@ const (
 	ruleProduct  = "must be one of oo-lite, oo-std, oo-ent, erp-std, erp-admin, erp-lim"
 	ruleLicenses = "must be an integer from 1 to 100000"
 	ruleDuration = "must be monthly or yearly"
+	// The params of the lists and of getOrders.
+	MaxPage         = 100
+	DefaultPage     = 50
+	MaxCursorLen    = 1024
+	MaxUnixTime     = 253402300799 // 9999-12-31T23:59:59Z
+	ruleLimit       = "must be an integer from 1 to 100"
+	ruleCursor      = "must be the nextCursor of the previous page, as it was given"
+	ruleUnixTime    = "must be a time in Unix seconds, an integer from 0 to 253402300799"
+	ruleOrderStatus = "must be one of active, suspended, cancelled, expired"
+	ruleCommand     = "must be the name of a method that changes something, such as createCustomer"
+	ruleCallStatus  = "must be succeeded or failed (a call still pending is not listed; getRequest finds it)"
+	ruleOrderIDs    = "must be an array of 1 to 100 distinct order ids, each a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -"
 	// MaxRequestIDLen is the longest X-Request-Id the gateway echoes.
 	MaxRequestIDLen = 128
 	ruleRequestID   = "must be a request id: 1 to 128 printable ASCII characters"
@@ -117,6 +130,117 @@ type UserRef struct {
 // RequestRef names one of the partner's calls by its request id: getRequest.
 type RequestRef struct {
 	ID string `json:"id" rule:"requestID"`
+}
+
+// ListCustomersParams are the params of listCustomers. Every list takes
+// limit (default DefaultPage) and the cursor of the previous page.
+type ListCustomersParams struct {
+	UpdatedSince *int    `json:"updatedSince,omitempty" rule:"unixTime"`
+	Limit        *int    `json:"limit,omitempty" rule:"limit"`
+	Cursor       *string `json:"cursor,omitempty" rule:"cursor"`
+}
+
+// ListOrdersParams are the params of listOrders.
+type ListOrdersParams struct {
+	Customer     *string `json:"customer,omitempty" rule:"id"`
+	Status       *string `json:"status,omitempty" rule:"orderStatus"`
+	UpdatedSince *int    `json:"updatedSince,omitempty" rule:"unixTime"`
+	Limit        *int    `json:"limit,omitempty" rule:"limit"`
+	Cursor       *string `json:"cursor,omitempty" rule:"cursor"`
+}
+
+// ListUsersParams are the params of listUsers.
+type ListUsersParams struct {
+	Limit  *int    `json:"limit,omitempty" rule:"limit"`
+	Cursor *string `json:"cursor,omitempty" rule:"cursor"`
+}
+
+// ListRequestsParams are the params of listRequests.
+type ListRequestsParams struct {
+	Method *string `json:"method,omitempty" rule:"command"`
+	Status *string `json:"status,omitempty" rule:"callStatus"`
+	Since  *int    `json:"since,omitempty" rule:"unixTime"`
+	Limit  *int    `json:"limit,omitempty" rule:"limit"`
+	Cursor *string `json:"cursor,omitempty" rule:"cursor"`
+}
+
+// GetOrdersParams are the params of getOrders.
+type GetOrdersParams struct {
+	IDs []string `json:"ids" rule:"orderIDs"`
+}
+
+// PageLimit is a list's limit, or DefaultPage when the call set none.
+func PageLimit(limit *int) int {
+	if limit == nil {
+		return DefaultPage
+	}
+	return *limit
+}
+
+func checkLimit(field string, n int) *Error {
+	if n < 1 || n > MaxPage {
+		return InvalidParams(field, field+" "+ruleLimit)
+	}
+	return nil
+}
+
+func checkUnixTime(field string, n int) *Error {
+	if n < 0 || n > MaxUnixTime {
+		return InvalidParams(field, field+" "+ruleUnixTime)
+	}
+	return nil
+}
+
+// checkCursor only bounds a cursor's length and alphabet (base64url and
+// '.'); what it says is checked against its binding by the reads.
+func checkCursor(field, v string) *Error {
+	if len(v) < 1 || len(v) > MaxCursorLen {
+		return InvalidParams(field, field+" "+ruleCursor)
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return InvalidParams(field, field+" "+ruleCursor)
+		}
+	}
+	return nil
+}
+
+func oneOf(rule string, values ...string) func(field, v string) *Error {
+	return func(field, v string) *Error {
+		for _, w := range values {
+			if v == w {
+				return nil
+			}
+		}
+		return InvalidParams(field, field+" "+rule)
+	}
+}
+
+func checkCommand(field, v string) *Error {
+	if m, ok := Lookup(v); ok && m.Mutates {
+		return nil
+	}
+	return InvalidParams(field, field+" "+ruleCommand)
+}
+
+// checkOrderIDs: 1 to MaxPage ids, each an id, none twice.
+func checkOrderIDs(field string, ids []string) *Error {
+	if len(ids) < 1 || len(ids) > MaxPage {
+		return InvalidParams(field, fmt.Sprintf("%s %s; it has %d", field, ruleOrderIDs, len(ids)))
+	}
+	seen := make(map[string]int, len(ids))
+	for i, id := range ids {
+		f := fmt.Sprintf("%s.%d", field, i)
+		if e := checkID(f, id); e != nil {
+			return e
+		}
+		if j, dup := seen[id]; dup {
+			return InvalidParams(f, fmt.Sprintf("%s repeats %s.%d (%q); %s %s", f, field, j, id, field, ruleOrderIDs))
+		}
+		seen[id] = i
+	}
+	return nil
 }
 
 // checkRequestID applies the gateway's rule for X-Request-Id: a request id it

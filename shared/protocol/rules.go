@@ -11,10 +11,12 @@ import (
 // a partner reads after the field's name when its value breaks the rule.
 type rule struct {
 	must string
-	// text checks a string field, number an integer field; an object is a
-	// required object whose fields carry their own rules.
+	// text checks a string field, number an integer field, list an array
+	// of strings; an object is a required object whose fields carry their
+	// own rules.
 	text   func(field, v string) *Error
 	number func(field string, n int) *Error
+	list   func(field string, v []string) *Error
 	object bool
 	// fold is the one spelling kept of a valid value.
 	fold func(string) string
@@ -43,6 +45,14 @@ var rules = map[string]rule{
 	// A request id of the wrong JSON type has always been told the rule of
 	// an id; partners may match on the words, so they stay.
 	"requestID": {must: ruleRequestID, text: checkRequestID, mistyped: ruleID},
+	// The params of the lists and of getOrders.
+	"limit":       {must: ruleLimit, number: checkLimit},
+	"cursor":      {must: ruleCursor, text: checkCursor},
+	"unixTime":    {must: ruleUnixTime, number: checkUnixTime},
+	"orderStatus": {must: ruleOrderStatus, text: oneOf(ruleOrderStatus, "active", "suspended", "cancelled", "expired")},
+	"callStatus":  {must: ruleCallStatus, text: oneOf(ruleCallStatus, "succeeded", "failed")},
+	"command":     {must: ruleCommand, text: checkCommand},
+	"orderIDs":    {must: ruleOrderIDs, list: checkOrderIDs},
 }
 
 // field is one field of a params struct with its rule.
@@ -90,7 +100,8 @@ func readFields(t reflect.Type, prefix string, mistyped map[string]string) []fie
 		switch k := ft.Kind(); {
 		case ru.object && sf.Type.Kind() == reflect.Pointer:
 			f.sub = readFields(ft, f.name, mistyped)
-		case ru.text != nil && k == reflect.String, ru.number != nil && k == reflect.Int:
+		case ru.text != nil && k == reflect.String, ru.number != nil && k == reflect.Int,
+			ru.list != nil && k == reflect.Slice && ft.Elem().Kind() == reflect.String:
 		default:
 			panic(fmt.Sprintf("protocol: field %s.%s of type %s cannot take rule %q", t, sf.Name, sf.Type, sf.Tag.Get("rule")))
 		}
@@ -120,6 +131,8 @@ func validate(v reflect.Value, fields []field) *Error {
 			e = validate(fv, f.sub)
 		case f.rule.number != nil:
 			e = f.rule.number(f.name, int(fv.Int()))
+		case f.rule.list != nil:
+			e = f.rule.list(f.name, fv.Interface().([]string))
 		default:
 			e = f.rule.text(f.name, fv.String())
 		}
