@@ -57,10 +57,13 @@ const DefaultStorageOrphanGrace = time.Hour
 // Config is the effective configuration of one process.
 type Config struct {
 	DatabaseURL string // DATABASE_URL, default DefaultDatabaseURL
-	RedisURL    string // REDIS_URL, default DefaultRedisURL
-	AMQPURL     string // AMQP_URL, default DefaultAMQPURL
-	HTTPAddr    string // HTTP_ADDR (gateway API), default DefaultHTTPAddr
-	MetricsAddr string // METRICS_ADDR (admin port), default per binary
+	// READ_DATABASE_URL, default DATABASE_URL: where the gateway answers the
+	// reads (a replica, whose lag the reads then show); never migrated.
+	ReadDatabaseURL string
+	RedisURL        string // REDIS_URL, default DefaultRedisURL
+	AMQPURL         string // AMQP_URL, default DefaultAMQPURL
+	HTTPAddr        string // HTTP_ADDR (gateway API), default DefaultHTTPAddr
+	MetricsAddr     string // METRICS_ADDR (admin port), default per binary
 
 	RPCTimeout        time.Duration // RPC_TIMEOUT, default 4s: past it the gateway answers 202
 	RenewalWindowDays int           // RENEWAL_WINDOW_DAYS, default 15
@@ -71,7 +74,7 @@ type Config struct {
 	RateLimitRPS      float64       // RATE_LIMIT_RPS per partner (all its keys, all gateways: kept in Redis), default 0 (off)
 	StorageRoot       string        // STORAGE_ROOT, default var/tenants: one directory per tenant; absolute once loaded
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT, default 10s for draining
-	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, default 10 (the gateway: AUTH_LOOKUP_CONCURRENCY + 2)
+	DatabaseMaxConns  int           // DATABASE_MAX_CONNS per worker, and the gateway's read pool, default 10 (the gateway's key lookups: AUTH_LOOKUP_CONCURRENCY + 2 more)
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
 	GoMaxProcs        int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
 	GoDebug           string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
@@ -125,7 +128,11 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
 	}
 	c.Webhook = p.webhook()
+	c.ReadDatabaseURL = cmp.Or(getenv("READ_DATABASE_URL"), c.DatabaseURL)
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	if getenv("READ_DATABASE_URL") != "" {
+		p.url("READ_DATABASE_URL", c.ReadDatabaseURL, "postgres", "postgresql")
+	}
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
 	for _, u := range splitURLs(c.AMQPURL) { // one URL, or the nodes of a cluster
 		p.url("AMQP_URL", strings.TrimSpace(u), "amqp", "amqps")
@@ -144,6 +151,7 @@ func (c Config) ApplyRuntime() {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("database_url", Mask(c.DatabaseURL)),
+		slog.String("read_database_url", Mask(c.ReadDatabaseURL)),
 		slog.String("redis_url", Mask(c.RedisURL)),
 		slog.String("amqp_url", Mask(c.AMQPURL)),
 		slog.String("http_addr", c.HTTPAddr),

@@ -58,8 +58,8 @@ const orderColumns = `o.id, o.remote_id, t.remote_id, o.product, o.licenses, o.d
 		FROM renewals r WHERE r.order_id = o.id), '[]')
 	FROM orders o JOIN tenants t ON t.id = o.tenant_id`
 
-// orderByID reads the partner's ($1) first order by its id ($2).
-const orderByID = `SELECT ` + orderColumns + ` WHERE o.partner_id = $1 AND o.remote_id = $2`
+// OrderByID reads the partner's ($1) first order by its id ($2).
+const OrderByID = `SELECT ` + orderColumns + ` WHERE o.partner_id = $1 AND o.remote_id = $2`
 
 // ScanOrder reads a row of orderColumns; store.ErrNotFound when there is none.
 func ScanOrder(row pgx.Row) (*OrderRow, error) {
@@ -103,7 +103,7 @@ func (r *OrderRow) View(now time.Time) Order {
 // not_a_first_order naming field unless resolve is set, in which case it
 // resolves to its first order; an unknown id gets order_not_found.
 func LoadOrder(ctx context.Context, q DBRow, partner int64, field, id string, lock, resolve bool) (*OrderRow, error) {
-	sql := orderByID
+	sql := OrderByID
 	if lock {
 		sql += " FOR UPDATE OF o"
 	}

@@ -49,9 +49,12 @@ type RPC interface {
 
 // Deps are what the API calls.
 type Deps struct {
-	Auth       *auth.Cache
-	Idem       *idempotency.Store
-	RPC        RPC
+	Auth *auth.Cache
+	Idem *idempotency.Store
+	RPC  RPC
+	// Reads answers the methods that change nothing, from the database;
+	// nil sends them to the workers as commands.
+	Reads      Reader
 	Log        *slog.Logger
 	Metrics    *Metrics
 	RPCTimeout time.Duration

@@ -110,6 +110,9 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	}
 	cl.traceparent = traceparent(c.Get("traceparent"))
 	c.Set("traceparent", cl.traceparent)
+	if !method.Mutates && h.Reads != nil {
+		return h.read(c, cl, method, params)
+	}
 	// One command id per call: the worker's ledger knows a redelivery by it.
 	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, RequestID: cl.rid,
 		Traceparent: cl.traceparent, Params: protocol.Canonical(params), Timestamp: time.Now()}

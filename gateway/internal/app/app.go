@@ -23,6 +23,8 @@ import (
 	"github.com/oneoffice/provisioner/shared/deps"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/lifecycle"
+	"github.com/oneoffice/provisioner/shared/reads"
+	"github.com/oneoffice/provisioner/shared/store"
 )
 
 // teardownTimeout bounds closing what Serve opened, after the calls in flight
@@ -45,6 +47,13 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		return err
 	}
 	closers.Push("database", lifecycle.NoError(db.Close))
+	// Reads have a pool of their own (a replica where READ_DATABASE_URL
+	// names one), so that they never take the key lookups' connections.
+	readPool, err := store.Open(ctx, cfg.ReadDatabaseURL, int32(cfg.DatabaseMaxConns))
+	if err != nil {
+		return err
+	}
+	closers.Push("read database", lifecycle.NoError(readPool.Close))
 	rdb, err := deps.OpenRedis(cfg.RedisURL, 0)
 	if err != nil {
 		return err
@@ -69,6 +78,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 
 	checks := []admin.Check{
 		{Name: "database", Ping: db.Ping},
+		{Name: "read database", Ping: readPool.Ping},
 		{Name: "redis", Ping: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		{Name: "broker", Ping: func(context.Context) error { return brokerReady(client) }},
 	}
@@ -85,10 +95,12 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		LookupTimeout: cfg.AuthLookupTimeout,
 		Observe:       metrics.KeyLookup,
 	})
+	idem := idempotency.NewStore(rdb, cfg.IdempotencyTTL)
 	httpApp := api.New(api.Deps{
 		Auth:            keys,
-		Idem:            idempotency.NewStore(rdb, cfg.IdempotencyTTL),
+		Idem:            idem,
 		RPC:             client,
+		Reads:           reads.New(readPool, reads.Config{Pending: idem.Pending}),
 		Log:             log,
 		Metrics:         metrics,
 		RPCTimeout:      cfg.RPCTimeout,

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/reads"
 	"github.com/oneoffice/provisioner/shared/tracecontext"
 )
 
@@ -168,7 +169,7 @@ func (in *inserter) run(ctx context.Context, batch []*newCustomer) {
 // insertedCustomer is a row a statement inserted: the customer and the
 // response body the ledger recorded for it.
 type insertedCustomer struct {
-	Customer
+	reads.Customer
 	body []byte
 }
 
@@ -176,7 +177,7 @@ type insertedCustomer struct {
 // {"id":N: every field but the number is the params' own.
 func responseSuffix(n *newCustomer) (string, error) {
 	p := n.params
-	b, err := json.Marshal(Customer{RemoteID: p.ID, Name: p.Name, Partner: n.partner,
+	b, err := json.Marshal(reads.Customer{RemoteID: p.ID, Name: p.Name, Partner: n.partner,
 		CreatedAt: n.now.Unix(), IsActive: true, Admin: *p.Admin})
 	if err != nil || !bytes.HasPrefix(b, idPrefix) {
 		return "", fmt.Errorf("encode createCustomer result: %v", err)

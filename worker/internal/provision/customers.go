@@ -9,38 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
-	"github.com/oneoffice/provisioner/shared/store"
+	"github.com/oneoffice/provisioner/shared/reads"
 )
-
-// Customer is the createCustomer/getCustomer response (SPEC section 2).
-type Customer struct {
-	ID        int64          `json:"id"`
-	RemoteID  string         `json:"remoteId"`
-	Name      string         `json:"name"`
-	Partner   int64          `json:"partner"`
-	CreatedAt int64          `json:"createdAt"`
-	IsActive  bool           `json:"isActive"`
-	Admin     protocol.Admin `json:"admin"`
-}
-
-// customerColumns read a customer as the API shows it: its id is its number
-// among the partner's customers, never the tenants' primary key, which counts
-// every partner's tenants.
-const customerColumns = `customer_number, remote_id, name, partner_id, created_at, is_active,
-	admin_email, coalesce(admin_phone, ''), coalesce(admin_display_name, ''), request_fp`
-
-func scanCustomer(row pgx.Row) (Customer, string, error) {
-	var c Customer
-	var created time.Time
-	var fp *string
-	err := row.Scan(&c.ID, &c.RemoteID, &c.Name, &c.Partner, &created, &c.IsActive,
-		&c.Admin.Email, &c.Admin.Phone, &c.Admin.DisplayName, &fp)
-	c.CreatedAt = created.Unix()
-	if fp == nil {
-		return c, "", store.NoRows(err)
-	}
-	return c, *fp, store.NoRows(err)
-}
 
 // createCustomer makes the tenant's storage first, then inserts its row in one
 // statement, shared with the other createCustomer commands that reach the
@@ -95,8 +65,8 @@ func (s *Service) createCustomer(ctx context.Context, tx pgx.Tx, c *call, p *pro
 
 // existingCustomer answers a create whose id is taken: the same call again
 // gets the customer, another one 409.
-func (s *Service) existingCustomer(ctx context.Context, q querier, c *call, id string) (Customer, error) {
-	cust, fp, err := scanCustomer(q.QueryRow(ctx, `SELECT `+customerColumns+`
+func (s *Service) existingCustomer(ctx context.Context, q querier, c *call, id string) (reads.Customer, error) {
+	cust, fp, err := reads.ScanCustomer(q.QueryRow(ctx, `SELECT `+reads.CustomerColumns+`
 		FROM tenants WHERE partner_id = $1 AND remote_id = $2`, c.partner, id))
 	if err != nil {
 		return cust, err
@@ -106,16 +76,6 @@ func (s *Service) existingCustomer(ctx context.Context, q querier, c *call, id s
 			fmt.Sprintf("customer %q already exists with other params", id))
 	}
 	return cust, nil
-}
-
-func (s *Service) getCustomer(ctx context.Context, _ pgx.Tx, c *call, p *protocol.CustomerRef) (any, error) {
-	id := p.ID
-	cust, _, err := scanCustomer(s.db.QueryRow(ctx, `SELECT `+customerColumns+`
-		FROM tenants WHERE partner_id = $1 AND remote_id = $2`, c.partner, id))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, notFound(protocol.CodeCustomerNotFound, "params.id", "customer", id)
-	}
-	return cust, err
 }
 
 // outlivedGrace makes the tenant's directory again when its insert took so long

@@ -6,12 +6,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/reads"
 )
 
 // changeOrder runs a mutation of one first order under its row lock, so that a
 // suspend and a cancel arriving together are applied one after the other and
 // each gets the order as its own change left it.
-func (s *Service) changeOrder(ctx context.Context, tx pgx.Tx, c *call, id string, change func(tx pgx.Tx, r *orderRow) error) (any, error) {
+func (s *Service) changeOrder(ctx context.Context, tx pgx.Tx, c *call, id string, change func(tx pgx.Tx, r *reads.OrderRow) error) (any, error) {
 	r, err := s.loadOrder(ctx, tx, c, "params.id", id, true, false)
 	if err != nil {
 		return nil, err
@@ -23,16 +24,16 @@ func (s *Service) changeOrder(ctx context.Context, tx pgx.Tx, c *call, id string
 }
 
 // setStatus moves an order to status unless it is there already.
-func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, c *call, r *orderRow, status string) error {
-	if r.status == status {
+func (s *Service) setStatus(ctx context.Context, tx pgx.Tx, c *call, r *reads.OrderRow, status string) error {
+	if r.Status == status {
 		return nil
 	}
-	_, err := tx.Exec(ctx, `UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1`, r.pk, status, c.now)
+	_, err := tx.Exec(ctx, `UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1`, r.PK, status, c.now)
 	return err
 }
 
 func (s *Service) cancelOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.OrderRef) (any, error) {
-	return s.changeOrder(ctx, tx, c, p.ID, func(tx pgx.Tx, r *orderRow) error {
+	return s.changeOrder(ctx, tx, c, p.ID, func(tx pgx.Tx, r *reads.OrderRow) error {
 		return s.setStatus(ctx, tx, c, r, "cancelled")
 	})
 }
@@ -47,8 +48,8 @@ func (s *Service) resumeOrder(ctx context.Context, tx pgx.Tx, c *call, p *protoc
 
 // moveLiveOrder suspends or resumes an order; a cancelled one stays cancelled.
 func (s *Service) moveLiveOrder(ctx context.Context, tx pgx.Tx, c *call, id, status string) (any, error) {
-	return s.changeOrder(ctx, tx, c, id, func(tx pgx.Tx, r *orderRow) error {
-		if r.status == "cancelled" {
+	return s.changeOrder(ctx, tx, c, id, func(tx pgx.Tx, r *reads.OrderRow) error {
+		if r.Status == "cancelled" {
 			return cancelled(id, "params.id")
 		}
 		return s.setStatus(ctx, tx, c, r, status)
@@ -56,12 +57,12 @@ func (s *Service) moveLiveOrder(ctx context.Context, tx pgx.Tx, c *call, id, sta
 }
 
 func (s *Service) updateOrder(ctx context.Context, tx pgx.Tx, c *call, p *protocol.UpdateOrderParams) (any, error) {
-	return s.changeOrder(ctx, tx, c, p.ID, func(tx pgx.Tx, r *orderRow) error {
-		if r.status == "cancelled" {
+	return s.changeOrder(ctx, tx, c, p.ID, func(tx pgx.Tx, r *reads.OrderRow) error {
+		if r.Status == "cancelled" {
 			return cancelled(p.ID, "params.id")
 		}
 		_, err := tx.Exec(ctx, `UPDATE orders SET licenses = coalesce($2, licenses),
-			product = coalesce($3, product), updated_at = $4 WHERE id = $1`, r.pk, p.Licenses, p.Product, c.now)
+			product = coalesce($3, product), updated_at = $4 WHERE id = $1`, r.PK, p.Licenses, p.Product, c.now)
 		return err
 	})
 }

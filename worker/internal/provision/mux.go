@@ -65,6 +65,14 @@ func handle[P any](m *mux, d *protocol.Definition[P], run runMode, h handler[P])
 	}}
 }
 
+// handleRead registers h for the read d (shared/reads answers every read).
+func handleRead(m *mux, d *protocol.Method, h func(ctx context.Context, c *call) (any, error)) {
+	if _, dup := m.routes[d.Name]; dup || d.Mutates {
+		panic(fmt.Sprintf("provision: %q is bound twice, or is not a read", d.Name))
+	}
+	m.routes[d.Name] = &route{def: d, run: read, h: func(ctx context.Context, _ pgx.Tx, c *call) (any, error) { return h(ctx, c) }}
+}
+
 // route returns the route of method.
 func (m *mux) route(method string) (*route, bool) {
 	r, ok := m.routes[method]

@@ -21,6 +21,7 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/reads"
 )
 
 // Config of the provisioning service.
@@ -52,6 +53,7 @@ type Service struct {
 	fs    fileSystem
 	// customers groups the createCustomer inserts of concurrent commands.
 	customers *inserter
+	reads     *reads.Reader
 	mux       *mux
 	m         *Metrics
 }
@@ -61,6 +63,7 @@ func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
 	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, DefaultOrphanGrace)
 	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, fs: osFileSystem,
 		customers: newInserter(db, m.insertRows), mux: newMux(), m: m}
+	s.reads = reads.New(db, reads.Config{Pending: cfg.Pending, Now: func() time.Time { return s.now() }})
 	s.routes(s.mux)
 	return s
 }
@@ -69,18 +72,25 @@ func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
 // function of its params.
 func (s *Service) routes(m *mux) {
 	handle(m, protocol.CreateCustomerDef, batched, s.createCustomer)
-	handle(m, protocol.GetCustomerDef, read, s.getCustomer)
 	handle(m, protocol.CreateFirstOrderDef, inTx, s.createFirstOrder)
 	handle(m, protocol.CreateRenewalOrderDef, inTx, s.createRenewalOrder)
 	handle(m, protocol.CancelOrderDef, inTx, s.cancelOrder)
 	handle(m, protocol.SuspendOrderDef, inTx, s.suspendOrder)
 	handle(m, protocol.ResumeOrderDef, inTx, s.resumeOrder)
 	handle(m, protocol.UpdateOrderDef, inTx, s.updateOrder)
-	handle(m, protocol.GetOrderDef, read, s.getOrder)
 	handle(m, protocol.CreateUserDef, inTx, s.createUser)
 	handle(m, protocol.DeleteUserDef, inTx, s.deleteUser)
 	handle(m, protocol.ResetUserDef, inTx, s.resetUser)
-	handle(m, protocol.GetRequestDef, read, s.getRequest)
+	// Every read is answered by shared/reads, the code the gateway answers
+	// it with: a read still arrives here from a gateway of an earlier
+	// release.
+	for _, d := range protocol.Methods() {
+		if !d.Mutates && s.reads.Handles(d.Name) {
+			handleRead(m, d, func(ctx context.Context, c *call) (any, error) {
+				return s.reads.Answer(ctx, c.partner, c.def, c.params)
+			})
+		}
+	}
 }
 
 // call is one command being run: its partner, method, validated params and

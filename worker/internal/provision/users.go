@@ -14,19 +14,12 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/reads"
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
 // ResetTokenTTL is how long a password reset token stays valid.
 const ResetTokenTTL = 24 * time.Hour
-
-// User is a user of the partner's consumer tenant.
-type User struct {
-	Email       string `json:"email"`
-	DisplayName string `json:"displayName"`
-	CreatedAt   int64  `json:"createdAt"`
-	IsActive    bool   `json:"isActive"`
-}
 
 // consumerTenant returns the partner's consumer tenant, creating it (and its
 // storage) on first use.
@@ -51,7 +44,7 @@ func (s *Service) createUser(ctx context.Context, tx pgx.Tx, c *call, p *protoco
 	if err != nil {
 		return nil, err
 	}
-	u := User{Email: p.Email, IsActive: true}
+	u := reads.User{Email: p.Email, IsActive: true}
 	var created time.Time
 	var fp string
 	// A separate SELECT after an insert that did nothing sees the row that a
