@@ -87,6 +87,24 @@ func TestEveryMethodOverHTTP(t *testing.T) {
 	if n := s.Count(`SELECT count(*) FROM users`); n != 0 {
 		t.Fatalf("user rows after delete %d", n)
 	}
+	// The reads of reconciliation: lists by page, and a batch of orders.
+	if l := s.Want(200, "listCustomers", m{"limit": 1}); len(l["data"].([]any)) != 1 || l["data"].([]any)[0].(m)["remoteId"] != "ABC" || l["nextCursor"] != nil {
+		t.Fatalf("listCustomers %v", l)
+	}
+	if l := s.Want(200, "listOrders", m{"customer": "ABC", "limit": 1}); l["data"].([]any)[0].(m)["id"] != "O1" || l["nextCursor"] == nil {
+		t.Fatalf("listOrders %v", l)
+	} else if l2 := s.Want(200, "listOrders", m{"customer": "ABC", "limit": 1, "cursor": l["nextCursor"]}); l2["data"].([]any)[0].(m)["id"] != "O2" || l2["nextCursor"] != nil {
+		t.Fatalf("listOrders, page 2 %v", l2)
+	}
+	if l := s.Want(200, "listUsers", m{}); len(l["data"].([]any)) != 0 {
+		t.Fatalf("listUsers after the delete %v", l)
+	}
+	if l := s.Want(200, "listRequests", m{"method": "createCustomer"}); len(l["data"].([]any)) != 1 || l["data"].([]any)[0].(m)["requestId"] != "req-1" {
+		t.Fatalf("listRequests %v", l)
+	}
+	if g := s.Want(200, "getOrders", m{"ids": []string{"O2", "R1", "NOPE"}}); len(g["data"].([]any)) != 2 || g["missing"].([]any)[0] != "NOPE" {
+		t.Fatalf("getOrders %v", g)
+	}
 	// POST works the same as GET.
 	if r := s.do(s.client, http.MethodPost, s.Key, envelope("getCustomer", m{"id": "ABC"})); r.Status != 200 {
 		t.Fatalf("POST: %d %s", r.Status, r.Body)
