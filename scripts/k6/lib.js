@@ -116,6 +116,15 @@ export function customerChecks(id, name, email) {
 
 export const STATUSES = ['active', 'suspended', 'cancelled', 'expired'];
 
+// pageShape: a page of a list, {"data": [...], "nextCursor": string|null},
+// of at most limit rows, each of the shape rowShape checks.
+export function pageShape(b, limit, rowShape) {
+  return (
+    !!b && Array.isArray(b.data) && b.data.length <= limit && b.data.every(rowShape) &&
+    (b.nextCursor === null || (typeof b.nextCursor === 'string' && b.data.length === limit))
+  );
+}
+
 export function orderShape(b) {
   return (
     !!b &&

@@ -33,7 +33,7 @@
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';
 import {
-  call, json, errCode, uid, uniqueEmail, orderShape, renewalAccepted, renewalAmbiguous,
+  call, json, errCode, uid, uniqueEmail, orderShape, pageShape, renewalAccepted, renewalAmbiguous,
   intEnv, strEnv, SUMMARY_TREND_STATS,
 } from './lib.js';
 
@@ -60,6 +60,12 @@ const WEIGHTS = [
   ['createUser', 5],
   ['deleteUser', 4],
   ['cancelOrder', 1],
+  // Reconciliation: a page of a list (and the next one), a batch of orders.
+  ['listOrders', 2],
+  ['getOrders', 2],
+  ['listRequests', 1],
+  ['listCustomers', 1],
+  ['listUsers', 1],
 ];
 const TOTAL = WEIGHTS.reduce((s, w) => s + w[1], 0);
 
@@ -212,9 +218,54 @@ function deleteUser() {
   if (expectStatus(res, 'deleteUser', [200])) check(json(res), { 'deleteUser: deleted': (x) => !!x && x.deleted === true });
 }
 
+// list reads a page of method of at most 20 rows, then the next page when
+// there is one, with the same filters.
+function list(method, params, rowShape) {
+  let res = call(method, Object.assign({ limit: 20 }, params));
+  for (let page = 0; page < 2 && expectStatus(res, method, [200]); page++) {
+    const b = json(res);
+    check(b, { [`${method}: a page`]: (x) => pageShape(x, 20, rowShape) });
+    if (!b || !b.nextCursor) return;
+    res = call(method, Object.assign({ limit: 20, cursor: b.nextCursor }, params));
+  }
+}
+
+function listOrders() {
+  list('listOrders', pick([{}, { status: 'active' }]), orderShape);
+}
+
+function listCustomers() {
+  list('listCustomers', {}, (x) => !!x && typeof x.remoteId === 'string');
+}
+
+function listUsers() {
+  list('listUsers', {}, (x) => !!x && typeof x.email === 'string');
+}
+
+function listRequests() {
+  list('listRequests', { since: Math.floor(Date.now() / 1000) - 60 }, (x) => !!x && x.status !== 'pending' && !!x.response);
+}
+
+function getOrders() {
+  return withOrder(() => {
+    const asked = orders.slice(-10).map((o) => o.id);
+    const none = uid('none');
+    const res = call('getOrders', { ids: asked.concat([none]) });
+    if (expectStatus(res, 'getOrders', [200])) {
+      check(json(res), {
+        'getOrders: the orders asked, the unknown one missing': (x) =>
+          !!x && Array.isArray(x.data) && x.data.length === asked.length &&
+          x.data.every((o) => orderShape(o) && asked.indexOf(o.id) >= 0) &&
+          Array.isArray(x.missing) && x.missing.indexOf(none) >= 0,
+      });
+    }
+  });
+}
+
 const ACTIONS = {
   createCustomer, createFirstOrder, createRenewalOrder, suspendResume, getOrder,
   getCustomer, updateOrder, createUser, deleteUser, cancelOrder,
+  listOrders, getOrders, listRequests, listCustomers, listUsers,
 };
 
 function mixedIteration() {

@@ -363,10 +363,14 @@ func (f *flow) order() {
 		{protocol.CreateRenewalOrder, protocol.CreateRenewalOrderParams{Parent: oid, ID: oid + "-r2"}, nil},
 		{protocol.UpdateOrder, protocol.UpdateOrderParams{ID: oid, Product: &ent}, func(o *orderWant) { o.product = ent }},
 		{protocol.GetOrder, protocol.OrderRef{ID: oid}, nil},
+		// Reconciliation reads: the order by a renewal id among others, and
+		// the customer's page of orders.
+		{protocol.GetOrdersDef.Name, protocol.GetOrdersParams{IDs: []string{oid + "-r1", "none-" + oid}}, nil},
+		{protocol.ListOrdersDef.Name, protocol.ListOrdersParams{Customer: &cid}, nil},
 		{protocol.CancelOrder, protocol.OrderRef{ID: oid}, func(o *orderWant) { o.status = "cancelled" }},
 	}
 	for _, s := range steps {
-		if s.method == protocol.GetOrder {
+		if m, _ := protocol.Lookup(s.method); !m.Mutates {
 			l.read(f.ctx, p, s.method, s.params)
 			continue
 		}
@@ -398,4 +402,5 @@ func (f *flow) user() {
 		return
 	}
 	l.model.deleted(u, l.mutate(f.ctx, p, protocol.DeleteUser, protocol.UserRef{Email: email}))
+	l.read(f.ctx, p, protocol.ListUsersDef.Name, protocol.ListUsersParams{})
 }
