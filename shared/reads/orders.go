@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"time"
 
@@ -148,45 +149,43 @@ type Orders struct {
 }
 
 func (r *Reader) getOrders(ctx context.Context, q *query, p *protocol.GetOrdersParams) (any, error) {
-	// An id is a first order's, or a renewal's, which names its first order.
-	rows, err := r.db.Query(ctx, `SELECT ids.id, coalesce(o.remote_id, ro.remote_id)
-		FROM unnest($2::text[]) AS ids (id)
-		LEFT JOIN orders o ON o.partner_id = $1 AND o.remote_id = ids.id
-		LEFT JOIN renewals rn ON o.id IS NULL AND rn.partner_id = $1 AND rn.remote_id = ids.id
-		LEFT JOIN orders ro ON ro.id = rn.order_id`, q.partner, p.IDs)
+	byID, err := r.ordersByID(ctx, q, p.IDs)
 	if err != nil {
 		return nil, err
 	}
+	// An id that is no first order's may be a renewal's: its first order
+	// answers for it.
 	first := make(map[string]string, len(p.IDs))
-	var asked, id string
-	var found *string
-	if _, err := pgx.ForEachRow(rows, []any{&asked, &found}, func() error {
-		if found != nil {
-			first[asked] = *found
+	var rest []string
+	for _, id := range p.IDs {
+		if byID[id] != nil {
+			first[id] = id
+		} else {
+			rest = append(rest, id)
 		}
-		return nil
-	}); err != nil {
-		return nil, err
 	}
-	ids := make([]string, 0, len(first))
-	for _, id = range first {
-		ids = append(ids, id)
-	}
-	rows, err = r.db.Query(ctx, `SELECT `+orderColumns+` WHERE o.partner_id = $1 AND o.remote_id = ANY($2)`, q.partner, ids)
-	if err != nil {
-		return nil, err
-	}
-	byID := make(map[string]*OrderRow, len(ids))
-	for rows.Next() {
-		o, err := ScanOrder(rows)
+	if len(rest) > 0 {
+		rows, err := r.db.Query(ctx, `SELECT rn.remote_id, o.remote_id FROM renewals rn JOIN orders o ON o.id = rn.order_id
+			WHERE rn.partner_id = $1 AND rn.remote_id = ANY($2)`, q.partner, rest)
 		if err != nil {
-			rows.Close()
 			return nil, err
 		}
-		byID[o.Order.ID] = o
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
+		var renewal, parent string
+		var parents []string
+		if _, err := pgx.ForEachRow(rows, []any{&renewal, &parent}, func() error {
+			first[renewal] = parent
+			if byID[parent] == nil {
+				parents = append(parents, parent)
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		more, err := r.ordersByID(ctx, q, parents)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(byID, more)
 	}
 	res := Orders{Data: []Order{}, Missing: []string{}}
 	given := make(map[string]bool, len(byID))
@@ -201,6 +200,23 @@ func (r *Reader) getOrders(ctx context.Context, q *query, p *protocol.GetOrdersP
 		}
 	}
 	return res, nil
+}
+
+// ordersByID reads the partner's first orders of ids, by id.
+func (r *Reader) ordersByID(ctx context.Context, q *query, ids []string) (map[string]*OrderRow, error) {
+	byID := make(map[string]*OrderRow, len(ids))
+	if len(ids) == 0 {
+		return byID, nil
+	}
+	rows, err := r.db.Query(ctx, `SELECT `+orderColumns+` WHERE o.partner_id = $1 AND o.remote_id = ANY($2)`, q.partner, ids)
+	if err != nil {
+		return nil, err
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*OrderRow, error) { return ScanOrder(row) })
+	for _, o := range list {
+		byID[o.Order.ID] = o
+	}
+	return byID, err
 }
 
 // listOrders lists the partner's first orders by (creation time, id), a key
