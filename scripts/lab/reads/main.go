@@ -56,6 +56,7 @@ type config struct {
 	orders     int
 	pages      int
 	rpcTimeout time.Duration
+	skipReads  bool
 	stack      load.StackFlags
 }
 
@@ -74,6 +75,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.orders, "orders", 100000, "orders of the partner for the listOrders pages (0: skip)")
 	fs.IntVar(&c.pages, "pages", 200, "calls of each listOrders shape")
 	fs.DurationVar(&c.rpcTimeout, "rpc-timeout", time.Second, "RPC_TIMEOUT of the gateway")
+	fs.BoolVar(&c.skipReads, "list-only", false, "skip the phases of reads (quiet, peak, backlog)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -122,6 +124,9 @@ func measure(ctx context.Context, cfg config) (err error) {
 		}
 	}
 	w := os.Stdout
+	if cfg.skipReads {
+		return listPhase(ctx, w, c, st, cfg)
+	}
 	fmt.Fprintf(w, "lab reads, %s: %d workers, RPC_TIMEOUT %s, reads at %.0f/s for %s per phase (half getOrder, half getRequest)\n",
 		time.Now().UTC().Format(time.DateTime), cfg.workers, cfg.rpcTimeout, cfg.rate, cfg.duration)
 	fmt.Fprintf(w, "%-9s %-11s %7s %8s %8s %8s %s\n", "phase", "method", "calls", "p50", "p99", "max", "not 200")
