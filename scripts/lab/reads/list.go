@@ -37,6 +37,15 @@ var seedSQL = []string{
 		FROM generate_series(1, $2::int) g
 		CROSS JOIN LATERAL (SELECT now() - interval '300 days' + (g::float8 / $2::int) * interval '300 days' AS c) x
 		JOIN tenants t ON t.partner_id = $1 AND t.remote_id = 'LC' || (1 + g % 100)`,
+	// As many calls in the ledger: createFirstOrder, suspendOrder and
+	// resumeOrder, 1% failed, over the last 30 days.
+	`INSERT INTO command_ledger (partner_id, command_id, method, request_fp, request_id, status,
+		response_status, response_body, created_at, completed_at)
+		SELECT $1, 'lab-' || g, (ARRAY['createFirstOrder', 'suspendOrder', 'resumeOrder'])[1 + g % 3], 'fp', 'lab-' || g,
+			CASE WHEN g % 100 = 5 THEN 'failed' ELSE 'succeeded' END, CASE WHEN g % 100 = 5 THEN 500 ELSE 200 END, '{}',
+			now() - interval '30 days' + (g::float8 / $2::int) * interval '30 days', now()
+		FROM generate_series(1, $2::int) g`,
+	`ANALYZE command_ledger`,
 	`ANALYZE tenants`,
 	`ANALYZE orders`,
 	`ANALYZE order_ids`,
@@ -146,14 +155,28 @@ func listPhase(ctx context.Context, w io.Writer, c *client, st *testenv.Stack, c
 	}
 	rec := measureCalls(c, envelope("getOrders", map[string]any{"ids": ids}), cfg.pages)
 	printRec(w, "getOrders, 100 ids", rec)
+	calls := []shape{
+		{"listRequests, 50", map[string]any{}},
+		{"listRequests failed (1%), 50", map[string]any{"status": "failed"}},
+		{"listRequests createCustomer", map[string]any{"method": "createCustomer"}},
+		{"listCustomers, 50", map[string]any{}},
+	}
+	for _, s := range calls {
+		method, _, _ := strings.Cut(s.name, " ")
+		method = strings.TrimSuffix(method, ",")
+		printRec(w, s.name, measureCalls(c, envelope(method, s.params), cfg.pages))
+	}
 
 	// The plans: shared/reads runs each shape on the lab's pool, whose
 	// tracer keeps the statement; EXPLAIN ANALYZE runs it again.
 	r := reads.New(db, reads.Config{})
-	for _, s := range append(shapes, shape{"getOrders, 100 ids", map[string]any{"ids": ids}}) {
+	for _, s := range append(append(shapes, shape{"getOrders, 100 ids", map[string]any{"ids": ids}}), calls...) {
 		method := "listOrders"
 		if _, ok := s.params["ids"]; ok {
 			method = "getOrders"
+		}
+		if m, _, _ := strings.Cut(s.name, " "); strings.HasPrefix(m, "list") && m != "listOrders" {
+			method = strings.TrimSuffix(m, ",")
 		}
 		if s.name == "mid page, 50" {
 			s.params = map[string]any{"limit": 50, "cursor": mid}
@@ -230,8 +253,8 @@ func explain(ctx context.Context, db *pgxpool.Pool, sql string, args []any) (str
 	return b.String(), nil
 }
 
-// lastQuery keeps the last statement a pool ran that reads orders with
-// their renewals (not the cursor key's nor the customer's lookup).
+// lastQuery keeps the last statement a pool ran but the cursor key's and
+// the customer's lookup: the one that reads the rows.
 type lastQuery struct {
 	mu   sync.Mutex
 	sql  string
@@ -239,7 +262,7 @@ type lastQuery struct {
 }
 
 func (t *lastQuery) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if strings.Contains(d.SQL, "FROM orders o") {
+	if !strings.Contains(d.SQL, "read_cursor_key") && !strings.HasPrefix(d.SQL, "SELECT id FROM tenants") {
 		t.mu.Lock()
 		t.sql, t.args = d.SQL, d.Args
 		t.mu.Unlock()
