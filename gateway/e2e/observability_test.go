@@ -73,7 +73,8 @@ func TestMetricsCountEveryCall(t *testing.T) {
 		s.Want(200, "createCustomer", m{"id": id, "name": id, "admin": m{"email": "a@example.com"}})
 	}
 	s.Want(200, "createCustomer", m{"id": "A", "name": "A", "admin": m{"email": "a@example.com"}}) // replayed
-	s.Want(404, "getCustomer", m{"id": "nope"})
+	s.Want(404, "getCustomer", m{"id": "nope"}) // a read: answered by the gateway alone
+	s.Want(404, "suspendOrder", m{"id": "nope"}) // a command the worker refuses
 	s.Want(400, "createFirstOrder", m{"customer": "A", "id": "O", "product": "x", "licenses": 1, "duration": "monthly"})
 	if r := s.Do("", envelope("getCustomer", m{"id": "A"})); r.Status != 401 {
 		t.Fatalf("no key: %d", r.Status)
@@ -99,7 +100,8 @@ func TestMetricsCountEveryCall(t *testing.T) {
 		{"oneoffice_http_requests_total", map[string]string{"method": "getCustomer", "code": "404"}, 1},
 		{"oneoffice_http_requests_total", map[string]string{"method": "createFirstOrder", "code": "400"}, 1},
 		{"oneoffice_http_requests_total", map[string]string{"method": "unknown", "code": "401"}, 2},
-		{"oneoffice_http_requests_total", nil, 8},
+		{"oneoffice_http_requests_total", map[string]string{"method": "suspendOrder", "code": "404"}, 1},
+		{"oneoffice_http_requests_total", nil, 9},
 		{"oneoffice_http_request_duration_seconds", map[string]string{"method": "createCustomer"}, 4},
 		{"oneoffice_http_request_duration_seconds", map[string]string{"method": "getCustomer"}, 1},
 		{"oneoffice_idempotency_outcomes_total", map[string]string{"outcome": "new"}, 3},
@@ -126,7 +128,8 @@ func TestMetricsCountEveryCall(t *testing.T) {
 		want   float64
 	}{
 		{"oneoffice_worker_commands_total", map[string]string{"method": "createCustomer", "outcome": "ok"}, 3},
-		{"oneoffice_worker_commands_total", map[string]string{"method": "getCustomer", "outcome": "rejected"}, 1},
+		{"oneoffice_worker_commands_total", map[string]string{"method": "suspendOrder", "outcome": "rejected"}, 1},
+		{"oneoffice_worker_commands_total", map[string]string{"method": "getCustomer"}, 0},
 		{"oneoffice_worker_commands_total", nil, 4},
 		{"oneoffice_worker_command_duration_seconds", nil, 4},
 		{"oneoffice_worker_dead_lettered_total", nil, 0},
