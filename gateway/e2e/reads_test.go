@@ -1,16 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
 // inParallel runs f(i) for i in [0, n) on workers goroutines and fails the
@@ -403,5 +407,54 @@ func TestGetOrdersOfAHundredIds(t *testing.T) {
 	r := s.CallOnce("getOrders", m{"ids": append(ids, "O999")})
 	if e, _ := r.JSON(t)["error"].(m); r.Status != 400 || e["field"] != "params.ids" {
 		t.Errorf("101 ids: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestReadsGoToReadDatabaseURL: with READ_DATABASE_URL set, the gateway
+// answers reads from that database (here a second one standing for a
+// replica, with rows of its own) and commands still write to DATABASE_URL.
+func TestReadsGoToReadDatabaseURL(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t)
+	replica := testenv.Database(t)
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	if _, err := testenv.Run(ctx, bins.Gateway(), append(slices.Clone(s.env), "DATABASE_URL="+replica), "migrate"); err != nil {
+		t.Fatal(err)
+	}
+	var partner int64
+	if err := s.DB().QueryRow(ctx, `SELECT id FROM partners WHERE name = 'Partner A'`).Scan(&partner); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := pgxpool.New(ctx, replica)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	for _, q := range []string{
+		`INSERT INTO partners (id, name) VALUES ($1, 'Partner A')`,
+		`INSERT INTO tenants (partner_id, kind, remote_id, name, admin_email, storage_path, request_fp, customer_number)
+			VALUES ($1, 'customer', 'R1', 'On the replica', 'r@example.com', 'local:r', 'fp', 1)`,
+	} {
+		if _, err := rdb.Exec(ctx, q, partner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.StartGateway("READ_DATABASE_URL=" + replica)
+	s.StartWorker()
+
+	if g := s.Want(200, "getCustomer", m{"id": "R1"}); g["name"] != "On the replica" {
+		t.Fatalf("getCustomer R1 %v", g)
+	}
+	s.Want(200, "createCustomer", m{"id": "P1", "name": "P1", "admin": m{"email": "p@example.com"}})
+	if n := s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'P1'`); n != 1 {
+		t.Fatalf("P1 in the primary: %d rows", n)
+	}
+	if r := s.Call("getCustomer", m{"id": "P1"}); r.Status != 404 || r.ErrorCode(t) != "customer_not_found" {
+		t.Errorf("getCustomer P1, on the primary only: %d %s", r.Status, r.Body)
+	}
+	l := s.Want(200, "listCustomers", m{})
+	if d := l["data"].([]any); len(d) != 1 || d[0].(m)["remoteId"] != "R1" {
+		t.Errorf("listCustomers %v", l)
 	}
 }

@@ -134,3 +134,23 @@ func TestWebhookSettings(t *testing.T) {
 		t.Errorf("the error shows the key: %v", err)
 	}
 }
+
+// READ_DATABASE_URL defaults to DATABASE_URL, is checked when set, and is
+// printed masked.
+func TestReadDatabaseURL(t *testing.T) {
+	c, err := Load(env(map[string]string{"DATABASE_URL": "postgres://app:pw@primary/oo"}), DefaultGatewayMetrics)
+	if err != nil || c.ReadDatabaseURL != c.DatabaseURL {
+		t.Fatalf("default: %q, %v", c.ReadDatabaseURL, err)
+	}
+	c, err = Load(env(map[string]string{"READ_DATABASE_URL": "postgres://app:s3cret@replica/oo"}), DefaultGatewayMetrics)
+	if err != nil || c.ReadDatabaseURL != "postgres://app:s3cret@replica/oo" || c.DatabaseURL != DefaultDatabaseURL {
+		t.Fatalf("set: %+v, %v", c, err)
+	}
+	if printed := fmt.Sprint(c.LogValue()); !strings.Contains(printed, "replica") || strings.Contains(printed, "s3cret") {
+		t.Errorf("printed %s", printed)
+	}
+	if _, err := Load(env(map[string]string{"READ_DATABASE_URL": "mysql://replica/oo"}), DefaultGatewayMetrics); err == nil ||
+		!strings.Contains(err.Error(), "READ_DATABASE_URL") {
+		t.Errorf("a mysql URL: %v", err)
+	}
+}
