@@ -221,12 +221,14 @@ function deleteUser() {
 // list reads a page of method of at most 20 rows, then the next page when
 // there is one, with the same filters.
 function list(method, params, rowShape) {
-  let res = call(method, Object.assign({ limit: 20 }, params));
-  for (let page = 0; page < 2 && expectStatus(res, method, [200]); page++) {
+  let cursor = null;
+  for (let page = 0; page < 2; page++) {
+    const res = call(method, Object.assign({ limit: 20 }, params, cursor ? { cursor: cursor } : {}));
+    if (!expectStatus(res, method, [200])) return;
     const b = json(res);
     check(b, { [`${method}: a page`]: (x) => pageShape(x, 20, rowShape) });
     if (!b || !b.nextCursor) return;
-    res = call(method, Object.assign({ limit: 20, cursor: b.nextCursor }, params));
+    cursor = b.nextCursor;
   }
 }
 
