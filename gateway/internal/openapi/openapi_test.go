@@ -288,4 +288,3 @@ func TestWebhookEventsAreInTheDocument(t *testing.T) {
 		}
 	}
 }
-
