@@ -74,13 +74,7 @@ func document() (schema, error) {
 				"get":  call(http.MethodGet),
 				"post": call(http.MethodPost),
 			},
-			"/openapi.json": schema{"get": schema{
-				"operationId": "openapi", "tags": []string{"contract"}, "summary": "This document",
-				"description": "The OpenAPI document of the API, served without a key.",
-				"security":    []any{},
-				"responses": schema{"200": schema{"description": "The document.",
-					"content": schema{"application/json": schema{"schema": schema{"type": "object"}}}}},
-			}},
+			"/openapi.json": schema{"get": contract()},
 		},
 		"webhooks": webhooks(),
 		"components": schema{
@@ -217,4 +211,22 @@ func response(status int, desc string, s schema) schema {
 		}
 	}
 	return schema{"description": desc, "headers": headers, "content": schema{"application/json": schema{"schema": s}}}
+}
+
+// contract is the operation of GET /openapi.json.
+func contract() schema {
+	etag := schema{"description": "The document's entity tag.", "schema": schema{"type": "string"}}
+	return schema{
+		"operationId": "openapi", "tags": []string{"contract"}, "summary": "This document",
+		"description": "The OpenAPI document of the API, served without a key. It changes only with the gateway's version: keep it and revalidate with If-None-Match.",
+		"security":    []any{},
+		"parameters": []any{schema{"name": HeaderIfNoneMatch, "in": "header", "required": false, "schema": schema{"type": "string"},
+			"description": "The ETag of the copy the client holds: 304 when it is current."}},
+		"responses": schema{
+			"200": schema{"description": "The document.",
+				"headers": schema{HeaderETag: etag, HeaderCacheControl: schema{"description": "no-cache: revalidate before use.", "schema": schema{"const": "no-cache"}}},
+				"content": schema{"application/json": schema{"schema": schema{"type": "object"}}}},
+			"304": schema{"description": "The client's copy is current.", "headers": schema{HeaderETag: etag}},
+		},
+	}
 }

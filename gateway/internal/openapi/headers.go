@@ -21,6 +21,8 @@ const (
 	HeaderRetryAfter         = "Retry-After"
 	HeaderCacheControl       = "Cache-Control"
 	HeaderAllow              = "Allow"
+	HeaderETag               = "ETag"
+	HeaderIfNoneMatch        = "If-None-Match"
 )
 
 // printable is printable ASCII, space included.

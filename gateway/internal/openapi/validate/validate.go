@@ -1,0 +1,93 @@
+// Package validate holds answers of the API to the OpenAPI document: an
+// answer of status 200 to its method's result schema, any other to the
+// schema of its status on /. The end-to-end tests run every answer they get
+// through it, so that the document and the service cannot drift apart
+// unnoticed. It is test tooling: the gateway does not link it.
+package validate
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/oneoffice/provisioner/gateway/internal/openapi"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// resource is the document's name among the compiler's resources.
+const resource = "https://oneoffice.invalid/openapi.json"
+
+// Validator holds the compiled schemas of one document. It is safe for
+// concurrent use.
+type Validator struct {
+	results  map[string]*jsonschema.Schema // by method
+	statuses map[int]*jsonschema.Schema    // the answers of / but 200
+}
+
+// New compiles the schemas of the OpenAPI document doc: the result of every
+// method of the registry and the answer of every status of /.
+func New(doc []byte) (*Validator, error) {
+	d, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	if err != nil {
+		return nil, fmt.Errorf("the document: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	if err := c.AddResource(resource, d); err != nil {
+		return nil, err
+	}
+	v := &Validator{results: map[string]*jsonschema.Schema{}, statuses: map[int]*jsonschema.Schema{}}
+	for _, m := range protocol.Methods() {
+		s, err := c.Compile(resource + "#/components/schemas/" + openapi.ResultSchema(m.Name))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.Name, err)
+		}
+		v.results[m.Name] = s
+	}
+	var paths struct {
+		Paths map[string]map[string]struct {
+			Responses map[string]json.RawMessage
+		}
+	}
+	if err := json.Unmarshal(doc, &paths); err != nil {
+		return nil, err
+	}
+	for code := range paths.Paths["/"]["post"].Responses {
+		status, err := strconv.Atoi(code)
+		if err != nil || status == 200 {
+			continue
+		}
+		s, err := c.Compile(resource + "#/paths/~1/post/responses/" + code + "/content/application~1json/schema")
+		if err != nil {
+			return nil, fmt.Errorf("the answer of status %d: %w", status, err)
+		}
+		v.statuses[status] = s
+	}
+	return v, nil
+}
+
+// Response reports how an answer of status with body to a call of method
+// breaks the document; nil when it holds. method may be anything the call
+// named, or "" when it named none.
+func (v *Validator) Response(method string, status int, body []byte) error {
+	var s *jsonschema.Schema
+	if status == 200 {
+		s = v.results[method]
+		if s == nil {
+			return fmt.Errorf("%q 200: the document has no method %q", method, method)
+		}
+	} else if s = v.statuses[status]; s == nil {
+		return fmt.Errorf("%q %d: the document has no answer of status %d", method, status, status)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%q %d: the body is not JSON: %v: %.200q", method, status, err, body)
+	}
+	if err := s.Validate(inst); err != nil {
+		return fmt.Errorf("%q %d: %v\nbody: %.500s", method, status, err, body)
+	}
+	return nil
+}
