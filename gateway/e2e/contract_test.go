@@ -40,8 +40,12 @@ func checkAnswer(t testing.TB, verb, body string, headers []string, r Response) 
 		return
 	}
 	checked.Add(1)
-	if err := v.Response(methodOf(body, headers), r.Status, r.Body); err != nil {
+	method := methodOf(body, headers)
+	if err := v.Response(method, r.Status, r.Body); err != nil {
 		t.Errorf("an answer breaks the OpenAPI document: %v", err)
+	}
+	if err := v.Headers(r.Status, r.Header); err != nil {
+		t.Errorf("the headers of an answer to %q break the OpenAPI document: %v", method, err)
 	}
 }
 
@@ -121,6 +125,7 @@ func TestAnAnswerThatBreaksTheContractFails(t *testing.T) {
 	w := gzip.NewWriter(&gz)
 	_, _ = w.Write([]byte(`{"method":"createUser","params":{"email":"a@example.com"}}`))
 	_ = w.Close()
+	ok := http.Header{"X-Request-Id": {"r"}, "Cache-Control": {"no-store"}}
 	for _, c := range []struct {
 		name, body string
 		headers    []string
@@ -128,13 +133,16 @@ func TestAnAnswerThatBreaksTheContractFails(t *testing.T) {
 		want       string // "" passes
 	}{
 		{"a user", `{"method":"createUser","params":{"email":"a@example.com"}}`, nil,
-			Response{Status: 200, Body: []byte(`{"email":"a@example.com","displayName":"","createdAt":1,"isActive":true}`)}, ""},
+			Response{Status: 200, Header: ok, Body: []byte(`{"email":"a@example.com","displayName":"","createdAt":1,"isActive":true}`)}, ""},
 		{"a gzip call's user", gz.String(), []string{"Content-Encoding", "gzip"},
-			Response{Status: 200, Body: []byte(`{"email":"a@example.com","displayName":"","createdAt":1,"isActive":true}`)}, ""},
+			Response{Status: 200, Header: ok, Body: []byte(`{"email":"a@example.com","displayName":"","createdAt":1,"isActive":true}`)}, ""},
 		{"a user without isActive", `{"method":"createUser","params":{"email":"a@example.com"}}`, nil,
-			Response{Status: 200, Body: []byte(`{"email":"a@example.com","displayName":"","createdAt":1}`)}, `"createUser" 200`},
+			Response{Status: 200, Header: ok, Body: []byte(`{"email":"a@example.com","displayName":"","createdAt":1}`)}, `"createUser" 200`},
 		{"a 429 with another code", `{"method":"getOrder","params":{"id":"O1"}}`, nil,
-			Response{Status: 429, Body: []byte(`{"error":{"code":"internal","message":"m"},"requestId":"r"}`)}, `"getOrder" 429`},
+			Response{Status: 429, Header: ok, Body: []byte(`{"error":{"code":"internal","message":"m"},"requestId":"r"}`)}, `"getOrder" 429`},
+		{"a 404 without X-Request-Id", `{"method":"getOrder","params":{"id":"O1"}}`, nil,
+			Response{Status: 404, Header: http.Header{"Cache-Control": {"no-store"}},
+				Body: []byte(`{"error":{"code":"order_not_found","message":"m"},"requestId":"r"}`)}, `X-Request-Id missing`},
 	} {
 		rec := &recorder{TB: t}
 		checkAnswer(rec, http.MethodPost, c.body, c.headers, c.r)

@@ -54,7 +54,7 @@ func document() (schema, error) {
 			"description": h.desc, "schema": h.schema}
 	}
 	for _, h := range responseHeaders {
-		headers[componentName(h.name)] = schema{"description": h.desc, "schema": h.schema}
+		headers[componentName(h.name)] = schema{"description": h.desc, "schema": h.schema, "required": h.always}
 	}
 	return schema{
 		"openapi":           "3.1.0",

@@ -36,6 +36,8 @@ type header struct {
 	// statuses are the responses that carry it; nil is every response.
 	// Request headers have none.
 	statuses []int
+	// always: every response of statuses carries it.
+	always bool
 }
 
 // requestHeaders are the headers a call may carry besides the key, which
@@ -64,8 +66,8 @@ var allErrors = []int{http.StatusBadRequest, http.StatusUnauthorized, http.Statu
 // responseHeaders are the headers of the answers.
 var responseHeaders = []header{
 	{name: HeaderRequestID, desc: "The call's request id: the partner's X-Request-Id or one made for the call.",
-		schema: map[string]any{"type": "string"}},
-	{name: HeaderCacheControl, desc: "Every answer is no-store.", schema: map[string]any{"type": "string", "const": "no-store"}},
+		schema: map[string]any{"type": "string", "minLength": 1, "maxLength": 128, "pattern": printable}, always: true},
+	{name: HeaderCacheControl, desc: "Every answer is no-store.", schema: map[string]any{"type": "string", "const": "no-store"}, always: true},
 	{name: HeaderTraceparent, desc: "The trace context of the call.", schema: map[string]any{"type": "string"}},
 	{name: HeaderIdempotentReplayed, desc: "true on an answer given again from the call's idempotency record or the command ledger rather than run again.",
 		schema: map[string]any{"type": "string", "const": "true"}, statuses: []int{http.StatusOK, http.StatusNotFound,

@@ -8,8 +8,11 @@ package validate
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -25,6 +28,15 @@ const resource = "https://oneoffice.invalid/openapi.json"
 type Validator struct {
 	results  map[string]*jsonschema.Schema // by method
 	statuses map[int]*jsonschema.Schema    // the answers of / but 200
+	headers  map[int][]header              // by status, 200 included
+}
+
+// header is a response header the document declares for one status.
+type header struct {
+	name     string
+	required bool
+	integer  bool // the value is read as an integer
+	schema   *jsonschema.Schema
 }
 
 // New compiles the schemas of the OpenAPI document doc: the result of every
@@ -47,26 +59,76 @@ func New(doc []byte) (*Validator, error) {
 		}
 		v.results[m.Name] = s
 	}
-	var paths struct {
+	var shape struct {
 		Paths map[string]map[string]struct {
-			Responses map[string]json.RawMessage
+			Responses map[string]struct {
+				Headers map[string]struct {
+					Ref string `json:"$ref"`
+				}
+			}
+		}
+		Components struct {
+			Headers map[string]struct {
+				Required bool
+				Schema   struct{ Type string }
+			}
 		}
 	}
-	if err := json.Unmarshal(doc, &paths); err != nil {
+	if err := json.Unmarshal(doc, &shape); err != nil {
 		return nil, err
 	}
-	for code := range paths.Paths["/"]["post"].Responses {
+	v.headers = map[int][]header{}
+	for code, r := range shape.Paths["/"]["post"].Responses {
 		status, err := strconv.Atoi(code)
-		if err != nil || status == 200 {
+		if err != nil {
 			continue
 		}
-		s, err := c.Compile(resource + "#/paths/~1/post/responses/" + code + "/content/application~1json/schema")
-		if err != nil {
-			return nil, fmt.Errorf("the answer of status %d: %w", status, err)
+		if status != 200 {
+			s, err := c.Compile(resource + "#/paths/~1/post/responses/" + code + "/content/application~1json/schema")
+			if err != nil {
+				return nil, fmt.Errorf("the answer of status %d: %w", status, err)
+			}
+			v.statuses[status] = s
 		}
-		v.statuses[status] = s
+		for name, h := range r.Headers {
+			component := strings.TrimPrefix(h.Ref, "#/components/headers/")
+			s, err := c.Compile(resource + "#/components/headers/" + component + "/schema")
+			if err != nil {
+				return nil, fmt.Errorf("header %s: %w", name, err)
+			}
+			decl := shape.Components.Headers[component]
+			v.headers[status] = append(v.headers[status], header{name: name, required: decl.Required,
+				integer: decl.Schema.Type == "integer", schema: s})
+		}
 	}
 	return v, nil
+}
+
+// Headers reports how the headers h of an answer of status break the
+// document: a required one missing, or a value off its schema.
+func (v *Validator) Headers(status int, h http.Header) error {
+	var errs []error
+	for _, d := range v.headers[status] {
+		vals := h.Values(d.name)
+		if len(vals) == 0 {
+			if d.required {
+				errs = append(errs, fmt.Errorf("%d: header %s missing", status, d.name))
+			}
+			continue
+		}
+		var inst any = vals[0]
+		if d.integer {
+			inst = json.Number(vals[0])
+			if _, err := strconv.ParseInt(vals[0], 10, 64); err != nil {
+				errs = append(errs, fmt.Errorf("%d: header %s: %q is not an integer", status, d.name, vals[0]))
+				continue
+			}
+		}
+		if err := d.schema.Validate(inst); err != nil {
+			errs = append(errs, fmt.Errorf("%d: header %s: %q: %v", status, d.name, vals[0], err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Response reports how an answer of status with body to a call of method

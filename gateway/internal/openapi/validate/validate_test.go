@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -49,6 +50,49 @@ func TestAnswersAreHeldToTheDocument(t *testing.T) {
 			t.Errorf("%s: passed, want a violation naming %s", c.name, c.want)
 		case c.want != "" && !strings.Contains(err.Error(), c.want):
 			t.Errorf("%s: %v\nwant it to name %s", c.name, err, c.want)
+		}
+	}
+}
+
+// TestHeadersAreHeldToTheDocument: the headers every answer carries are
+// required, and a declared header's value is held to its schema.
+func TestHeadersAreHeldToTheDocument(t *testing.T) {
+	v, err := New(openapi.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := http.Header{"X-Request-Id": {"r-1"}, "Cache-Control": {"no-store"}}
+	with := func(k, val string) http.Header {
+		h := good.Clone()
+		h.Set(k, val)
+		return h
+	}
+	without := func(k string) http.Header {
+		h := good.Clone()
+		h.Del(k)
+		return h
+	}
+	for _, c := range []struct {
+		name   string
+		status int
+		h      http.Header
+		want   string
+	}{
+		{"plain", 200, good, ""},
+		{"rate limited", 429, with("Retry-After", "2"), ""},
+		{"replayed", 409, with("Idempotent-Replayed", "true"), ""},
+		{"no request id", 404, without("X-Request-Id"), "X-Request-Id missing"},
+		{"cached", 200, with("Cache-Control", "max-age=60"), "Cache-Control"},
+		{"Retry-After in words", 429, with("Retry-After", "soon"), "Retry-After"},
+		{"Retry-After zero", 503, with("Retry-After", "0"), "Retry-After"},
+		{"RateLimit-Remaining not a number", 200, with("RateLimit-Remaining", "x"), "RateLimit-Remaining"},
+	} {
+		err := v.Headers(c.status, c.h)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want a violation naming %s", c.name, err, c.want)
 		}
 	}
 }
