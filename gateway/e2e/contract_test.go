@@ -49,6 +49,17 @@ func checkAnswer(t testing.TB, verb, body string, headers []string, r Response) 
 	}
 }
 
+// checkEvent holds the body of a webhook event the suite's endpoints get to
+// the document's webhooks.
+func checkEvent(body []byte) error {
+	v, err := contract()
+	if err != nil {
+		return err
+	}
+	checked.Add(1)
+	return v.Event(body)
+}
+
 // methodOf is the method a call's body names, inflated first when the call
 // says it is encoded; "" when it names none.
 func methodOf(body string, headers []string) string {

@@ -39,7 +39,7 @@ func run(m *testing.M) int {
 	}
 	code := m.Run()
 	if testing.Verbose() {
-		fmt.Printf("e2e: %d answers held to the OpenAPI document\n", checked.Load())
+		fmt.Printf("e2e: %d answers and webhook events held to the OpenAPI document\n", checked.Load())
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()

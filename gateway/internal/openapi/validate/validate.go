@@ -29,6 +29,7 @@ type Validator struct {
 	results  map[string]*jsonschema.Schema // by method
 	statuses map[int]*jsonschema.Schema    // the answers of / but 200
 	headers  map[int][]header              // by status, 200 included
+	events   map[string]*jsonschema.Schema // the webhook events' bodies, by type
 }
 
 // header is a response header the document declares for one status.
@@ -67,6 +68,7 @@ func New(doc []byte) (*Validator, error) {
 				}
 			}
 		}
+		Webhooks   map[string]json.RawMessage
 		Components struct {
 			Headers map[string]struct {
 				Required bool
@@ -101,7 +103,36 @@ func New(doc []byte) (*Validator, error) {
 				integer: decl.Schema.Type == "integer", schema: s})
 		}
 	}
+	v.events = map[string]*jsonschema.Schema{}
+	for name := range shape.Webhooks {
+		s, err := c.Compile(resource + "#/webhooks/" + name + "/post/requestBody/content/application~1json/schema")
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: %w", name, err)
+		}
+		v.events[name] = s
+	}
 	return v, nil
+}
+
+// Event reports how the body of a webhook event breaks the document: each
+// event type is a webhook of the document, named as its type.
+func (v *Validator) Event(body []byte) error {
+	var e struct{ Type string }
+	if err := json.Unmarshal(body, &e); err != nil {
+		return fmt.Errorf("event: not JSON: %v: %.200q", err, body)
+	}
+	s := v.events[e.Type]
+	if s == nil {
+		return fmt.Errorf("event: the document has no webhook %q", e.Type)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err == nil {
+		err = s.Validate(inst)
+	}
+	if err != nil {
+		return fmt.Errorf("event %q: %v\nbody: %.500s", e.Type, err, body)
+	}
+	return nil
 }
 
 // Headers reports how the headers h of an answer of status break the

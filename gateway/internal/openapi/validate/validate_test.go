@@ -96,3 +96,27 @@ func TestHeadersAreHeldToTheDocument(t *testing.T) {
 		}
 	}
 }
+
+func TestEventsAreHeldToTheDocument(t *testing.T) {
+	v, err := New(openapi.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ body, want string }{
+		{`{"type":"command.succeeded","requestId":"r","method":"suspendOrder","orderId":"O1","response":{"status":200,"body":{"id":"O1"}},"occurredAt":1}`, ""},
+		{`{"type":"command.failed","requestId":"r","method":"createUser","response":{"status":500,"body":{}},"occurredAt":1}`, ""},
+		{`{"type":"ping","occurredAt":1}`, ""},
+		{`{"type":"command.succeeded","requestId":"r","method":"createUser","occurredAt":1}`, "response"},
+		{`{"type":"command.succeeded","requestId":"r","method":"createUser","response":{"status":"200","body":{}},"occurredAt":1}`, "status"},
+		{`{"type":"ping","occurredAt":"now"}`, "occurredAt"},
+		{`{"type":"command.lost","occurredAt":1}`, "command.lost"},
+	} {
+		err := v.Event([]byte(c.body))
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.body, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v, want a violation naming %s", c.body, err, c.want)
+		}
+	}
+}
