@@ -141,6 +141,13 @@ func (m *Method) Result() reflect.Type {
 // ParamsType is the struct type of m's params.
 func (m *Method) ParamsType() reflect.Type { return reflect.TypeOf(m.newParams()).Elem() }
 
+// CrossChecked reports whether m's params have a rule across their fields
+// (a check method), which their fields' rules do not tell.
+func (m *Method) CrossChecked() bool {
+	_, ok := m.newParams().(crossChecker)
+	return ok
+}
+
 // RuleText is what a partner reads after a field's name when its value
 // breaks the rule called name, and whether there is such a rule.
 func RuleText(name string) (string, bool) {

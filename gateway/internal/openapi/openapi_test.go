@@ -64,6 +64,9 @@ func TestEveryMethodAndFieldIsInTheDocument(t *testing.T) {
 		if at(schemas, ResultSchema(m.Name)) == nil {
 			t.Errorf("%s: no %s schema", m.Name, ResultSchema(m.Name))
 		}
+		if _, ok := crossRules[m.ParamsType()]; ok != m.CrossChecked() {
+			t.Errorf("%s: its params have a rule across fields: %v, a row in crossRules: %v", m.Name, m.CrossChecked(), ok)
+		}
 		for _, f := range fieldsOf(m.ParamsType(), nil) {
 			path := []string{ParamsSchema(m.Name)}
 			for _, name := range f {

@@ -20,21 +20,31 @@ var plainText = fmt.Sprintf("^[^%c-%c%c-%c%c%c%c-%c%c-%c%c-%c%c-%c%c%c]*$",
 	0x00, 0x1f, 0x7f, 0x9f, 0x061c, 0x180e, 0x200b, 0x200f, 0x2028, 0x202e,
 	0x2060, 0x2064, 0x2066, 0x2069, 0xfeff, 0xfffd)
 
+// nonBlankText is plainText with at least one character that is not white
+// space (strings.TrimSpace's, less the controls plainText refuses anyway).
+var nonBlankText = func() string {
+	refused := plainText[len("^[^") : len(plainText)-len("]*$")]
+	blank := fmt.Sprintf(" %c%c%c-%c%c%c%c", 0xa0, 0x1680, 0x2000, 0x200a, 0x202f, 0x205f, 0x3000)
+	return "^[^" + refused + "]*[^" + refused + blank + "][^" + refused + "]*$"
+}()
+
 // ruleSchemas are the JSON Schema of a value under each rule a params field
 // may name in its `rule` tag (protocol/rules.go). The rule's words become
 // its description. A test fails on a rule used by a method and missing here.
 var ruleSchemas = map[string]schema{
-	"id": {"type": "string", "minLength": 1, "maxLength": protocol.MaxIDLen, "pattern": `^[A-Za-z0-9._:-]+$`},
-	"name": {"type": "string", "minLength": 1, "maxLength": protocol.MaxNameLen, "pattern": plainText,
-		"$comment": "not only white space"},
-	"optName":   {"type": "string", "maxLength": protocol.MaxNameLen, "pattern": plainText},
-	"phone":     {"type": "string", "maxLength": protocol.MaxPhoneLen, "pattern": plainText},
-	"email":     {"type": "string", "format": "email", "maxLength": protocol.MaxEmailLen, "pattern": `^[!-~]+@[!-~]+\.[!-~]+$`, "$comment": "kept and compared lower-cased"},
+	"id": {"type": "string", "minLength": 1, "maxLength": protocol.MaxIDLen, "pattern": `^[A-Za-z0-9._:-]+$`,
+		"examples": []string{"ABC", "REMOTEORDER1"}},
+	"name": {"type": "string", "minLength": 1, "maxLength": protocol.MaxNameLen, "pattern": nonBlankText,
+		"examples": []string{"ABC Company"}},
+	"optName": {"type": "string", "maxLength": protocol.MaxNameLen, "pattern": plainText, "examples": []string{"Isa Aswath"}},
+	"phone":   {"type": "string", "maxLength": protocol.MaxPhoneLen, "pattern": plainText, "examples": []string{"111111111"}},
+	"email": {"type": "string", "format": "email", "maxLength": protocol.MaxEmailLen, "pattern": `^[!-~]+@[!-~]+\.[!-~]+$`,
+		"$comment": "kept and compared lower-cased", "examples": []string{"test3@example.com"}},
 	"admin":     {"type": "object"},
 	"product":   {"type": "string", "enum": protocol.Products},
-	"licenses":  {"type": "integer", "minimum": protocol.MinLicenses, "maximum": protocol.MaxLicenses},
+	"licenses":  {"type": "integer", "minimum": protocol.MinLicenses, "maximum": protocol.MaxLicenses, "examples": []int{20}},
 	"duration":  {"type": "string", "enum": []string{protocol.Monthly, protocol.Yearly}},
-	"requestID": {"type": "string", "minLength": 1, "maxLength": protocol.MaxRequestIDLen, "pattern": printable},
+	"requestID": {"type": "string", "minLength": 1, "maxLength": protocol.MaxRequestIDLen, "pattern": printable, "examples": []string{"req-42"}},
 }
 
 // jsonName is a struct field's name on the wire and whether it may be
@@ -81,12 +91,53 @@ func paramsSchema(t reflect.Type) (schema, error) {
 				s[k] = v
 			}
 		}
-		props[name] = s
-		if !optional {
+		if optional {
+			nullable(s)
+		} else {
 			required = append(required, name)
 		}
+		props[name] = s
 	}
-	return schema{"type": "object", "properties": props, "required": required, "additionalProperties": false}, nil
+	out := schema{"type": "object", "properties": props, "required": required, "additionalProperties": false}
+	if c, ok := crossRules[t]; ok {
+		for k, v := range c {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+// crossRules are the rules across the fields of a params type (its check
+// method), by type. A test fails on a method whose params have a check and
+// no row here.
+var crossRules = map[reflect.Type]schema{
+	reflect.TypeFor[protocol.UpdateOrderParams](): {
+		"description": "params must carry licenses, product or both",
+		"anyOf": []any{
+			schema{"required": []string{"licenses"}, "properties": schema{"licenses": schema{"type": "integer"}}},
+			schema{"required": []string{"product"}, "properties": schema{"product": schema{"type": "string"}}},
+		},
+	},
+}
+
+// nullable lets an optional field's value be null, which the gateway takes
+// as the field left out.
+func nullable(s schema) {
+	if t, ok := s["type"].(string); ok && t != "object" {
+		s["type"] = []string{t, "null"}
+		if e, ok := s["enum"].([]string); ok {
+			s["enum"] = append(anySlice(e), nil)
+		}
+		s["description"] = fmt.Sprint(s["description"], "; optional: null is the same as leaving it out")
+	}
+}
+
+func anySlice(e []string) []any {
+	out := make([]any, len(e))
+	for i, v := range e {
+		out[i] = v
+	}
+	return out
 }
 
 func clone(s schema) schema {
@@ -108,6 +159,10 @@ func (r *results) of(t reflect.Type) schema {
 	switch t.Kind() {
 	case reflect.Pointer:
 		s := r.of(t.Elem())
+		if typ, ok := s["type"].(string); ok {
+			s["type"] = []string{typ, "null"}
+			return s
+		}
 		return schema{"oneOf": []any{s, schema{"type": "null"}}}
 	case reflect.Slice:
 		return schema{"type": "array", "items": r.of(t.Elem())}
@@ -152,11 +207,7 @@ func (r *results) object(t reflect.Type) schema {
 			s["enum"] = strings.Split(e, ",")
 		}
 		if d := f.Tag.Get("doc"); d != "" {
-			if s["$ref"] != nil || s["oneOf"] != nil {
-				s = schema{"description": d, "allOf": []any{s}}
-			} else {
-				s["description"] = d
-			}
+			s["description"] = d // beside a $ref too, as JSON Schema 2020-12 allows
 		}
 		props[name] = s
 		if !optional {
