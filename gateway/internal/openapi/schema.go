@@ -45,6 +45,27 @@ var ruleSchemas = map[string]schema{
 	"licenses":  {"type": "integer", "minimum": protocol.MinLicenses, "maximum": protocol.MaxLicenses, "examples": []int{20}},
 	"duration":  {"type": "string", "enum": []string{protocol.Monthly, protocol.Yearly}},
 	"requestID": {"type": "string", "minLength": 1, "maxLength": protocol.MaxRequestIDLen, "pattern": printable, "examples": []string{"req-42"}},
+	// The rules of the lists and of getOrders (SPEC section 2, "Lists and
+	// batch reads"); a row stays unused until a method's params name it.
+	"limit":       {"type": "integer", "minimum": 1, "maximum": 100, "default": 50, "examples": []int{50}},
+	"cursor":      {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": `^[A-Za-z0-9_.-]+$`, "examples": []string{"eyJhIjpbXX0.AbC-_9"}},
+	"unixTime":    {"type": "integer", "minimum": 0, "maximum": 253402300799, "examples": []int{1700000000}},
+	"orderStatus": {"type": "string", "enum": []string{"active", "suspended", "cancelled", "expired"}},
+	"callStatus":  {"type": "string", "enum": []string{"succeeded", "failed"}},
+	"command":     {"type": "string", "enum": commands()},
+	"orderIDs": {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": true, "examples": [][]string{{"O1", "R1"}},
+		"items": schema{"type": "string", "minLength": 1, "maxLength": protocol.MaxIDLen, "pattern": `^[A-Za-z0-9._:-]+$`}},
+}
+
+// commands are the names of the methods that change something.
+func commands() []string {
+	var names []string
+	for _, m := range protocol.Methods() {
+		if m.Mutates {
+			names = append(names, m.Name)
+		}
+	}
+	return names
 }
 
 // jsonName is a struct field's name on the wire and whether it may be
