@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -172,8 +173,9 @@ func call(verb string) schema {
 		"summary":     "Call a method (" + verb + ")",
 		"description": "Call one method. GET and POST are the same call; partners' examples send GET with a body, and many clients can only POST.",
 		"parameters":  params,
-		"requestBody": schema{"required": true, "content": schema{"application/json": schema{"schema": ref("schemas", "Call")}}},
-		"responses":   responses(),
+		"requestBody": schema{"required": true, "content": schema{"application/json": schema{"schema": ref("schemas", "Call"),
+			"examples": examples()}}},
+		"responses": responses(),
 	}
 }
 
@@ -229,4 +231,41 @@ func contract() schema {
 			"304": schema{"description": "The client's copy is current.", "headers": schema{HeaderETag: etag}},
 		},
 	}
+}
+
+// examples are a call of every method, its params made of the examples of
+// their rules, the optional ones included.
+func examples() schema {
+	out := schema{}
+	for _, m := range protocol.Methods() {
+		out[m.Name] = schema{"summary": m.Name, "value": schema{"method": m.Name, "params": exampleParams(m.ParamsType())}}
+	}
+	return out
+}
+
+// exampleParams is a value of params struct t, each field the first example
+// (or enum value) of its rule's schema.
+func exampleParams(t reflect.Type) schema {
+	out := schema{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _ := jsonName(f)
+		if name == "" {
+			continue
+		}
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		rs := ruleSchemas[f.Tag.Get("rule")]
+		switch {
+		case ft.Kind() == reflect.Struct:
+			out[name] = exampleParams(ft)
+		case rs["examples"] != nil:
+			out[name] = reflect.ValueOf(rs["examples"]).Index(0).Interface()
+		case rs["enum"] != nil:
+			out[name] = reflect.ValueOf(rs["enum"]).Index(0).Interface()
+		}
+	}
+	return out
 }

@@ -301,3 +301,27 @@ func TestWebhookEventsAreInTheDocument(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryMethodHasAnExampleTheGatewayAccepts: the document's example call
+// of each method names every param and passes the gateway's validation.
+func TestEveryMethodHasAnExampleTheGatewayAccepts(t *testing.T) {
+	d := doc(t)
+	examples := at(d, "paths", "/", "post", "requestBody", "content", "application/json", "examples").(map[string]any)
+	for _, m := range protocol.Methods() {
+		call, _ := at(examples, m.Name, "value").(map[string]any)
+		if call["method"] != m.Name {
+			t.Errorf("%s: no example call", m.Name)
+			continue
+		}
+		params, _ := json.Marshal(call["params"])
+		if _, e := m.Decode(params); e != nil {
+			t.Errorf("%s: example params %s refused: %v", m.Name, params, e)
+		}
+		for _, f := range fieldsOf(m.ParamsType(), nil) {
+			path := append([]string{"params"}, f...)
+			if at(call, path...) == nil {
+				t.Errorf("%s: the example has no %s", m.Name, strings.Join(path, "."))
+			}
+		}
+	}
+}
