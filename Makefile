@@ -62,6 +62,13 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5m; CI runs a few seconds e
 	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
+.PHONY: openapi openapi-lint
+openapi: ## write gateway/internal/openapi/openapi.json again from the method registry (commit it)
+	$(GO) generate ./gateway/internal/openapi
+
+openapi-lint: ## lint the OpenAPI document with Redocly CLI (installed once from npm into bin/redocly)
+	bash scripts/openapi-lint.sh
+
 prom-check: services ## promtool checks, then every dashboard query and alert against a real Prometheus
 	bash scripts/prom-check.sh
 

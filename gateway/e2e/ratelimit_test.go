@@ -95,5 +95,7 @@ func callGateway(t *testing.T, addr, key, body string) Response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	r := Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	checkAnswer(t, http.MethodPost, body, nil, r)
+	return r
 }

@@ -38,6 +38,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	if testing.Verbose() {
+		fmt.Printf("e2e: %d answers and webhook events held to the OpenAPI document\n", checked.Load())
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
 	if err := vhosts.close(ctx); err != nil {
@@ -209,7 +212,9 @@ func (s *Stack) send(client *http.Client, verb, key, body string, headers ...str
 	if err != nil {
 		return Response{}, fmt.Errorf("%s %s: read the answer: %w", verb, body, err)
 	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+	r := Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	checkAnswer(s.t, verb, body, headers, r)
+	return r, nil
 }
 
 // settle makes a call the way SPEC section 5 tells partners to: while it is

@@ -115,6 +115,9 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	if err == nil {
 		err = json.Unmarshal(body, &d.Event)
 	}
+	if err == nil {
+		err = checkEvent(body)
+	}
 	if err != nil || req.Method != http.MethodPost {
 		r.bad = append(r.bad, d.ID+": "+req.Method+" "+string(body)+": "+errString(err))
 	}

@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/gateway/internal/openapi"
 	"github.com/oneoffice/provisioner/gateway/internal/signing"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
@@ -95,6 +97,7 @@ func New(d Deps) *fiber.App {
 	// Add, not Get: Fiber's Get also routes HEAD, which is a 405 here.
 	app.Add(fiber.MethodGet, "/", h.serve)
 	app.Add(fiber.MethodPost, "/", h.serve)
+	app.Add(fiber.MethodGet, "/openapi.json", serveContract)
 	app.Use(func(c *fiber.Ctx) error {
 		status, code := http.StatusNotFound, protocol.CodeNotFound
 		msg := "the API has one endpoint, /, called with GET or POST"
@@ -146,4 +149,20 @@ func send(c *fiber.Ctx, status int, body []byte) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(status).Send(body)
+}
+
+// contractETag identifies the OpenAPI document this binary serves.
+var contractETag = fmt.Sprintf(`"%x"`, sha256.Sum256(openapi.JSON))
+
+// serveContract answers GET /openapi.json with the OpenAPI document (SPEC
+// section 8b), without a key: it holds nothing secret. It is the same for
+// as long as this binary runs, so a client may keep it and revalidate.
+func serveContract(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderETag, contractETag)
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	if c.Get(fiber.HeaderIfNoneMatch) == contractETag {
+		return c.SendStatus(http.StatusNotModified)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(http.StatusOK).Send(openapi.JSON)
 }
