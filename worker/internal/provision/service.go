@@ -54,6 +54,9 @@ type Service struct {
 	customers *inserter
 	mux       *mux
 	m         *Metrics
+
+	// group runs the commands of the other mutating methods in groups.
+	group *grouper
 }
 
 // New returns a service on db.
@@ -61,6 +64,7 @@ func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
 	cfg.OrphanGrace = cmp.Or(cfg.OrphanGrace, DefaultOrphanGrace)
 	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, fs: osFileSystem,
 		customers: newInserter(db, m.insertRows), mux: newMux(), m: m}
+	s.group = newGrouper(s, db, m)
 	s.routes(s.mux)
 	return s
 }
