@@ -93,6 +93,8 @@ type Config struct {
 	StorageOrphanGrace time.Duration
 	// Webhook is the WEBHOOK_* settings (webhook.go).
 	Webhook Webhook
+	// Admission is the ADMISSION_* settings of the gateway (admission.go).
+	Admission Admission
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -125,6 +127,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
 	}
 	c.Webhook = p.webhook()
+	c.Admission = p.admission()
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	p.url("REDIS_URL", c.RedisURL, "redis", "rediss")
 	for _, u := range splitURLs(c.AMQPURL) { // one URL, or the nodes of a cluster
@@ -166,6 +169,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("godebug", c.GoDebug),
 		slog.Int("gomaxprocs", c.GoMaxProcs),
 		slog.Any("webhook", c.Webhook),
+		slog.Any("admission", c.Admission),
 	)
 }
 
