@@ -19,11 +19,12 @@ import (
 // instead of piling up behind the calls already queued.
 //
 // The limit adapts between MinInFlight and MaxInFlight on the latency the
-// calls see (additive increase, multiplicative decrease, as TCP's congestion
-// window): a call answered within TargetLatency while the limit is in use
-// raises it by 1/limit (one per limit's worth of calls); a slower one, or a
-// 202 (no reply before RPC_TIMEOUT), cuts it by a tenth, at most once per
-// limit's worth of calls, so that one slow burst counts once. The signal is
+// calls see while it is in use (at least half of it taken), additive
+// increase and multiplicative decrease as TCP's congestion window: a call
+// answered within TargetLatency raises it by 1/limit (one per limit's worth
+// of calls); a slower one, or a 202 (no reply before RPC_TIMEOUT), cuts it
+// by a tenth, at most once per limit's worth of calls, so that one slow
+// burst counts once. The signal is
 // the latency partners see against a target below RPC_TIMEOUT rather than a
 // gradient of short to long average latency (Netflix's Gradient2, as in
 // go-concurrency-limits): the methods differ severalfold in their own cost,
@@ -119,14 +120,18 @@ func (a *admitter) release(partner int64, sampled bool, elapsed time.Duration, d
 		return
 	}
 	a.sinceCut++
-	switch {
-	case dropped || (a.target > 0 && elapsed > a.target):
+	// Only while the limit is in use does latency tell of it: a slow call
+	// with few others in flight was not slowed by queueing, and a limit far
+	// above the calls made is not raised further.
+	if float64(a.inFlight+1) < a.limit/2 {
+		return
+	}
+	if dropped || (a.target > 0 && elapsed > a.target) {
 		if float64(a.sinceCut) >= a.limit {
 			a.limit = math.Max(a.min, a.limit*0.9)
 			a.sinceCut = 0
 		}
-	case float64(a.inFlight+1) >= a.limit/2:
-		// In use: a limit far above the calls made is not raised further.
+	} else {
 		a.limit = math.Min(a.max, a.limit+1/a.limit)
 	}
 	a.gauge.Set(a.limit)

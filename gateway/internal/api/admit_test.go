@@ -226,6 +226,15 @@ func TestOnePartnersBurstDoesNotStarveAnother(t *testing.T) {
 	}
 }
 
+// drain gives back every slot, unsampled.
+func (a *admitter) drain() {
+	for len(a.held) > 0 {
+		for p := range a.held {
+			a.release(p, false, 0, false)
+		}
+	}
+}
+
 // fill takes slots for partner until one is refused, and returns how many
 // it took.
 func (a *admitter) fill(partner int64) int {
@@ -253,33 +262,39 @@ func TestAdmissionLimitFollowsLatency(t *testing.T) {
 	if got := a.fill(p2); got != 4 {
 		t.Fatalf("the second partner took %d, want the 4 kept", got)
 	}
-	// 40 slow answers: one cut, 40 -> 36.
-	for range 36 {
-		a.release(p1, true, 150*time.Millisecond, false)
-	}
-	for range 4 {
+	// Slow answers while the limit is in use: one cut per limit's worth of
+	// calls, 40 -> 36.
+	for range 40 {
 		a.release(p2, true, 150*time.Millisecond, false)
+		a.acquire(p2)
 	}
 	if a.limit != 36 || testutil.ToFloat64(m.admissionLimit) != 36 {
 		t.Fatalf("limit %v after a limit's worth of slow calls, want 36", a.limit)
 	}
+	a.drain()
 	// A call not sent to a worker (answered before, or the broker's 503)
-	// says nothing of latency.
-	for range 100 {
-		a.acquire(p1)
-		a.release(p1, false, time.Hour, true)
-	}
-	if a.limit != 36 {
-		t.Fatalf("unsampled calls moved the limit to %v", a.limit)
-	}
-	// Calls answered 202 keep cutting it, down to the minimum.
+	// says nothing of latency; nor does a slow call with few others in
+	// flight, which no queueing slowed.
 	for range 1000 {
 		a.acquire(p1)
+		a.release(p1, false, time.Hour, true)
+		a.acquire(p1)
+		a.release(p1, true, time.Hour, true)
+	}
+	if a.limit != 36 {
+		t.Fatalf("unsampled calls or an unused limit moved it to %v", a.limit)
+	}
+	// Calls answered 202 while it is in use keep cutting it, down to the
+	// minimum.
+	a.fill(p1)
+	for range 1000 {
 		a.release(p1, true, 0, true)
+		a.fill(p1)
 	}
 	if a.limit != 10 {
 		t.Fatalf("limit %v after many 202s, want the minimum 10", a.limit)
 	}
+	a.drain()
 	if got := a.fill(p1); got != 9 {
 		t.Fatalf("one partner took %d of 10, want 9", got)
 	}
