@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
@@ -384,4 +388,73 @@ func TestBrokenGroupRunsItsCommandsAlone(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("%d orders", n)
 	}
+}
+
+// BenchmarkOrderCommands runs order commands (a first order, then suspend,
+// resume, suspend of it, each goroutine its own orders) from 64 goroutines over two services sharing the
+// database, as two workers of 32: in groups on 1, 2 or 4 lanes, and each
+// alone (lanes=0) as before group commit. One op is one command.
+func BenchmarkOrderCommands(b *testing.B) {
+	for _, lanes := range []int{1, groupLanes, 4, 0} {
+		grouped := lanes > 0
+		b.Run(fmt.Sprintf("lanes=%d", lanes), func(b *testing.B) {
+			f := newFixture(b)
+			// Each service its own pool of DATABASE_MAX_CONNS' default, as a worker.
+			var svcs []*Service
+			for range 2 {
+				cfg := f.db.Config().Copy()
+				cfg.MaxConns = 10
+				db, err := pgxpool.NewWithConfig(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(db.Close)
+				svcs = append(svcs, New(db, Config{StorageRoot: f.root}, NewMetrics(prometheus.NewRegistry())))
+			}
+			if _, status, err := svcs[0].handleRaw(protocol.CreateCustomer, f.partner, `{"id":"C","name":"N","admin":{"email":"a@example.com"}}`); err != nil || status != 200 {
+				b.Fatalf("customer: %d %v", status, err)
+			}
+			for _, s := range svcs {
+				if s.group.lanes = lanes; !grouped {
+					s.group = nil
+				}
+			}
+			steps := []string{protocol.CreateFirstOrder, protocol.SuspendOrder, protocol.ResumeOrder, protocol.SuspendOrder}
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for s := range 64 {
+				wg.Go(func() {
+					svc := svcs[s%2]
+					for j := 0; next.Add(1) <= int64(b.N); j++ {
+						order, step := j/len(steps), steps[j%len(steps)]
+						raw := fmt.Sprintf(`{"id":"O%d-%d"}`, s, order)
+						if step == protocol.CreateFirstOrder {
+							raw = fmt.Sprintf(`{"customer":"C","id":"O%d-%d","product":"erp-std","licenses":1,"duration":"monthly"}`, s, order)
+						}
+						if _, status, err := svc.handleRaw(step, f.partner, raw); err != nil || status != 200 {
+							b.Errorf("%s: %d %v", step, status, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			if grouped {
+				groups, cmds := 0, 0
+				for _, s := range svcs {
+					g, c := s.group.groups(b)
+					groups, cmds = groups+g, cmds+c
+				}
+				b.ReportMetric(float64(cmds)/float64(groups), "commands/transaction")
+			}
+		})
+	}
+}
+
+func (s *Service) handleRaw(method string, partner int64, params string) (protocol.Result, int, error) {
+	res, err := s.Handle(context.Background(), &protocol.Command{Method: method, Partner: partner, RequestID: "r",
+		Params: json.RawMessage(params)})
+	return res, res.Status, err
 }
