@@ -23,8 +23,9 @@ type Admission struct {
 	MaxInFlight int
 	// ADMISSION_MIN_IN_FLIGHT, default 16: the limit never goes below it.
 	MinInFlight int
-	// ADMISSION_TARGET_LATENCY, default 250ms: calls answered slower (or
-	// 202) cut the limit by a tenth; calls within it raise it back.
+	// ADMISSION_TARGET_LATENCY, default 250ms: more than a tenth of a
+	// limit's worth of calls answered slower (or 202) cut the limit by a
+	// tenth; calls within it raise it back.
 	TargetLatency time.Duration
 }
 

@@ -22,9 +22,10 @@ import (
 // calls see while it is in use (at least half of it taken), additive
 // increase and multiplicative decrease as TCP's congestion window: a call
 // answered within TargetLatency raises it by 1/limit (one per limit's worth
-// of calls); a slower one, or a 202 (no reply before RPC_TIMEOUT), cuts it
-// by a tenth, at most once per limit's worth of calls, so that one slow
-// burst counts once. The signal is
+// of calls); a window of a limit's worth of calls of which more than a tenth
+// were slower, or 202 (no reply before RPC_TIMEOUT), cuts it by a tenth. The
+// limit so keeps the 90th percentile near the target: a slow call now and
+// then (a checkpoint, a busy neighbour) does not cut it. The signal is
 // the latency partners see against a target below RPC_TIMEOUT rather than a
 // gradient of short to long average latency (Netflix's Gradient2, as in
 // go-concurrency-limits): the methods differ severalfold in their own cost,
@@ -65,7 +66,8 @@ type admitter struct {
 	limit    float64
 	inFlight int
 	held     map[int64]int // calls in flight per partner; a partner with none is absent
-	sinceCut int           // calls finished since the limit was last cut
+	window   int           // calls sampled in the current window
+	slow     int           // of which slower than the target, or 202
 
 	refusals *prometheus.CounterVec
 	gauge    prometheus.Gauge
@@ -119,20 +121,25 @@ func (a *admitter) release(partner int64, sampled bool, elapsed time.Duration, d
 	if !sampled {
 		return
 	}
-	a.sinceCut++
 	// Only while the limit is in use does latency tell of it: a slow call
 	// with few others in flight was not slowed by queueing, and a limit far
 	// above the calls made is not raised further.
 	if float64(a.inFlight+1) < a.limit/2 {
 		return
 	}
+	a.window++
 	if dropped || (a.target > 0 && elapsed > a.target) {
-		if float64(a.sinceCut) >= a.limit {
-			a.limit = math.Max(a.min, a.limit*0.9)
-			a.sinceCut = 0
-		}
+		a.slow++
 	} else {
 		a.limit = math.Min(a.max, a.limit+1/a.limit)
+	}
+	// A window is a limit's worth of calls; more than a tenth of them slow
+	// (their 90th percentile over the target) cuts the limit once.
+	if float64(a.window) >= a.limit {
+		if a.slow*10 > a.window {
+			a.limit = math.Max(a.min, a.limit*0.9)
+		}
+		a.window, a.slow = 0, 0
 	}
 	a.gauge.Set(a.limit)
 }

@@ -247,10 +247,10 @@ func (a *admitter) fill(partner int64) int {
 	}
 }
 
-// The limit adapts on the latency calls see: calls slower than the target,
-// or answered 202, cut it by a tenth once per limit's worth of calls, down to
-// the minimum; calls within the target while it is in use raise it back to
-// the maximum. Latencies are given, not timed.
+// The limit adapts on the latency calls see while it is in use: a limit's
+// worth of calls of which more than a tenth were slower than the target, or
+// answered 202, cut it by a tenth, down to the minimum; calls within the
+// target raise it back to the maximum. Latencies are given, not timed.
 func TestAdmissionLimitFollowsLatency(t *testing.T) {
 	t.Parallel()
 	m := NewMetrics(prometheus.NewRegistry())
@@ -262,10 +262,27 @@ func TestAdmissionLimitFollowsLatency(t *testing.T) {
 	if got := a.fill(p2); got != 4 {
 		t.Fatalf("the second partner took %d, want the 4 kept", got)
 	}
-	// Slow answers while the limit is in use: one cut per limit's worth of
-	// calls, 40 -> 36.
-	for range 40 {
-		a.release(p2, true, 150*time.Millisecond, false)
+	// A tenth of a window slow: no cut.
+	for i := range 40 {
+		d := 10 * time.Millisecond
+		if i%10 == 0 {
+			d = 150 * time.Millisecond
+		}
+		a.release(p2, true, d, false)
+		a.acquire(p2)
+	}
+	if a.limit < 40 {
+		t.Fatalf("limit %v after a window with a tenth slow, want it uncut", a.limit)
+	}
+	a.limit, a.window, a.slow = 40, 0, 0
+	// More than a tenth slow while the limit is in use: one cut per window,
+	// 40 -> 36.
+	for i := range 40 {
+		d := 10 * time.Millisecond
+		if i%8 == 0 {
+			d = 150 * time.Millisecond
+		}
+		a.release(p2, true, d, false)
 		a.acquire(p2)
 	}
 	if a.limit != 36 || testutil.ToFloat64(m.admissionLimit) != 36 {
