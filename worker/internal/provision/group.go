@@ -41,11 +41,14 @@ import (
 //     dead-letters it.
 const (
 	// groupLanes bounds the group transactions running at once per worker:
-	// while one commits (waits for its WAL flush) the next runs.
-	groupLanes = 2
-	// maxGroup bounds the commands of one transaction; past some tens of
-	// savepoints PostgreSQL's subtransaction cache overflows.
-	maxGroup = 32
+	// while one waits for its WAL flush others run, and a command finds a
+	// lane free or waits for one group, not for a queue of them. Four of
+	// DATABASE_MAX_CONNS' default ten; BenchmarkOrderCommands found 4 lanes
+	// no slower than 1 or 2 (on a loaded machine, within its noise).
+	groupLanes = 4
+	// maxGroup bounds the commands of one transaction, and so the wait of
+	// the last of them for the others run before it on one connection.
+	maxGroup = 16
 )
 
 // errGroupFailed tells a command that its group could not commit: it runs

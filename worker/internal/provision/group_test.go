@@ -392,10 +392,10 @@ func TestBrokenGroupRunsItsCommandsAlone(t *testing.T) {
 
 // BenchmarkOrderCommands runs order commands (a first order, then suspend,
 // resume, suspend of it, each goroutine its own orders) from 64 goroutines over two services sharing the
-// database, as two workers of 32: in groups on 1, 2 or 4 lanes, and each
+// database, as two workers of 32: in groups on 1, 2 or groupLanes lanes, and each
 // alone (lanes=0) as before group commit. One op is one command.
 func BenchmarkOrderCommands(b *testing.B) {
-	for _, lanes := range []int{1, groupLanes, 4, 0} {
+	for _, lanes := range []int{1, 2, groupLanes, 0} {
 		grouped := lanes > 0
 		b.Run(fmt.Sprintf("lanes=%d", lanes), func(b *testing.B) {
 			f := newFixture(b)
