@@ -54,7 +54,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.maxInFlight, "max-inflight", 512, "most requests in flight in the fixed-rate phases (more are shed and counted as errors)")
 	fs.DurationVar(&c.mixDuration, "mix-duration", 10*time.Second, "length of each closed loop of the partner mix, and of its open loop (0: no mix)")
 	fs.IntVar(&c.admission, "admission", defaultAdmission, "ADMISSION_MAX_IN_FLIGHT of the gateway (0: admission control off)")
-	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5 this many times and report the medians")
+	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5 and 7 this many times and report the medians")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results to this JSON file")
 	fs.StringVar(&c.storage, "storage", "", "directory under which the tenants' storage root is made (default: the work directory, in the temp dir)")
 	if err := fs.Parse(args); err != nil {
