@@ -2,6 +2,7 @@
 // own isolated stack made with the tests' harness (shared/testenv):
 //
 //	go run ./scripts/lab bench     [flags]  raw broker ceiling vs end to end, own CPU per call (make bench)
+//	go run ./scripts/lab soak      [flags]  the partner mix at 80% of its peak for 10 minutes, minute by minute (make soak)
 //	go run ./scripts/lab preauth   [flags]  a valid partner's latency under a flood of random keys (make preauth-bench)
 //	go run ./scripts/lab cluster   [flags]  a three-node RabbitMQ cluster losing nodes under load (make cluster-test)
 //	go run ./scripts/lab chaos     [flags]  the fault suite (make chaos)
@@ -31,6 +32,7 @@ import (
 
 var commands = map[string]func(context.Context, []string) error{
 	"bench":   bench.Run,
+	"soak":    bench.Soak,
 	"preauth": preauth.Run,
 	"cluster": faults.Cluster.Run,
 	"chaos":   faults.Chaos.Run,
@@ -40,7 +42,7 @@ var commands = map[string]func(context.Context, []string) error{
 
 func main() {
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: lab bench|preauth|cluster|chaos|stack|reads [flags]")
+		fmt.Fprintln(os.Stderr, "usage: lab bench|soak|preauth|cluster|chaos|stack|reads [flags]")
 		os.Exit(2)
 	}
 	name := os.Args[1]

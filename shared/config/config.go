@@ -96,6 +96,8 @@ type Config struct {
 	StorageOrphanGrace time.Duration
 	// Webhook is the WEBHOOK_* settings (webhook.go).
 	Webhook Webhook
+	// Admission is the ADMISSION_* settings of the gateway (admission.go).
+	Admission Admission
 }
 
 // Load reads the environment. metricsDefault is the binary's own admin address.
@@ -129,6 +131,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 	}
 	c.Webhook = p.webhook()
 	c.ReadDatabaseURL = cmp.Or(getenv("READ_DATABASE_URL"), c.DatabaseURL)
+	c.Admission = p.admission()
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
 	if getenv("READ_DATABASE_URL") != "" {
 		p.url("READ_DATABASE_URL", c.ReadDatabaseURL, "postgres", "postgresql")
@@ -174,6 +177,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("godebug", c.GoDebug),
 		slog.Int("gomaxprocs", c.GoMaxProcs),
 		slog.Any("webhook", c.Webhook),
+		slog.Any("admission", c.Admission),
 	)
 }
 

@@ -32,6 +32,7 @@ const (
 	CodeNotAFirstOrder       = "not_a_first_order"
 	CodeRateLimited          = "rate_limited"
 	CodeUnavailable          = "unavailable"
+	CodeOverloaded           = "overloaded"
 	CodeInternal             = "internal"
 )
 

@@ -70,6 +70,8 @@ type Deps struct {
 	// Signing checks the signatures of partners that sign (SPEC section 6);
 	// nil checks none.
 	Signing *signing.Verifier
+	// Admission bounds the calls in flight (admit.go); zero: no bound.
+	Admission Admission
 	// Now is the clock RPCTimeout counts on; nil is time.Now. Tests set it
 	// to spend a call's budget without waiting.
 	Now func() time.Time
@@ -80,7 +82,7 @@ func New(d Deps) *fiber.App {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	h := &handler{Deps: d, limits: newLimiter(d)}
+	h := &handler{Deps: d, limits: newLimiter(d), admit: newAdmitter(d.Admission, d.Metrics)}
 	app := fiber.New(fiber.Config{
 		AppName: "oneoffice-gateway",
 		// With streaming, BodyLimit only bounds what the server reads ahead

@@ -20,6 +20,7 @@ import (
 type handler struct {
 	Deps
 	limits *limiter
+	admit  *admitter // nil: admission control off
 }
 
 // call is what one request learned, for its metrics and its log line.
@@ -116,6 +117,29 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	// One command id per call: the worker's ledger knows a redelivery by it.
 	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, RequestID: cl.rid,
 		Traceparent: cl.traceparent, Params: protocol.Canonical(params), Timestamp: time.Now()}
+	if h.admit != nil {
+		// Refused before the key is taken and the command sent: nothing held,
+		// nothing enqueued.
+		reason, ok := h.admit.acquire(partner)
+		if !ok {
+			h.Metrics.overloadRefusals.WithLabelValues(reason).Inc()
+			return fail(overloaded(c))
+		}
+		admitted := h.Now()
+		sent, status := false, 0
+		defer func() {
+			// A 503 from dispatch is the broker's, not a measure of latency.
+			sampled := sent && status != http.StatusServiceUnavailable
+			h.admit.release(partner, sampled, h.Now().Sub(admitted), status == http.StatusAccepted)
+		}()
+		if done, st, err := h.takeKey(c, cl, method, cmd, params); done {
+			return st, err
+		}
+		sent = true
+		st, err := h.dispatch(c, cl, cmd)
+		status = st
+		return st, err
+	}
 	if done, status, err := h.takeKey(c, cl, method, cmd, params); done {
 		return status, err
 	}

@@ -24,6 +24,9 @@ type Metrics struct {
 	rateLimited *prometheus.CounterVec
 	panics      prometheus.Counter
 
+	overloadRefusals *prometheus.CounterVec
+	admissionLimit   prometheus.Gauge
+
 	rateLimitErrors prometheus.Counter
 	keyLookups      map[auth.Result]prometheus.Counter // every result, resolved once: counted on every call
 }
@@ -74,6 +77,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "API calls whose handling panicked; each was answered 500 internal and the process went on.",
 		}),
 		keyLookups: make(map[auth.Result]prometheus.Counter),
+		overloadRefusals: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "oneoffice_gateway_overload_refusals_total",
+			Help: "Calls refused 503 overloaded by admission control, by reason: limit (ADMISSION_MAX_IN_FLIGHT, adapted to the latency seen) or partner_share (the partner held its share while others called).",
+		}, []string{"reason"}),
+		admissionLimit: f.NewGauge(prometheus.GaugeOpts{
+			Name: "oneoffice_gateway_admission_limit",
+			Help: "Calls this gateway lets in at once now: between ADMISSION_MIN_IN_FLIGHT and ADMISSION_MAX_IN_FLIGHT, cut when calls are slower than ADMISSION_TARGET_LATENCY (0 while off).",
+		}),
 	}
 	lookups := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "oneoffice_auth_key_lookups_total",
@@ -91,6 +102,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.authFail.WithLabelValues("invalid")
 	m.rateLimited.WithLabelValues(scopePartner)
 	m.rateLimited.WithLabelValues(scopeClient)
+	m.overloadRefusals.WithLabelValues(refusedLimit)
+	m.overloadRefusals.WithLabelValues(refusedShare)
 	for _, r := range auth.Results() {
 		m.keyLookups[r] = lookups.WithLabelValues(string(r))
 	}

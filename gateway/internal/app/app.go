@@ -109,6 +109,8 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		Redis:           rdb,
 		ClientRateLimit: cfg.ClientRateLimitRPS,
 		Signing:         signing.New(db, rdb, reg),
+		Admission: api.Admission{MaxInFlight: cfg.Admission.MaxInFlight, MinInFlight: cfg.Admission.MinInFlight,
+			TargetLatency: cfg.Admission.TargetLatency},
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

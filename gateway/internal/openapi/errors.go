@@ -42,6 +42,7 @@ var errorCodes = []errorCode{
 	{protocol.CodeNotAFirstOrder, []int{http.StatusUnprocessableEntity}, "a renewal id where a first order's id is needed"},
 	{protocol.CodeRateLimited, []int{http.StatusTooManyRequests}, "over the partner's rate limit (or, for keys never seen valid, the client's); Retry-After tells when to retry"},
 	{protocol.CodeUnavailable, []int{http.StatusServiceUnavailable}, "the broker, Redis or the key store is unreachable, or the broker blocks publishers: nothing was done; retry"},
+	{protocol.CodeOverloaded, []int{http.StatusServiceUnavailable}, "more calls in flight than the service answers in time: nothing was done; retry after Retry-After seconds with the same key"},
 	{protocol.CodeInternal, []int{http.StatusInternalServerError}, "the call failed inside the service (recorded; quote the requestId)"},
 }
 

@@ -23,12 +23,18 @@ type config struct {
 	warmUp         time.Duration // unmeasured load before the first run
 	maxInFlight    int           // bound of the open loop of phase 3
 	runs           int           // repetitions of phases 1 to 5
+	mixDuration    time.Duration // each closed loop of the partner mix (phase 7); 0 skips the mix
+	admission      int           // ADMISSION_MAX_IN_FLIGHT of the gateway; 0 turns admission control off
 
 	jsonPath string // write the results there too
 	storage  string // parent of STORAGE_ROOT; "" puts it in the work directory
 
 	stack load.StackFlags
 }
+
+// defaultAdmission is the gateway's ADMISSION_MAX_IN_FLIGHT in the lab's
+// stacks: the workers' 2 x 32 commands running, and as many waiting.
+const defaultAdmission = 128
 
 func parseFlags(args []string) (config, error) {
 	var c config
@@ -46,7 +52,9 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.idemDuration, "idem-duration", 5*time.Second, "length of the idempotency phase")
 	fs.DurationVar(&c.warmUp, "warmup", 2*time.Second, "unmeasured load before the first run")
 	fs.IntVar(&c.maxInFlight, "max-inflight", 512, "most requests in flight in the fixed-rate phases (more are shed and counted as errors)")
-	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5 this many times and report the medians")
+	fs.DurationVar(&c.mixDuration, "mix-duration", 10*time.Second, "length of each closed loop of the partner mix, and of its open loop (0: no mix)")
+	fs.IntVar(&c.admission, "admission", defaultAdmission, "ADMISSION_MAX_IN_FLIGHT of the gateway (0: admission control off)")
+	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5 and 7 this many times and report the medians")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results to this JSON file")
 	fs.StringVar(&c.storage, "storage", "", "directory under which the tenants' storage root is made (default: the work directory, in the temp dir)")
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +84,12 @@ func (c config) validate() error {
 		if d <= 0 || d > 10*time.Minute {
 			errs = append(errs, fmt.Errorf("-%s must be between 0 and 10m", name))
 		}
+	}
+	if c.mixDuration < 0 || c.mixDuration > 10*time.Minute {
+		errs = append(errs, errors.New("-mix-duration must be between 0 and 10m"))
+	}
+	if c.admission < 0 {
+		errs = append(errs, errors.New("-admission must be 0 (off) or more"))
 	}
 	if c.warmUp < 0 || c.warmUp > time.Minute {
 		errs = append(errs, errors.New("-warmup must be between 0 and 1m"))

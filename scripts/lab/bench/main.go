@@ -15,13 +15,16 @@
 //  5. the CPU the gateway and workers spend per request (from /proc), with the
 //     machine's and the servers' CPU over the same window;
 //  6. the cost of the idempotency step (Store.Acquire and Store.Complete on the
-//     same Redis).
+//     same Redis);
+//  7. the partner mix (mix.go: a customer, its first order, a suspend and a
+//     read of it) at 16, 64 and 256 in flight, callers waiting Retry-After
+//     when refused 503 overloaded, then at 80% of its peak (open loop).
 //
 // It prints a table and the ratios to the project's targets, optionally writes
 // JSON, and tears the stack down on any exit, Ctrl-C included.
 //
 //	go run ./scripts/lab bench [-workers 2] [-concurrency 32] [-prefetch 64] [-c 64]
-//	                           [-duration 10s] [-runs 1] [-json FILE]
+//	                           [-duration 10s] [-mix-duration 10s] [-admission 128] [-runs 1] [-json FILE]
 package bench
 
 import (
@@ -94,7 +97,7 @@ func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
 	return nil
 }
 
-// runOnce runs phases 1 to 5 once and returns their rows in report order.
+// runOnce runs phases 1 to 5 and 7 once and returns their rows in report order.
 func runOnce(ctx context.Context, st *stack, api *apiClient, cfg config) ([]Row, error) {
 	progress("phase 1: raw broker ceiling (%d in flight, then 1)", cfg.c)
 	ceiling, ceilingSingle, err := ceilingPhase(ctx, st.AMQPURL, cfg, st.measureCPU)
@@ -122,6 +125,51 @@ func runOnce(ctx context.Context, st *stack, api *apiClient, cfg config) ([]Row,
 	progress("phase 4: a single caller for %s", cfg.singleDuration)
 	rows = append(rows, st.measureCPU(func() Row {
 		return closedLoop(ctx, keySingle, "e2e 1 in flight", api.createCustomer, 1, cfg.singleDuration)
+	}))
+	if cfg.mixDuration > 0 {
+		mixRows, err := mixPhase(ctx, st, api, cfg)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, mixRows...)
+	}
+	return rows, ctx.Err()
+}
+
+// mixLoops are the closed loops of the partner mix, by calls in flight.
+var mixLoops = []struct {
+	key string
+	c   int
+}{{keyMix16, 16}, {keyMix64, 64}, {keyMix256, 256}}
+
+// mixShare is the open loop's arrival rate as a share of the mix's peak.
+const mixShare = 0.8
+
+// mixPhase runs the partner mix in closed loops at 16, 64 and 256 in
+// flight, its callers waiting Retry-After when refused, then in an open
+// loop at 80% of the highest rate they reached.
+func mixPhase(ctx context.Context, st *stack, api *apiClient, cfg config) ([]Row, error) {
+	var rows []Row
+	peak := 0.0
+	for _, l := range mixLoops {
+		progress("phase 7: partner mix, %d in flight for %s", l.c, cfg.mixDuration)
+		m := newMix(api, true)
+		r := st.measureCPU(func() Row {
+			return closedLoop(ctx, l.key, fmt.Sprintf("mix c=%d", l.c), m.call, l.c, cfg.mixDuration)
+		})
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rows = append(rows, r)
+		peak = max(peak, r.Rate)
+	}
+	if peak == 0 {
+		return nil, fmt.Errorf("no call of the partner mix succeeded (errors %v)", rows[0].ErrorsBy)
+	}
+	progress("phase 7: partner mix, %.0f%% of %.0f/s for %s", mixShare*100, peak, cfg.mixDuration)
+	m := newMix(api, false)
+	rows = append(rows, st.measureCPU(func() Row {
+		return openLoop(ctx, keyMixRate80, "mix rate 80%", m.call, peak*mixShare, cfg.mixDuration, cfg.maxInFlight)
 	}))
 	return rows, ctx.Err()
 }

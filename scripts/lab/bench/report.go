@@ -109,13 +109,27 @@ func ratios(rows []Row, runs [][]Row) []Ratio {
 	}
 	through := div(e2e.Rate, ceiling.Rate)
 	latency := div(single.P50, ceilingSingle.P50)
-	return []Ratio{
+	out := []Ratio{
 		{"end-to-end throughput / broker ceiling", through, "", ">= 0.25", through >= 0.25},
 		{"single-caller e2e p50 / raw single p50", latency, "", "<= 2", latency > 0 && latency <= 2},
 		{"p99 at 50% of max", rate50.P99, "ms", "<= 25 ms", rate50.OK > 0 && rate50.P99 <= 25},
 		{"errors at 75% of max, all runs", float64(errors75), "", "0", ok75 > 0 && errors75 == 0},
 		{"own CPU per createCustomer (gateway+workers)", e2e.CPUPerReq, "ms", "<= 0.35 ms", e2e.OK > 0 && e2e.CPUPerReq <= 0.35},
 	}
+	if _, ok := find(rows, keyMix64); !ok {
+		return out
+	}
+	mix64, mix256, mix80 := get(keyMix64), get(keyMix256), get(keyMixRate80)
+	peak := div(mix64.Rate, e2e.Rate)
+	hold := div(mix256.Rate, mix64.Rate)
+	tail := div(mix256.P99, mix64.P99)
+	return append(out,
+		Ratio{"mix at 64 in flight / createCustomer (phase 2, -c in flight)", peak, "", ">= 0.8", peak >= 0.8},
+		Ratio{"mix at 256 / mix at 64 in flight", hold, "", ">= 0.95", hold >= 0.95},
+		Ratio{"mix p99 at 256 / p99 at 64 in flight", tail, "", "<= 2", mix256.OK > 0 && tail <= 2},
+		Ratio{"mix p99 at 80% of its peak", mix80.P99, "ms", "< 50 ms", mix80.OK > 0 && mix80.P99 < 50},
+		Ratio{"mix failed calls at 80% of its peak", float64(mix80.Errors), "", "0", mix80.OK > 0 && mix80.Errors == 0},
+	)
 }
 
 func (r *Report) print(out io.Writer) {

@@ -25,7 +25,7 @@ func upStack(ctx context.Context, cfg config) (*stack, error) {
 		Name:    "bench",
 		Workers: cfg.workers,
 		Env: []string{"WORKER_CONCURRENCY=" + strconv.Itoa(cfg.concurrency),
-			"WORKER_PREFETCH=" + strconv.Itoa(cfg.prefetch)},
+			"WORKER_PREFETCH=" + strconv.Itoa(cfg.prefetch), "ADMISSION_MAX_IN_FLIGHT=" + strconv.Itoa(cfg.admission)},
 		StorageDir:   cfg.storage,
 		CloseTimeout: teardownLimit,
 	}, progress)

@@ -18,6 +18,10 @@ const (
 	keyRate50        = "rate50"
 	keyRate75        = "rate75"
 	keySingle        = "single"
+	keyMix16         = "mix16"
+	keyMix64         = "mix64"
+	keyMix256        = "mix256"
+	keyMixRate80     = "mixRate80"
 )
 
 // Row is the result of one phase. Latencies are in milliseconds and cover the

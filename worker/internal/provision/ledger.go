@@ -67,9 +67,18 @@ func (s *Service) runCommand(ctx context.Context, rt *route, c *call) (protocol.
 // recorder is a response whose ledger copy leaves something out.
 type recorder interface{ recorded() any }
 
-// attempt runs the handler once in the command's transaction, the only one
-// a command opens, and records the command in it after the effect.
+// attempt runs the command once through the ledger: in a group with the
+// commands ready with it, or alone (group.go).
 func (s *Service) attempt(ctx context.Context, rt *route, c *call) (protocol.Result, error) {
+	if s.group != nil {
+		return s.group.run(ctx, rt, c)
+	}
+	return s.attemptAlone(ctx, rt, c)
+}
+
+// attemptAlone runs the handler once in the command's own transaction and
+// records the command in it after the effect.
+func (s *Service) attemptAlone(ctx context.Context, rt *route, c *call) (protocol.Result, error) {
 	var res protocol.Result
 	var refused *protocol.Error
 	c.ended = c.ended[:0]
@@ -79,16 +88,8 @@ func (s *Service) attempt(ctx context.Context, rt *route, c *call) (protocol.Res
 			errors.As(err, &refused)
 			return err
 		}
-		if res, err = encodeResult(c, v); err != nil {
-			return err
-		}
-		rec := res
-		if r, ok := v.(recorder); ok {
-			if rec, err = encodeResult(c, r.recorded()); err != nil {
-				return err
-			}
-		}
-		return s.record(ctx, tx, c, "succeeded", rec, c.ledgerKey(rec.Status))
+		res, err = s.recordEffect(ctx, tx, c, v)
+		return err
 	})
 	if refused == nil {
 		return res, err
@@ -96,6 +97,22 @@ func (s *Service) attempt(ctx context.Context, rt *route, c *call) (protocol.Res
 	res = errorResult(refused, c.cmd.RequestID)
 	c.ended = c.ended[:0]
 	return res, s.record(ctx, s.db, c, "succeeded", res, c.ledgerKey(res.Status))
+}
+
+// recordEffect encodes the handler's answer v and records the command with
+// it in tx, after its effect.
+func (s *Service) recordEffect(ctx context.Context, tx pgx.Tx, c *call, v any) (protocol.Result, error) {
+	res, err := encodeResult(c, v)
+	if err != nil {
+		return res, err
+	}
+	rec := res
+	if r, ok := v.(recorder); ok {
+		if rec, err = encodeResult(c, r.recorded()); err != nil {
+			return res, err
+		}
+	}
+	return res, s.record(ctx, tx, c, "succeeded", rec, c.ledgerKey(rec.Status))
 }
 
 // ledgerKey is the idempotency key the ledger answers for with a result of

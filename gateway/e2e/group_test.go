@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
+)
+
+// Group commit through the real consumer: a backlog of order commands, each
+// delivered twice as a crashed worker's unacked messages come back, and one
+// refused, reaches a worker at once. They run in groups (fewer transactions
+// than commands), and each applies once: every order suspended, every new
+// order made once, one ledger row per command, the refusal recorded.
+func TestABacklogRunsInGroupsAndAppliesOnce(t *testing.T) {
+	t.Parallel()
+	s := NewStack(t)
+	s.StartGateway()
+	w := s.StartWorker()
+	s.Want(200, "createCustomer", primer)
+	const n = 20
+	for i := range n {
+		s.Want(200, "createFirstOrder", m{"customer": "ABC", "id": fmt.Sprintf("O%d", i), "product": "oo-lite",
+			"licenses": 1, "duration": "monthly"})
+	}
+	w.Stop()
+
+	var partner int64
+	s.DB().QueryRow(t.Context(), `SELECT id FROM partners WHERE name = 'Partner A'`).Scan(&partner)
+	conn, err := amqp.Dial(s.AMQPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []protocol.Command
+	for i := range n {
+		cmds = append(cmds,
+			protocol.Command{CommandID: fmt.Sprintf("suspend-%d", i), Method: "suspendOrder", Partner: partner,
+				RequestID: fmt.Sprintf("rs-%d", i), Params: []byte(fmt.Sprintf(`{"id":"O%d"}`, i))},
+			protocol.Command{CommandID: fmt.Sprintf("order-%d", i), Method: "createFirstOrder", Partner: partner,
+				RequestID: fmt.Sprintf("ro-%d", i), Params: []byte(fmt.Sprintf(
+					`{"customer":"ABC","id":"N%d","product":"oo-lite","licenses":2,"duration":"monthly"}`, i))})
+	}
+	cmds = append(cmds, protocol.Command{CommandID: "refused", Method: "createFirstOrder", Partner: partner,
+		RequestID: "r-refused", Params: []byte(`{"customer":"NOPE","id":"X1","product":"oo-lite","licenses":2,"duration":"monthly"}`)})
+	for _, c := range cmds {
+		for range 2 {
+			if err := ch.Publish(amqpx.Exchange, amqpx.RoutingKey, true, false, c.Publishing("", "")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w2 := s.StartWorker()
+	waitHandled(t, float64(2*len(cmds)), w2)
+
+	if got := s.Count(`SELECT count(*) FROM orders WHERE status = 'suspended'`); got != n {
+		t.Fatalf("%d orders suspended, want %d", got, n)
+	}
+	if got := s.Count(`SELECT count(*) FROM orders WHERE remote_id LIKE 'N%'`); got != n {
+		t.Fatalf("%d new orders, want %d", got, n)
+	}
+	if got := s.Count(`SELECT count(*) FROM orders WHERE remote_id = 'X1'`); got != 0 {
+		t.Fatal("the refused order was made")
+	}
+	for _, c := range cmds {
+		if got := s.Count(`SELECT count(*) FROM command_ledger WHERE command_id = $1`, c.CommandID); got != 1 {
+			t.Fatalf("command %s: %d ledger rows, want 1", c.CommandID, got)
+		}
+	}
+	if got := s.Count(`SELECT response_status FROM command_ledger WHERE command_id = 'refused'`); got != 404 {
+		t.Fatalf("the refusal recorded as %d, want 404", got)
+	}
+	h := scrape(t, w2)["oneoffice_worker_group_commands"].GetMetric()[0].GetHistogram()
+	// A command retried (a deadlock between two groups) is counted again.
+	if h.GetSampleSum() < float64(2*len(cmds)) || h.GetSampleCount() >= uint64(h.GetSampleSum()) {
+		t.Fatalf("%d transactions for %v commands: want every command counted, in fewer transactions",
+			h.GetSampleCount(), h.GetSampleSum())
+	}
+}
