@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/netx"
 )
 
 // Defaults, applied with cmp.Or when a variable is unset or empty.
@@ -88,6 +91,15 @@ type Config struct {
 	// lookup, the wait for a free slot included; past it the call gets 503.
 	AuthLookupTimeout time.Duration
 
+	// DIAL_TIMEOUT, default 3s: one TCP connect to PostgreSQL or RabbitMQ
+	// (Redis: 1s); TCP_USER_TIMEOUT, default 5s: how long sent data may go
+	// unacknowledged, and an idle connection silent, before it is taken for
+	// dead; AMQP_HEARTBEAT, default 5s, the heartbeat proposed to the
+	// broker. Why these values: shared/netx and shared/amqpx.
+	DialTimeout    time.Duration
+	TCPUserTimeout time.Duration
+	AMQPHeartbeat  time.Duration
+
 	// STORAGE_ORPHAN_GRACE, default 1h: how long a tenant directory without a
 	// tenant row (its insert failed) is left alone before a worker removes it.
 	StorageOrphanGrace time.Duration
@@ -123,6 +135,10 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
 
 		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
+
+		DialTimeout:    p.duration("DIAL_TIMEOUT", netx.DefaultDialTimeout),
+		TCPUserTimeout: p.duration("TCP_USER_TIMEOUT", netx.DefaultUserTimeout),
+		AMQPHeartbeat:  p.duration("AMQP_HEARTBEAT", amqpx.DefaultHeartbeat),
 	}
 	c.Webhook = p.webhook()
 	p.url("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
@@ -135,9 +151,13 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 
 // ApplyRuntime gives the Go runtime the configured processors. The runtime
 // read GOMAXPROCS itself at start; this makes the default of one processor hold
-// when the variable is unset, without restarting the process.
+// when the variable is unset, without restarting the process. It also sets
+// the time-outs of every connection to come (DIAL_TIMEOUT, TCP_USER_TIMEOUT,
+// AMQP_HEARTBEAT).
 func (c Config) ApplyRuntime() {
 	runtime.GOMAXPROCS(c.GoMaxProcs)
+	netx.Set(c.DialTimeout, c.TCPUserTimeout)
+	amqpx.SetHeartbeat(c.AMQPHeartbeat)
 }
 
 // LogValue prints the configuration with passwords masked.
@@ -162,6 +182,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("storage_orphan_grace", c.StorageOrphanGrace),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("database_max_conns", c.DatabaseMaxConns),
+		slog.Duration("dial_timeout", c.DialTimeout),
+		slog.Duration("tcp_user_timeout", c.TCPUserTimeout),
+		slog.Duration("amqp_heartbeat", c.AMQPHeartbeat),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("godebug", c.GoDebug),
 		slog.Int("gomaxprocs", c.GoMaxProcs),

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	neturl "net/url"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/oneoffice/provisioner/shared/netx"
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
@@ -31,7 +33,7 @@ func OpenDB(ctx context.Context, url string, maxConns int32, log *slog.Logger) (
 	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
+	b.MaxInterval = netx.MaxRedialPause
 	b.MaxElapsedTime = 0
 	err = backoff.RetryNotify(func() error {
 		mctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -69,6 +71,7 @@ func OpenRedis(url string, poolSize int) (*redis.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
 	}
+	opt.Dialer = redisDial
 	opt.DialTimeout = redisDialTimeout
 	opt.ReadTimeout = redisIOTimeout
 	opt.WriteTimeout = redisIOTimeout
@@ -88,6 +91,14 @@ const (
 	redisPoolTimeout = 2 * time.Second
 )
 
+// redisDial opens a Redis connection with TCP_USER_TIMEOUT and keepalive
+// (shared/netx) and the client's own shorter connect time-out.
+func redisDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := netx.Dialer()
+	d.Timeout = redisDialTimeout
+	return d.DialContext(ctx, network, addr)
+}
+
 // isSentinelURL reports whether url names Sentinels: a master_name parameter.
 func isSentinelURL(raw string) (bool, error) {
 	u, err := neturl.Parse(raw)
@@ -105,6 +116,7 @@ func openFailover(url string, poolSize int) (*redis.Client, error) {
 	if opt.MasterName == "" {
 		return nil, errors.New("parse REDIS_URL: master_name is empty")
 	}
+	opt.Dialer = redisDial
 	opt.DialTimeout = redisDialTimeout
 	opt.ReadTimeout = redisIOTimeout
 	opt.WriteTimeout = redisIOTimeout
