@@ -76,6 +76,7 @@ func OpenRedis(url string, poolSize int) (*redis.Client, error) {
 	opt.ReadTimeout = redisIOTimeout
 	opt.WriteTimeout = redisIOTimeout
 	opt.PoolTimeout = redisPoolTimeout
+	opt.ContextTimeoutEnabled = true // a call's own deadline bounds its reads and writes too
 	opt.MaxRetries = 1
 	if poolSize > 0 {
 		opt.PoolSize = poolSize
@@ -121,6 +122,7 @@ func openFailover(url string, poolSize int) (*redis.Client, error) {
 	opt.ReadTimeout = redisIOTimeout
 	opt.WriteTimeout = redisIOTimeout
 	opt.PoolTimeout = redisPoolTimeout
+	opt.ContextTimeoutEnabled = true // a call's own deadline bounds its reads and writes too
 	// One retry, as with a single server, plus room for the switch to a new
 	// master: the first call after a failover may meet the old one.
 	opt.MaxRetries = 2
