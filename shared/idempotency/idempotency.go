@@ -63,10 +63,10 @@ return 0`)
 
 // Store reads and writes idempotency records.
 type Store struct {
-	rdb      redis.Scripter // the client itself
-	cli      *redis.Client  // the same client, for plain commands
+	rdb      redis.Scripter       // the client itself
+	cli      *redis.Client        // the same client, for plain commands
 	pipe     *redis.AutoPipeliner // its automatic pipeline; nil when it has none
-	inFlight atomic.Int32   // calls of this store under way
+	inFlight atomic.Int32         // calls of this store under way
 	ttl      time.Duration
 }
 

@@ -89,14 +89,14 @@ type run struct {
 	ld    *partnerload.Load
 	logf  func(string, ...any)
 
-	faults   []*faultRun
-	sum      *partnerload.Summary
-	checked  int            // effects checked
-	replays  int            // keyed calls answered from the ledger after Redis lost their record
+	faults  []*faultRun
+	sum     *partnerload.Summary
+	checked int // effects checked
+	replays int // keyed calls answered from the ledger after Redis lost their record
 	// effectErrs are the effect checks that failed, each naming its call.
 	effectErrs []error
-	byPhase  map[string]int // of them, by phase
-	notReady []string
+	byPhase    map[string]int // of them, by phase
+	notReady   []string
 
 	// chaos: the private Redis and PostgreSQL, the poison published;
 	// cluster: the command queue's members, the node lost last.

@@ -10,8 +10,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/oneoffice/provisioner/shared/netx"
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/netx"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
