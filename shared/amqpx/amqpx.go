@@ -99,7 +99,10 @@ const DefaultHeartbeat = 5 * time.Second
 // the attempt is given up and the next one made.
 const handshakeTimeout = 10 * time.Second
 
-var heartbeat atomic.Int64
+var (
+	heartbeat  atomic.Int64
+	brokerDial = netx.DialFunc("broker", 0)
+)
 
 func init() { SetHeartbeat(DefaultHeartbeat) }
 
@@ -110,7 +113,7 @@ func SetHeartbeat(d time.Duration) { heartbeat.Store(int64(d)) }
 func dialOnce(url string) (*amqp.Connection, error) {
 	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: time.Duration(heartbeat.Load()), Locale: "en_US",
 		Dial: func(network, addr string) (net.Conn, error) {
-			c, err := netx.Dialer().Dial(network, addr)
+			c, err := brokerDial(context.Background(), network, addr)
 			if err != nil {
 				return nil, err
 			}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	neturl "net/url"
 	"time"
 
@@ -94,11 +93,7 @@ const (
 
 // redisDial opens a Redis connection with TCP_USER_TIMEOUT and keepalive
 // (shared/netx) and the client's own shorter connect time-out.
-func redisDial(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := netx.Dialer()
-	d.Timeout = redisDialTimeout
-	return d.DialContext(ctx, network, addr)
-}
+var redisDial = netx.DialFunc("redis", redisDialTimeout)
 
 // isSentinelURL reports whether url names Sentinels: a master_name parameter.
 func isSentinelURL(raw string) (bool, error) {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,7 +89,30 @@ func Dialer() *net.Dialer {
 	}
 }
 
-// DialContext dials with Dialer.
-func DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return Dialer().DialContext(ctx, network, addr)
+// Connects counts the connections opened to each dependency by outcome:
+// past the first few, each is a reconnect, and failed ones are a
+// dependency out of reach. shared/admin registers it on every process.
+var Connects = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "oneoffice_dependency_connects_total",
+	Help: "TCP connections opened to a dependency (database, redis, broker), by outcome (ok, failed); after start, each is a reconnect.",
+}, []string{"dependency", "outcome"})
+
+// DialFunc dials dependency (database, redis, broker) with Dialer, its
+// connect time-out replaced by timeout when that is not 0, and counts the
+// outcome in Connects.
+func DialFunc(dependency string, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	ok, failed := Connects.WithLabelValues(dependency, "ok"), Connects.WithLabelValues(dependency, "failed")
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := Dialer()
+		if timeout > 0 {
+			d.Timeout = timeout
+		}
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			failed.Inc()
+			return nil, err
+		}
+		ok.Inc()
+		return c, nil
+	}
 }

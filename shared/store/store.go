@@ -46,7 +46,7 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	// A silent link is noticed within seconds (TCP_USER_TIMEOUT and
 	// keepalive, shared/netx) and a connect that gets no answer is given up
 	// after DIAL_TIMEOUT; a connect_timeout in the URL wins.
-	cfg.ConnConfig.DialFunc = netx.DialContext
+	cfg.ConnConfig.DialFunc = netx.DialFunc("database", 0)
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = netx.DialTimeout()
 	}
