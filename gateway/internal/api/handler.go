@@ -123,7 +123,7 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 // in a millisecond: past it Redis is taken for unreachable and the call is
 // answered 503 with nothing done, well within a second, rather than held
 // while its connection times out or is dialed again.
-const acquireTimeout = 750 * time.Millisecond
+const acquireTimeout = 500 * time.Millisecond
 
 // takeKey applies SPEC section 3 before the command is sent. done reports that
 // the call was answered here (replayed, in progress, mismatch or Redis down).
