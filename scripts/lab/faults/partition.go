@@ -106,7 +106,7 @@ type partitionFigures struct {
 	pastDeadline, effectErrs, took503       int
 	slowest503, slowest202, slowestCut      time.Duration
 	servedWhileCut                          int
-	firstServed                             time.Duration // from the heal to the first served answer of a call sent since, -1: none
+	firstServed                             time.Duration // from the heal to the first 200 to a call sent since, -1: none
 }
 
 // judgePartitions checks the targets of each partition: every gateway served
@@ -175,7 +175,7 @@ func (r *run) partitionFigures(f *faultRun, effectErrs []error) partitionFigures
 				p.servedWhileCut++
 			}
 		}
-		if !c.Start.Before(f.healed) && c.Served() && (p.firstServed < 0 || end.Sub(f.healed) < p.firstServed) {
+		if !c.Start.Before(f.healed) && c.Status == http.StatusOK && (p.firstServed < 0 || end.Sub(f.healed) < p.firstServed) {
 			p.firstServed = end.Sub(f.healed)
 		}
 	}
@@ -204,7 +204,7 @@ func (r *run) reportPartitions(w io.Writer) {
 		if !header {
 			fmt.Fprintf(w, "\npartitions (%s each; phase: from the cut to the next fault):\n", cutFor)
 			fmt.Fprintf(w, "%-28s %6s %6s %5s %5s %5s %4s %7s %7s %10s %10s %10s %12s %13s\n", "partition", "calls", "200", "202", "503", "other",
-				"lost", "503-eff", "past-dl", "max503-cut", "max202-cut", "served-cut", "first-served", "serving-again")
+				"lost", "503-eff", "past-dl", "max503-cut", "max202-cut", "served-cut", "first-200", "serving-again")
 			header = true
 		}
 		p := r.partitionFigures(f, r.effectErrs)
