@@ -79,7 +79,7 @@ prom-check: services ## promtool checks, then every dashboard query and alert ag
 cluster-test: services ## three-node RabbitMQ cluster on this host, nodes lost under load, effects checked in PostgreSQL (CLUSTER_FLAGS=, KEEP=1)
 	. scripts/lib/godebug.sh && $(GO) run ./scripts/lab cluster $(if $(filter 1,$(KEEP)),-keep) $(CLUSTER_FLAGS)
 
-chaos: services ## the fault suite: workers killed, frozen and stopped, broker, Redis and PostgreSQL restarted, under load; effects checked (CHAOS_FLAGS=, KEEP=1)
+chaos: services ## the fault suite: workers killed, frozen and stopped, broker, Redis and PostgreSQL restarted, links cut 20 s (root), under load; effects checked (CHAOS_FLAGS=, KEEP=1)
 	. scripts/lib/godebug.sh && $(GO) run ./scripts/lab chaos $(if $(filter 1,$(KEEP)),-keep) $(CHAOS_FLAGS)
 
 # The image of deploy/Dockerfile (both binaries); needs a Docker engine with BuildKit.

@@ -187,4 +187,6 @@ ensure_postgres
 ensure_redis
 ensure_rabbitmq
 if [ "$WANT_PROMETHEUS" = 1 ]; then ensure_prometheus_tools; fi
+# The test hosts of the harness (network namespaces, veth links) need ip; root only.
+if is_root && ! have ip; then apt_install iproute2; fi
 log "services: all reachable on 127.0.0.1"

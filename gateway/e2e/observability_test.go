@@ -142,6 +142,17 @@ func TestMetricsCountEveryCall(t *testing.T) {
 			t.Errorf("worker %s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
+	// Each process dialed each of its dependencies, and every dial
+	// succeeded: the connections opened are counted by dependency.
+	for _, dep := range []string{"database", "redis", "broker"} {
+		for name, m := range map[string]map[string]*dto.MetricFamily{"gateway": g, "worker": wm} {
+			ok := value(m, "oneoffice_dependency_connects_total", map[string]string{"dependency": dep, "outcome": "ok"})
+			failed := value(m, "oneoffice_dependency_connects_total", map[string]string{"dependency": dep, "outcome": "failed"})
+			if ok < 1 || failed != 0 {
+				t.Errorf("%s connects to %s: %v ok, %v failed; want at least 1 ok and none failed", name, dep, ok, failed)
+			}
+		}
+	}
 	// A process that did little may have used less than one clock tick of
 	// CPU, so the collectors are checked by their resident memory and
 	// goroutines, which are never zero.

@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/oneoffice/provisioner/shared/netx"
 )
 
 // Names of the topology. Keep them stable: operators bind dashboards and
@@ -72,7 +75,7 @@ func Dial(ctx context.Context, url string, log *slog.Logger) (*amqp.Connection, 
 	nodes := Nodes(url)
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
+	b.MaxInterval = netx.MaxRedialPause
 	b.MaxElapsedTime = 0
 	return backoff.RetryWithData(func() (*amqp.Connection, error) {
 		conn, err := dialAny(shuffled(nodes), log)
@@ -83,11 +86,41 @@ func Dial(ctx context.Context, url string, log *slog.Logger) (*amqp.Connection, 
 	}, backoff.WithContext(b, ctx))
 }
 
-func dialOnce(url string, timeout time.Duration) (*amqp.Connection, error) {
-	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US",
+// DefaultHeartbeat is the AMQP heartbeat the clients propose (AMQP_HEARTBEAT);
+// the broker's own, if smaller, wins. An idle connection sends a frame at
+// least this often, which TCP_USER_TIMEOUT then finds unacknowledged on a
+// silent link, and a connection that hears nothing for three of them is
+// closed: a dead link is noticed within DefaultHeartbeat +
+// TCP_USER_TIMEOUT even when idle, at once under load. Below 5s a broker
+// busy with a long garbage collection risks being taken for dead.
+const DefaultHeartbeat = 5 * time.Second
+
+// handshakeTimeout bounds the AMQP handshake after the TCP connect; past it
+// the attempt is given up and the next one made.
+const handshakeTimeout = 10 * time.Second
+
+var (
+	heartbeat  atomic.Int64
+	brokerDial = netx.DialFunc("broker", 0)
+)
+
+func init() { SetHeartbeat(DefaultHeartbeat) }
+
+// SetHeartbeat replaces DefaultHeartbeat, once at start (shared/config's
+// ApplyRuntime).
+func SetHeartbeat(d time.Duration) { heartbeat.Store(int64(d)) }
+
+func dialOnce(url string) (*amqp.Connection, error) {
+	conn, err := amqp.DialConfig(url, amqp.Config{Heartbeat: time.Duration(heartbeat.Load()), Locale: "en_US",
 		Dial: func(network, addr string) (net.Conn, error) {
-			c, err := amqp.DefaultDial(timeout)(network, addr)
+			c, err := brokerDial(context.Background(), network, addr)
 			if err != nil {
+				return nil, err
+			}
+			// Heartbeats start after the handshake: until then this
+			// deadline holds it (amqp091 clears it once open).
+			if err := c.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+				c.Close()
 				return nil, err
 			}
 			return newCoalescer(c), nil

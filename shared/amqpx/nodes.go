@@ -8,17 +8,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-)
-
-// Per-node connect timeouts. With one node there is nothing else to try, so
-// a slow network is waited for; with several, a node that does not answer
-// within nodeTimeout is passed over for the next one.
-const (
-	singleTimeout = 30 * time.Second
-	nodeTimeout   = 10 * time.Second
 )
 
 // nodeSep finds where the next URL of a comma-separated list starts: a comma
@@ -51,13 +42,9 @@ func shuffled(nodes []string) []string {
 // dialAny connects to the first of nodes that answers and declares the
 // topology there. Its error names every node it tried, without passwords.
 func dialAny(nodes []string, log *slog.Logger) (*amqp.Connection, error) {
-	timeout := singleTimeout
-	if len(nodes) > 1 {
-		timeout = nodeTimeout
-	}
 	var errs []error
 	for _, n := range nodes {
-		conn, err := dialOnce(n, timeout)
+		conn, err := dialOnce(n)
 		if err == nil {
 			if len(nodes) > 1 {
 				log.Info("broker node connected", "node", hostOf(n))

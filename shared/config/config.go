@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/netx"
 )
 
 // Defaults, applied with cmp.Or when a variable is unset or empty.
@@ -47,7 +50,7 @@ const (
 	// together.
 	DefaultClientRateLimitRPS    = 0
 	DefaultAuthLookupConcurrency = 4
-	DefaultAuthLookupTimeout     = time.Second
+	DefaultAuthLookupTimeout     = 750 * time.Millisecond
 )
 
 // DefaultStorageOrphanGrace is how long a tenant directory without a tenant
@@ -87,9 +90,18 @@ type Config struct {
 	// AUTH_LOOKUP_CONCURRENCY, default 4: database lookups of unknown API keys
 	// at once per gateway; one more is kept for keys that were valid.
 	AuthLookupConcurrency int
-	// AUTH_LOOKUP_TIMEOUT, default 1s: the longest a call waits for its key's
+	// AUTH_LOOKUP_TIMEOUT, default 750ms: the longest a call waits for its key's
 	// lookup, the wait for a free slot included; past it the call gets 503.
 	AuthLookupTimeout time.Duration
+
+	// DIAL_TIMEOUT, default 3s: one TCP connect to PostgreSQL or RabbitMQ
+	// (Redis: 1s); TCP_USER_TIMEOUT, default 5s: how long sent data may go
+	// unacknowledged, and an idle connection silent, before it is taken for
+	// dead; AMQP_HEARTBEAT, default 5s, the heartbeat proposed to the
+	// broker. Why these values: shared/netx and shared/amqpx.
+	DialTimeout    time.Duration
+	TCPUserTimeout time.Duration
+	AMQPHeartbeat  time.Duration
 
 	// STORAGE_ORPHAN_GRACE, default 1h: how long a tenant directory without a
 	// tenant row (its insert failed) is left alone before a worker removes it.
@@ -128,6 +140,10 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
 
 		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
+
+		DialTimeout:    p.duration("DIAL_TIMEOUT", netx.DefaultDialTimeout),
+		TCPUserTimeout: p.duration("TCP_USER_TIMEOUT", netx.DefaultUserTimeout),
+		AMQPHeartbeat:  p.duration("AMQP_HEARTBEAT", amqpx.DefaultHeartbeat),
 	}
 	c.Webhook = p.webhook()
 	c.ReadDatabaseURL = cmp.Or(getenv("READ_DATABASE_URL"), c.DatabaseURL)
@@ -145,9 +161,13 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 
 // ApplyRuntime gives the Go runtime the configured processors. The runtime
 // read GOMAXPROCS itself at start; this makes the default of one processor hold
-// when the variable is unset, without restarting the process.
+// when the variable is unset, without restarting the process. It also sets
+// the time-outs of every connection to come (DIAL_TIMEOUT, TCP_USER_TIMEOUT,
+// AMQP_HEARTBEAT).
 func (c Config) ApplyRuntime() {
 	runtime.GOMAXPROCS(c.GoMaxProcs)
+	netx.Set(c.DialTimeout, c.TCPUserTimeout)
+	amqpx.SetHeartbeat(c.AMQPHeartbeat)
 }
 
 // LogValue prints the configuration with passwords masked.
@@ -173,6 +193,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("storage_orphan_grace", c.StorageOrphanGrace),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Int("database_max_conns", c.DatabaseMaxConns),
+		slog.Duration("dial_timeout", c.DialTimeout),
+		slog.Duration("tcp_user_timeout", c.TCPUserTimeout),
+		slog.Duration("amqp_heartbeat", c.AMQPHeartbeat),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("godebug", c.GoDebug),
 		slog.Int("gomaxprocs", c.GoMaxProcs),

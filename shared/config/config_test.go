@@ -154,3 +154,21 @@ func TestReadDatabaseURL(t *testing.T) {
 		t.Errorf("a mysql URL: %v", err)
 	}
 }
+
+func TestLinkTimeouts(t *testing.T) {
+	c, err := Load(env(nil), DefaultWorkerMetrics)
+	if err != nil || c.DialTimeout != 3*time.Second || c.TCPUserTimeout != 5*time.Second || c.AMQPHeartbeat != 5*time.Second {
+		t.Fatalf("defaults: dial %v, user %v, heartbeat %v, %v; want 3s, 5s, 5s", c.DialTimeout, c.TCPUserTimeout, c.AMQPHeartbeat, err)
+	}
+	c, err = Load(env(map[string]string{"DIAL_TIMEOUT": "10s", "TCP_USER_TIMEOUT": "30s", "AMQP_HEARTBEAT": "15s"}), DefaultWorkerMetrics)
+	if err != nil || c.DialTimeout != 10*time.Second || c.TCPUserTimeout != 30*time.Second || c.AMQPHeartbeat != 15*time.Second {
+		t.Fatalf("set: dial %v, user %v, heartbeat %v, %v", c.DialTimeout, c.TCPUserTimeout, c.AMQPHeartbeat, err)
+	}
+	bad := map[string]string{"DIAL_TIMEOUT": "0s", "TCP_USER_TIMEOUT": "-1s", "AMQP_HEARTBEAT": "often"}
+	_, err = Load(env(bad), DefaultWorkerMetrics)
+	for name := range bad {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s: error %v, want one naming it", name, bad[name], err)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/oneoffice/provisioner/shared/netx"
 	"github.com/oneoffice/provisioner/shared/store"
 )
 
@@ -31,7 +32,7 @@ func OpenDB(ctx context.Context, url string, maxConns int32, log *slog.Logger) (
 	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
+	b.MaxInterval = netx.MaxRedialPause
 	b.MaxElapsedTime = 0
 	err = backoff.RetryNotify(func() error {
 		mctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -69,10 +70,12 @@ func OpenRedis(url string, poolSize int) (*redis.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
 	}
+	opt.Dialer = redisDial
 	opt.DialTimeout = redisDialTimeout
 	opt.ReadTimeout = redisIOTimeout
 	opt.WriteTimeout = redisIOTimeout
 	opt.PoolTimeout = redisPoolTimeout
+	opt.ContextTimeoutEnabled = true // a call's own deadline bounds its reads and writes too
 	opt.MaxRetries = 1
 	if poolSize > 0 {
 		opt.PoolSize = poolSize
@@ -87,6 +90,10 @@ const (
 	redisIOTimeout   = time.Second
 	redisPoolTimeout = 2 * time.Second
 )
+
+// redisDial opens a Redis connection with TCP_USER_TIMEOUT and keepalive
+// (shared/netx) and the client's own shorter connect time-out.
+var redisDial = netx.DialFunc("redis", redisDialTimeout)
 
 // isSentinelURL reports whether url names Sentinels: a master_name parameter.
 func isSentinelURL(raw string) (bool, error) {
@@ -105,10 +112,12 @@ func openFailover(url string, poolSize int) (*redis.Client, error) {
 	if opt.MasterName == "" {
 		return nil, errors.New("parse REDIS_URL: master_name is empty")
 	}
+	opt.Dialer = redisDial
 	opt.DialTimeout = redisDialTimeout
 	opt.ReadTimeout = redisIOTimeout
 	opt.WriteTimeout = redisIOTimeout
 	opt.PoolTimeout = redisPoolTimeout
+	opt.ContextTimeoutEnabled = true // a call's own deadline bounds its reads and writes too
 	// One retry, as with a single server, plus room for the switch to a new
 	// master: the first call after a failover may meet the old one.
 	opt.MaxRetries = 2

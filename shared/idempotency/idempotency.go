@@ -63,10 +63,10 @@ return 0`)
 
 // Store reads and writes idempotency records.
 type Store struct {
-	rdb      redis.Scripter // the client itself
-	cli      *redis.Client  // the same client, for plain commands
-	pipe     redis.Scripter // its automatic pipeline; nil when it has none
-	inFlight atomic.Int32   // calls of this store under way
+	rdb      redis.Scripter       // the client itself
+	cli      *redis.Client        // the same client, for plain commands
+	pipe     *redis.AutoPipeliner // its automatic pipeline; nil when it has none
+	inFlight atomic.Int32         // calls of this store under way
 	ttl      time.Duration
 }
 
@@ -78,7 +78,7 @@ type Store struct {
 // atomic script, so batching changes no outcome.
 func NewStore(rdb *redis.Client, ttl time.Duration) *Store {
 	s := &Store{rdb: rdb, cli: rdb, ttl: ttl}
-	if ap, err := rdb.AutoPipeline(); err == nil {
+	if ap, err := rdb.AsyncAutoPipeline(); err == nil {
 		s.pipe = ap
 	}
 	return s
@@ -86,12 +86,32 @@ func NewStore(rdb *redis.Client, ttl time.Duration) *Store {
 
 // run runs script for one call, alone or pipelined with the calls under way.
 func (s *Store) run(ctx context.Context, script *redis.Script, key string, args ...any) *redis.Cmd {
-	c := s.rdb
-	if s.inFlight.Add(1) > 1 && s.pipe != nil {
-		c = s.pipe
-	}
 	defer s.inFlight.Add(-1)
-	return script.Run(ctx, c, []string{key}, args...)
+	if s.inFlight.Add(1) > 1 && s.pipe != nil {
+		return s.runPipelined(ctx, script, key, args...)
+	}
+	return script.Run(ctx, s.rdb, []string{key}, args...)
+}
+
+// runPipelined runs script through the automatic pipeline, waiting for it
+// until ctx ends: a pipelined command does not heed its own context once
+// queued, and while Redis is unreachable the batches ahead of it each wait
+// for their read time-out. A script Redis does not know yet (NOSCRIPT) is
+// sent whole on the client.
+func (s *Store) runPipelined(ctx context.Context, script *redis.Script, key string, args ...any) *redis.Cmd {
+	cmd := redis.NewCmd(ctx, append([]any{"evalsha", script.Hash(), 1, key}, args...)...)
+	if err := s.pipe.Submit(ctx, cmd).WaitContext(ctx); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// The batch may still fill cmd: answer with a command of our own.
+			failed := redis.NewCmd(ctx)
+			failed.SetErr(err)
+			return failed
+		}
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return script.Run(ctx, s.cli, []string{key}, args...)
+		}
+	}
+	return cmd
 }
 
 // Key is the Redis key of an idempotency key of one partner. Header keys and the

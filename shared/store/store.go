@@ -16,10 +16,19 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/oneoffice/provisioner/shared/netx"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
+
+// IdleInTransactionTimeout is the idle_in_transaction_session_timeout of
+// every connection unless DATABASE_URL sets one: no transaction of the
+// provisioner waits on its client for more than a fraction of a second, so
+// 10s of silence mid-transaction means the client is gone, and its locks are
+// released then rather than after the server's own TCP time-outs (hours).
+const IdleInTransactionTimeout = 10 * time.Second
 
 // ErrNotFound is returned by lookups that find no row.
 var ErrNotFound = errors.New("not found")
@@ -34,6 +43,19 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 		cfg.MaxConns = maxConns
 	}
 	cfg.MaxConnIdleTime = time.Minute
+	// A silent link is noticed within seconds (TCP_USER_TIMEOUT and
+	// keepalive, shared/netx) and a connect that gets no answer is given up
+	// after DIAL_TIMEOUT; a connect_timeout in the URL wins.
+	cfg.ConnConfig.DialFunc = netx.DialFunc("database", 0)
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = netx.DialTimeout()
+	}
+	// A transaction whose client went silent (its link cut, its process
+	// frozen) holds its row locks until the server ends it: after
+	// IdleInTransactionTimeout of silence. A value in the URL wins.
+	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = fmt.Sprint(IdleInTransactionTimeout.Milliseconds())
+	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 

@@ -18,6 +18,11 @@
 // the call fails. Nothing here skips a test: a missing service is a failure,
 // on a laptop as in CI.
 //
+// A test host (NewTestHost, StackConfig.Hosts) runs a process in a network
+// namespace of its own with one veth link per server, which Cut takes the
+// carrier from: packets dropped both ways, no RST, no FIN. It needs root;
+// RequireTestHosts fails a test without it under CI and skips it elsewhere.
+//
 // The error-returning functions take a context and are what a program such as
 // the bench calls. Tests call the testing.TB wrappers instead (Database,
 // Vhost, Redis, FreeAddr, Launch, Start): they fail the test on error and

@@ -48,6 +48,10 @@ type ProcConfig struct {
 	// StopTimeout is how long Stop waits after SIGTERM before it kills;
 	// default DefaultStopTimeout.
 	StopTimeout time.Duration
+	// Host, when set, runs the process inside that test host's network
+	// namespace (ip netns exec, which execs the binary: the pid is the
+	// binary's). MetricsAddr must then be set, on Host.Front.
+	Host *TestHost
 }
 
 // Proc is a running process.
@@ -76,7 +80,11 @@ func LaunchProc(cfg ProcConfig) (*Proc, error) {
 		cfg.MetricsAddr = addr
 	}
 	p := &Proc{Name: cfg.Name, Metrics: cfg.MetricsAddr, cfg: cfg, done: make(chan struct{})}
-	p.cmd = exec.Command(cfg.Path, cfg.Args...)
+	argv := append([]string{cfg.Path}, cfg.Args...)
+	if cfg.Host != nil {
+		argv = cfg.Host.Exec(argv...)
+	}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(append(os.Environ(), cfg.Env...), "METRICS_ADDR="+cfg.MetricsAddr)
 	p.cmd.SysProcAttr = cfg.SysProcAttr
 	out, err := newOutput(cfg.LogFile)

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -77,6 +80,11 @@ type StackConfig struct {
 	// CloseTimeout bounds the undo when UpStack fails half way; default
 	// DefaultCloseTimeout.
 	CloseTimeout time.Duration
+	// Hosts names the processes ("gateway", "worker-1", ...) that run each
+	// on a test host of its own (TestHost, root only), reaching PostgreSQL,
+	// RabbitMQ and Redis over links that Stack.Host(name) can cut; the
+	// others run on loopback.
+	Hosts []string
 	// Logf, when set, is told each step; default Servers.Logf.
 	Logf func(format string, args ...any)
 }
@@ -122,10 +130,22 @@ type Stack struct {
 	Gateways []*Proc // all of them, in the order of APIs
 	Workers  []*Proc
 
-	cfg  StackConfig
-	srv  Servers
-	undo Teardown
+	cfg   StackConfig
+	srv   Servers
+	undo  Teardown
+	hosts map[string]*TestHost
 }
+
+// Links of a stack's test host, by dependency.
+const (
+	LinkPostgres = "postgres"
+	LinkRabbitMQ = "rabbitmq"
+	LinkRedis    = "redis"
+)
+
+// Host is the test host of the process called name, nil when it runs on
+// loopback (StackConfig.Hosts).
+func (st *Stack) Host(name string) *TestHost { return st.hosts[name] }
 
 // UpStack makes the stack step by step and starts its processes, each
 // waited for until its /readyz answers. When a step fails, what the earlier
@@ -348,7 +368,25 @@ func (st *Stack) AddWorker(ctx context.Context) (*Proc, error) {
 func (st *Stack) start(ctx context.Context, bin, name string, api bool) (*Proc, error) {
 	for attempt := 1; ; attempt++ {
 		pc, addr := st.procConfig(bin, name), ""
-		if api {
+		if slices.Contains(st.cfg.Hosts, name) {
+			h, err := st.host(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("%s: test host: %w", name, err)
+			}
+			pc.Host, pc.MetricsAddr = h, net.JoinHostPort(h.Front, "9100")
+			for _, link := range []struct{ name, env, url string }{
+				{LinkPostgres, "DATABASE_URL", st.DatabaseURL}, {LinkRabbitMQ, "AMQP_URL", st.AMQPURL}, {LinkRedis, "REDIS_URL", st.RedisURL}} {
+				u, err := h.RewriteURL(link.url, link.name)
+				if err != nil {
+					return nil, err
+				}
+				pc.Env = append(pc.Env, link.env+"="+u)
+			}
+			if api {
+				addr = net.JoinHostPort(h.Front, "8080")
+				pc.Env = append(pc.Env, "HTTP_ADDR="+addr)
+			}
+		} else if api {
 			var err error
 			if addr, err = PickAddr(); err != nil {
 				return nil, err
@@ -368,6 +406,33 @@ func (st *Stack) start(ctx context.Context, bin, name string, api bool) (*Proc, 
 		}
 		st.cfg.Logf("stack: %s: a port it was given was taken meanwhile; starting it again", name)
 	}
+}
+
+// host makes the test host of process name, once, with a link to each
+// server of the stack; Close removes it after the process stopped.
+func (st *Stack) host(ctx context.Context, name string) (*TestHost, error) {
+	if h := st.hosts[name]; h != nil {
+		return h, nil
+	}
+	deps := map[string]string{}
+	for link, raw := range map[string]string{LinkPostgres: st.DatabaseURL, LinkRabbitMQ: st.AMQPURL, LinkRedis: st.RedisURL} {
+		u, err := url.Parse(raw)
+		if err != nil || strings.Contains(raw, ",") {
+			return nil, fmt.Errorf("%s URL: a test host links one server, not a list", link)
+		}
+		deps[link] = u.Host
+	}
+	h, err := NewTestHost(ctx, deps)
+	if err != nil {
+		return nil, err
+	}
+	st.undo.Add("remove test host "+h.Name, h.Close)
+	if st.hosts == nil {
+		st.hosts = map[string]*TestHost{}
+	}
+	st.hosts[name] = h
+	st.cfg.Logf("stack: %s on test host %s (%s), links %v", name, h.Name, h.Front, h.Links())
+	return h, nil
 }
 
 func (st *Stack) procConfig(bin, name string) ProcConfig {

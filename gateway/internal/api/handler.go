@@ -146,6 +146,12 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	return h.dispatch(c, cl, cmd)
 }
 
+// acquireTimeout bounds taking an idempotency key in Redis, which answers
+// in a millisecond: past it Redis is taken for unreachable and the call is
+// answered 503 with nothing done, well within a second, rather than held
+// while its connection times out or is dialed again.
+const acquireTimeout = 500 * time.Millisecond
+
 // takeKey applies SPEC section 3 before the command is sent. done reports that
 // the call was answered here (replayed, in progress, mismatch or Redis down).
 func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *protocol.Command, params protocol.Params) (done bool, status int, err error) {
@@ -167,7 +173,9 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 	cmd.IdemKey = idempotency.Key(cmd.Partner, key, derived)
 	cmd.IdemToken = idempotency.NewToken()
 	cmd.IdemFP = idempotency.Fingerprint(cmd.Method, cmd.Params)
-	outcome, rec, err := h.Idem.Acquire(c.UserContext(), cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+	actx, cancel := context.WithTimeout(c.UserContext(), acquireTimeout)
+	outcome, rec, err := h.Idem.Acquire(actx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+	cancel()
 	if err != nil {
 		e := unavailable("the idempotency store is unreachable; nothing was done")
 		return true, e.Status, sendError(c, cl.rid, e)

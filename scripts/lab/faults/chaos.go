@@ -32,7 +32,10 @@ import (
 //   - a broker memory alarm, raised and cleared;
 //   - the broker restarted;
 //   - Redis flushed, then Redis restarted (empty);
-//   - PostgreSQL restarted.
+//   - PostgreSQL restarted;
+//   - partitions, one link cut for 20s and healed (partition.go): the
+//     gateway's to RabbitMQ, a worker's to RabbitMQ and to PostgreSQL, the
+//     gateway's to Redis and to PostgreSQL.
 //
 // Recovery is timed from the end of each fault. Besides the common checks,
 // the last answered state of every order must be the one in the database,
@@ -63,6 +66,8 @@ var Chaos = &suite{name: "chaos", rate: 150, flows: 32, setup: chaosServers, jud
 			return r.pg.Restart(ctx, serverDown)
 		}},
 	}}
+
+func init() { Chaos.faults = append(Chaos.faults, partitionFaults...) }
 
 // heartbeat is the AMQP heartbeat the broker offers, in seconds: the
 // clients take the smaller of theirs and it, and the broker drops a
@@ -98,14 +103,19 @@ func chaosServers(ctx context.Context, r *run) error {
 	}
 	r.logf("private servers up in %s: PostgreSQL on port %d, Redis on %s, RabbitMQ %s on port %d",
 		time.Since(t0).Round(time.Millisecond), r.pg.Port, r.redis.Addr, rabbit.Name, rabbit.Port)
+	hosts, err := r.wantPartitions()
+	if err != nil {
+		return err
+	}
 	srv := testenv.Servers{PostgresURL: r.pg.URL, RedisAddr: r.redis.Addr, Wait: testenv.DefaultWait}
-	return r.upStack(ctx, srv, testenv.StackConfig{Workers: 3, AMQPURL: amqpURL}, 8)
+	return r.upStack(ctx, srv, testenv.StackConfig{Workers: 3, AMQPURL: amqpURL, Hosts: hosts}, 8)
 }
 
-// liveWorker is the first worker that is running.
+// liveWorker is the first worker that is running, of those on loopback (the
+// one on a test host is kept for the partitions).
 func (r *run) liveWorker() (*testenv.Proc, error) {
 	for _, w := range r.st.Workers {
-		if !w.Exited() {
+		if !w.Exited() && r.st.Host(w.Name) == nil {
 			return w, nil
 		}
 	}
@@ -203,7 +213,7 @@ func memoryAlarm(ctx context.Context, r *run, fr *faultRun) error {
 }
 
 func judgeChaos(ctx context.Context, r *run) []error {
-	return append(r.judgePoison(ctx), r.judgeProcesses(ctx)...)
+	return append(append(r.judgePoison(ctx), r.judgeProcesses(ctx)...), r.judgePartitions()...)
 }
 
 // judgeProcesses checks that the gateway and every worker not killed on
@@ -237,4 +247,5 @@ func reportChaos(w io.Writer, r *run) {
 		fmt.Fprintf(w, "poison messages: %d dead-lettered, none took effect: %v\n", len(r.poison.kinds), r.poison.kinds)
 	}
 	fmt.Fprintf(w, "202'd calls repeated after Redis lost their record, answered from the ledger: %d\n", r.replays)
+	r.reportPartitions(w)
 }

@@ -73,6 +73,8 @@ type faultRun struct {
 	// did; unserved: the calls of the phase that were not served.
 	recovery time.Duration
 	unserved int
+	// cut and healed: when a partition's link was cut and restored.
+	cut, healed time.Time
 }
 
 // run is one run of a suite.
@@ -87,12 +89,14 @@ type run struct {
 	ld    *partnerload.Load
 	logf  func(string, ...any)
 
-	faults   []*faultRun
-	sum      *partnerload.Summary
-	checked  int            // effects checked
-	replays  int            // keyed calls answered from the ledger after Redis lost their record
-	byPhase  map[string]int // of them, by phase
-	notReady []string
+	faults  []*faultRun
+	sum     *partnerload.Summary
+	checked int // effects checked
+	replays int // keyed calls answered from the ledger after Redis lost their record
+	// effectErrs are the effect checks that failed, each naming its call.
+	effectErrs []error
+	byPhase    map[string]int // of them, by phase
+	notReady   []string
 
 	// chaos: the private Redis and PostgreSQL, the poison published;
 	// cluster: the command queue's members, the node lost last.
@@ -238,7 +242,7 @@ func (r *run) judge(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%s: serving again after %s, past %s", f.name, f.recovery, partnerload.MaxRecovery))
 		}
 	}
-	r.checked, r.byPhase, r.replays = ch.Total, ch.ByPhase, ch.Replays
+	r.checked, r.byPhase, r.replays, r.effectErrs = ch.Total, ch.ByPhase, ch.Replays, ch.Errs
 	if r.suite.judge != nil {
 		errs = append(errs, r.suite.judge(ctx, r)...)
 	}

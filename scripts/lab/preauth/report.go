@@ -97,7 +97,7 @@ func (r report) print(out io.Writer) {
 	fmt.Fprintf(out, "\npreauth bench: one gateway (GOMAXPROCS %s), one worker; CLIENT_RATE_LIMIT_RPS %s; "+
 		"AUTH_LOOKUP_CONCURRENCY %s; AUTH_LOOKUP_TIMEOUT %s\n",
 		c.stack.Procs(), rps,
-		cmp.Or(os.Getenv("AUTH_LOOKUP_CONCURRENCY"), "4 (default)"), cmp.Or(os.Getenv("AUTH_LOOKUP_TIMEOUT"), "1s (default)"))
+		cmp.Or(os.Getenv("AUTH_LOOKUP_CONCURRENCY"), "4 (default)"), cmp.Or(os.Getenv("AUTH_LOOKUP_TIMEOUT"), "750ms (default)"))
 	fmt.Fprintf(out, "\nthe valid partner's getCustomer at %g/s, %s per phase\n", c.probeRate, c.duration)
 	fmt.Fprintf(out, "  %-6s %7s %9s %9s %9s  %s\n", "phase", "calls", "p50", "p99", "max", "statuses")
 	for _, p := range r.phases {

@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/netx"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
@@ -179,7 +180,8 @@ func (c *Consumer) storeKey(ctx context.Context, o *outcome) error {
 func newBackoff() backoff.BackOff {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 50 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
+	// A dependency that comes back is tried again within a second.
+	b.MaxInterval = netx.MaxRedialPause
 	b.MaxElapsedTime = 0
 	return b
 }
