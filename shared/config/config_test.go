@@ -55,8 +55,8 @@ func TestGoMaxProcsFromTheEnvironment(t *testing.T) {
 
 func TestPreAuthSettings(t *testing.T) {
 	c, err := Load(env(nil), DefaultGatewayMetrics)
-	if err != nil || c.ClientRateLimitRPS != 0 || c.AuthLookupConcurrency != 4 || c.AuthLookupTimeout != time.Second {
-		t.Fatalf("defaults: client limit %v, lookups %d, timeout %v, %v; want 0 (off), 4, 1s",
+	if err != nil || c.ClientRateLimitRPS != 0 || c.AuthLookupConcurrency != 4 || c.AuthLookupTimeout != 750*time.Millisecond {
+		t.Fatalf("defaults: client limit %v, lookups %d, timeout %v, %v; want 0 (off), 4, 750ms",
 			c.ClientRateLimitRPS, c.AuthLookupConcurrency, c.AuthLookupTimeout, err)
 	}
 	c, err = Load(env(map[string]string{
