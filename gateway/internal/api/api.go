@@ -20,6 +20,7 @@ import (
 	"github.com/oneoffice/provisioner/gateway/internal/signing"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // BodyLimit is the largest request body accepted (413 beyond), as sent and
@@ -65,6 +66,8 @@ type Deps struct {
 	// Signing checks the signatures of partners that sign (SPEC section 6);
 	// nil checks none.
 	Signing *signing.Verifier
+	// Tracing makes the call's server span; nil is off.
+	Tracing *tracing.Provider
 	// Now is the clock RPCTimeout counts on; nil is time.Now. Tests set it
 	// to spend a call's budget without waiting.
 	Now func() time.Time

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
-	"github.com/oneoffice/provisioner/shared/tracecontext"
 )
 
 // Customer inserts are grouped: while a statement runs, the createCustomer
@@ -260,7 +259,7 @@ func insertCustomers(ctx context.Context, q rowsQuerier, batch []*newCustomer, r
 			received[i] = c.cmd.Timestamp
 		}
 		for j, v := range []string{p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, c.path, c.fp,
-			c.cmd.CommandID, c.cmd.IdemKey, c.cmd.RequestID, tracecontext.TraceID(c.cmd.Traceparent), c.suffix} {
+			c.cmd.CommandID, c.cmd.IdemKey, c.cmd.RequestID, c.cmd.TraceID, c.suffix} {
 			cols[j][i] = v
 		}
 	}
