@@ -6,6 +6,7 @@
 //	go run ./scripts/lab cluster   [flags]  a three-node RabbitMQ cluster losing nodes under load (make cluster-test)
 //	go run ./scripts/lab chaos     [flags]  the fault suite (make chaos)
 //	go run ./scripts/lab stack     [flags]  a stack for a command, run with its settings (make load, make prom-check)
+//	go run ./scripts/lab tail      [flags] -- COMMAND  receive a run's traces, explain its slowest calls stage by stage
 //
 // `go run ./scripts/lab COMMAND -h` lists a command's flags. Ctrl-C (or
 // SIGTERM) stops a run, which then removes everything it made.
@@ -25,6 +26,7 @@ import (
 	"github.com/oneoffice/provisioner/scripts/lab/faults"
 	"github.com/oneoffice/provisioner/scripts/lab/preauth"
 	"github.com/oneoffice/provisioner/scripts/lab/stack"
+	"github.com/oneoffice/provisioner/scripts/lab/tail"
 )
 
 var commands = map[string]func(context.Context, []string) error{
@@ -33,11 +35,12 @@ var commands = map[string]func(context.Context, []string) error{
 	"cluster": faults.Cluster.Run,
 	"chaos":   faults.Chaos.Run,
 	"stack":   stack.Run,
+	"tail":    tail.Run,
 }
 
 func main() {
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: lab bench|preauth|cluster|chaos|stack [flags]")
+		fmt.Fprintln(os.Stderr, "usage: lab bench|preauth|cluster|chaos|stack|tail [flags]")
 		os.Exit(2)
 	}
 	name := os.Args[1]
