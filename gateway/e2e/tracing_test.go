@@ -272,6 +272,7 @@ func TestOneCallIsOneTraceFromCallerToAnswer(t *testing.T) {
 		service, system, root string
 	}{
 		{"oneoffice-gateway", "redis", server.id()},
+		{"oneoffice-gateway", "postgresql", server.id()}, // the key looked up: the stack's first call
 		{"oneoffice-worker", "redis", consumer.id()},
 		{"oneoffice-worker", "postgresql", consumer.id()},
 	} {
