@@ -9,7 +9,8 @@
 //
 //	gateway in     the server span's start to the publish's: auth, validation, the idempotency key
 //	to the worker  the publish's start to the consumer span's: publish, confirm, queue, prefetch
-//	worker run     the consumer span's start to the reply's (PostgreSQL, its pool wait, Redis inside)
+//	worker run     the consumer span's start to the reply's (PostgreSQL, its pool wait, the
+//	               wait behind another command's batched insert, Redis inside)
 //	back           the reply's start to the server span's end: reply queue, gateway, answer
 //
 // with the median of all calls beside the mean of the slowest -top share.
@@ -138,7 +139,7 @@ func attr(kvs []*commonpb.KeyValue, key string) string {
 // stages of one call through a worker, in the order of its critical path.
 var stageNames = []string{"total", "gateway in", "  of which Redis", "  of which PostgreSQL", "to the worker",
 	"  of which publish to confirm", "worker run", "  of which PostgreSQL", "  of which waiting for a connection",
-	"  of which Redis", "back to the gateway"}
+	"  of which queued behind a batched insert", "  of which Redis", "back to the gateway"}
 
 type call struct {
 	method string
@@ -171,7 +172,7 @@ func callOf(spans []rec) (c call, ok bool) {
 	sum := func(parent, system string, from, to int64, name string) time.Duration {
 		var d time.Duration
 		for _, r := range spans {
-			if r.parent == parent && r.system == system && systems[r.parent] != system &&
+			if r.parent == parent && r.system == system && (system == "" || systems[r.parent] != system) &&
 				r.start >= from && r.start < to && (name == "" || r.name == name) {
 				d += r.dur()
 			}
@@ -190,6 +191,7 @@ func callOf(spans []rec) (c call, ok bool) {
 		time.Duration(reply.start - cons.start),
 		pgWorker - acquire,
 		acquire,
+		sum(cons.id, "", cons.start, reply.start, "createCustomer insert queue"),
 		sum(cons.id, "redis", cons.start, reply.start, ""),
 		time.Duration(server.end - reply.start),
 	}}, true
