@@ -242,7 +242,7 @@ func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, i
 	if err != nil {
 		if errors.Is(err, ErrUnknown) {
 			c.m.unconfirmed.Inc()
-			c.carry(c.log.With("request_id", cmd.RequestID), pub)
+			c.carry(c.log.With("request_id", cmd.RequestID, "trace_id", tracing.TraceID(pctx)), pub)
 		}
 		endPublish(span, err, errors.Is(err, ErrUnknown))
 		return protocol.Result{}, err
