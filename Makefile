@@ -19,8 +19,8 @@ services: ## make sure PostgreSQL, Redis and RabbitMQ answer on loopback (start 
 migrate: build ## apply the database migrations
 	$(BIN)/gateway migrate
 
-run: services build ## everything up: migrate, print a demo key, one gateway and two workers (Ctrl-C stops all)
-	bash scripts/run.sh
+run: services build ## everything up: migrate, print a demo key, one gateway and two workers (Ctrl-C stops all; TRACES=1: and Jaeger)
+	TRACES=$(TRACES) bash scripts/run.sh
 
 # The fault tests: brokers, databases and endpoints cut, killed or alarmed,
 # private servers. `make test` leaves them to `make test-faults`, which CI runs

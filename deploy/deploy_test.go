@@ -42,7 +42,7 @@ var (
 
 func TestComposeHasTheWholeStack(t *testing.T) {
 	p := loadCompose(t)
-	want := slices.Concat(dependencies, []string{"migrate"}, gateways, workers, []string{"lb", "prometheus", "grafana"})
+	want := slices.Concat(dependencies, []string{"migrate"}, gateways, workers, []string{"lb", "prometheus", "grafana", "jaeger"})
 	got := p.ServiceNames()
 	slices.Sort(want)
 	slices.Sort(got)

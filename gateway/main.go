@@ -27,6 +27,7 @@ import (
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
 	"github.com/oneoffice/provisioner/shared/store"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // env is what an admin command works with. Only its result goes to stdout.
@@ -85,7 +86,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		defer out.Close()
 		log := logging.New(out, cfg.LogLevel, "gateway")
 		cfg.ApplyRuntime()
-		if err := app.Serve(ctx, cfg, log); err != nil {
+		tp, err := tracing.Setup(ctx, os.Getenv, "oneoffice-gateway")
+		if err != nil {
+			fmt.Fprintf(stderr, "gateway: invalid tracing configuration: %v\n", err)
+			return 2
+		}
+		defer tracing.Flush(tp, log)
+		if err := app.Serve(ctx, cfg, log, tp); err != nil {
 			log.Error("gateway failed", "error", err)
 			return 1
 		}

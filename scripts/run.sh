@@ -2,6 +2,11 @@
 # make run: migrate, print a demo partner key, then one gateway and two workers
 # in the foreground. Ctrl-C (or SIGTERM) stops all three. Expects the services
 # up (scripts/services.sh) and the binaries built (make build).
+#
+# TRACES=1 (make run TRACES=1) also runs Jaeger (all in one, spans kept in
+# memory, UI on 127.0.0.1:16686) and points the processes' OTLP exporters at
+# it. Jaeger is built once into bin/jaeger from the Go module proxy (a few
+# minutes), as load.sh builds k6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/godebug.sh
@@ -33,6 +38,20 @@ bin/gateway migrate >/dev/null
 key=$(bin/gateway keys create --partner "Demo partner")
 
 pids=()
+if [ "${TRACES:-}" = 1 ]; then
+  jaeger_version=v1.75.0 # Jaeger v2's binary, cmd/jaeger
+  if [ ! -x bin/jaeger ]; then
+    echo "run.sh: building Jaeger $jaeger_version into bin/ (once, a few minutes)" >&2
+    # Jaeger's go.mod has replace directives, so go install cannot build it:
+    # a module of its own under bin/ takes it as a tool instead.
+    mkdir -p bin/jaeger-build
+    (cd bin/jaeger-build && { [ -f go.mod ] || go mod init jaeger-build >/dev/null 2>&1; } &&
+      go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$jaeger_version" &&
+      go build -o ../jaeger github.com/jaegertracing/jaeger/cmd/jaeger)
+  fi
+  bin/jaeger >>"$logs/jaeger.log" 2>&1 & pids+=($!)
+  export OTEL_EXPORTER_OTLP_ENDPOINT=${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4318}
+fi
 stop() {
   trap - INT TERM EXIT
   echo; echo "stopping gateway and workers..."
@@ -66,5 +85,12 @@ Try:
 
 Ctrl-C stops everything.
 MSG
+if [ "${TRACES:-}" = 1 ]; then
+  cat <<MSG
+Traces: Jaeger on http://127.0.0.1:16686 (log $logs/jaeger.log). A call's answer carries
+  traceparent: 00-TRACE_ID-SPAN_ID-01; open http://127.0.0.1:16686/trace/TRACE_ID
+  (curl -si shows the header), or search the service oneoffice-gateway.
+MSG
+fi
 wait -n "${pids[@]}" || true
 echo "a process exited; see $logs" >&2

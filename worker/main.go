@@ -11,6 +11,7 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/config"
 	"github.com/oneoffice/provisioner/shared/logging"
+	"github.com/oneoffice/provisioner/shared/tracing"
 	"github.com/oneoffice/provisioner/worker/internal/app"
 )
 
@@ -30,7 +31,13 @@ func run() int {
 	defer out.Close()
 	log := logging.New(out, cfg.LogLevel, "worker")
 	cfg.ApplyRuntime()
-	if err := app.Run(ctx, cfg, log); err != nil {
+	tp, err := tracing.Setup(ctx, os.Getenv, "oneoffice-worker")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "worker: invalid tracing configuration: %v\n", err)
+		return 2
+	}
+	defer tracing.Flush(tp, log)
+	if err := app.Run(ctx, cfg, log, tp); err != nil {
 		log.Error("worker failed", "error", err)
 		return 1
 	}

@@ -8,6 +8,7 @@
 //	go run ./scripts/lab chaos     [flags]  the fault suite (make chaos)
 //	go run ./scripts/lab stack     [flags]  a stack for a command, run with its settings (make load, make prom-check)
 //	go run ./scripts/lab reads     [flags]  reads beside the queue: at the workers' peak, behind a backlog, list pages
+//	go run ./scripts/lab tail      [flags] -- COMMAND  receive a run's traces, explain its slowest calls stage by stage
 //
 // `go run ./scripts/lab COMMAND -h` lists a command's flags. Ctrl-C (or
 // SIGTERM) stops a run, which then removes everything it made.
@@ -28,6 +29,7 @@ import (
 	"github.com/oneoffice/provisioner/scripts/lab/preauth"
 	"github.com/oneoffice/provisioner/scripts/lab/reads"
 	"github.com/oneoffice/provisioner/scripts/lab/stack"
+	"github.com/oneoffice/provisioner/scripts/lab/tail"
 )
 
 var commands = map[string]func(context.Context, []string) error{
@@ -38,11 +40,12 @@ var commands = map[string]func(context.Context, []string) error{
 	"chaos":   faults.Chaos.Run,
 	"stack":   stack.Run,
 	"reads":   reads.Run,
+	"tail":    tail.Run,
 }
 
 func main() {
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: lab bench|soak|preauth|cluster|chaos|stack|reads [flags]")
+		fmt.Fprintln(os.Stderr, "usage: lab bench|soak|preauth|cluster|chaos|stack|reads|tail [flags]")
 		os.Exit(2)
 	}
 	name := os.Args[1]

@@ -58,7 +58,9 @@ func Listen(addr string, reg *prometheus.Registry, checks []Check) (*Server, err
 		return nil, fmt.Errorf("admin listener %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// OpenMetrics, when the scraper asks for it, carries the latency
+	// histograms' exemplars (trace ids); the text format leaves them out.
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	// Profiles for operators: the admin port is internal, like /metrics.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

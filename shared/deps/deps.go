@@ -25,8 +25,8 @@ import (
 // OpenDB opens the pool and applies the migrations. A database that is not up
 // yet (a deploy that starts everything at once) is waited for with backoff
 // until ctx ends, rather than failing the process.
-func OpenDB(ctx context.Context, url string, maxConns int32, log *slog.Logger) (*pgxpool.Pool, error) {
-	db, err := store.Open(ctx, url, maxConns)
+func OpenDB(ctx context.Context, url string, maxConns int32, log *slog.Logger, configure ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
+	db, err := store.Open(ctx, url, maxConns, configure...)
 	if err != nil {
 		return nil, err
 	}

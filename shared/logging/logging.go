@@ -7,10 +7,13 @@ package logging
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"log/slog"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // FlushInterval bounds how long a log line waits in the buffer.
@@ -71,7 +74,23 @@ func (w *Writer) Close() error {
 	return nil
 }
 
-// New returns a JSON logger at level, tagged with the process's role.
+// New returns a JSON logger at level, tagged with the process's role. A line
+// logged with a context that holds a span (the *Context methods) carries its
+// trace_id and span_id, so the lines of one call are found from its trace and
+// the other way round.
 func New(w io.Writer, level slog.Level, role string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("process", role)
+	return slog.New(traced{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})}).With("process", role)
 }
+
+// traced adds the trace and span ids of a record's context.
+type traced struct{ slog.Handler }
+
+func (h traced) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h traced) WithAttrs(attrs []slog.Attr) slog.Handler { return traced{h.Handler.WithAttrs(attrs)} }
+func (h traced) WithGroup(name string) slog.Handler       { return traced{h.Handler.WithGroup(name)} }

@@ -12,15 +12,14 @@ import (
 
 // Header names carried by a command message (SPEC section 4).
 const (
-	HeaderPartner     = "partner"
-	HeaderRequestID   = "request_id"
-	HeaderTraceparent = "traceparent"
-	HeaderIdemKey     = "idem_key"
-	HeaderIdemToken   = "idem_token"
-	HeaderIdemFP      = "idem_fp"
-	HeaderStatus      = "status"
-	HeaderCommandID   = "command_id"
-	HeaderReplayed    = "replayed"
+	HeaderPartner   = "partner"
+	HeaderRequestID = "request_id"
+	HeaderIdemKey   = "idem_key"
+	HeaderIdemToken = "idem_token"
+	HeaderIdemFP    = "idem_fp"
+	HeaderStatus    = "status"
+	HeaderCommandID = "command_id"
+	HeaderReplayed  = "replayed"
 )
 
 // MaxCommandID bounds a command id read off the queue: the gateway's are UUIDs.
@@ -38,10 +37,14 @@ type Command struct {
 	// Def is the registered method Method names, set by DecodeCommand (and
 	// by the gateway that builds the command): a delivery looks its method
 	// up once. It never travels on the wire.
-	Def         *Method
-	Partner     int64
-	RequestID   string
-	Traceparent string
+	Def       *Method
+	Partner   int64
+	RequestID string
+	// TraceID is the trace the command runs in, set by the worker from the
+	// trace context its message carries (traceparent, written and read by
+	// the OpenTelemetry propagator); "" without one. It never travels on
+	// the wire as such.
+	TraceID string
 	// IdemKey is the Redis key of the idempotency record, "" when the call has
 	// none; IdemToken is the lock holder's token and IdemFP the fingerprint.
 	IdemKey   string
@@ -60,9 +63,6 @@ func (c *Command) Publishing(correlationID, replyTo string) amqp.Publishing {
 	h := amqp.Table{
 		HeaderPartner:   c.Partner,
 		HeaderRequestID: c.RequestID,
-	}
-	if c.Traceparent != "" {
-		h[HeaderTraceparent] = c.Traceparent
 	}
 	if c.CommandID != "" {
 		h[HeaderCommandID] = c.CommandID
@@ -127,7 +127,7 @@ func DecodeCommand(d *amqp.Delivery) (Command, error) {
 		name string
 		to   *string
 	}{
-		{HeaderRequestID, &c.RequestID}, {HeaderTraceparent, &c.Traceparent}, {HeaderCommandID, &c.CommandID},
+		{HeaderRequestID, &c.RequestID}, {HeaderCommandID, &c.CommandID},
 		{HeaderIdemKey, &c.IdemKey}, {HeaderIdemToken, &c.IdemToken}, {HeaderIdemFP, &c.IdemFP},
 	} {
 		errs = append(errs, stringHeader(d.Headers, h.name, h.to))

@@ -11,7 +11,7 @@ import (
 
 // genuine is a command as the gateway publishes it.
 func genuine() Command {
-	return Command{Method: CreateCustomer, Partner: 7, RequestID: "rid-1", Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+	return Command{Method: CreateCustomer, Partner: 7, RequestID: "rid-1",
 		IdemKey: "oo:idem:7:d:customer:ABC", IdemToken: "tok", IdemFP: "fp",
 		Params: []byte(`{"id":"ABC","name":"N","admin":{"email":"a@example.com"}}`)}
 }
@@ -27,7 +27,7 @@ func TestDecodeCommandReadsWhatPublishingWrote(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.Method, err)
 		}
-		if got.Method != c.Method || got.Partner != c.Partner || got.RequestID != c.RequestID || got.Traceparent != c.Traceparent ||
+		if got.Method != c.Method || got.Partner != c.Partner || got.RequestID != c.RequestID ||
 			got.IdemKey != c.IdemKey || got.IdemToken != c.IdemToken || got.IdemFP != c.IdemFP || !bytes.Equal(got.Params, c.Params) {
 			t.Fatalf("decoded %+v, published %+v", got, c)
 		}

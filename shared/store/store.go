@@ -33,8 +33,9 @@ const IdleInTransactionTimeout = 10 * time.Second
 // ErrNotFound is returned by lookups that find no row.
 var ErrNotFound = errors.New("not found")
 
-// Open returns a connection pool; it does not wait for the database.
-func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
+// Open returns a connection pool; it does not wait for the database. Each of
+// configure, if any, adjusts the pool's configuration first (tracing does).
+func Open(ctx context.Context, url string, maxConns int32, configure ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
@@ -55,6 +56,9 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	// IdleInTransactionTimeout of silence. A value in the URL wins.
 	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
 		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = fmt.Sprint(IdleInTransactionTimeout.Milliseconds())
+	}
+	for _, f := range configure {
+		f(cfg)
 	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }

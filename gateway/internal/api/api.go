@@ -22,6 +22,7 @@ import (
 	"github.com/oneoffice/provisioner/gateway/internal/signing"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // BodyLimit is the largest request body accepted (413 beyond), as sent and
@@ -72,6 +73,8 @@ type Deps struct {
 	Signing *signing.Verifier
 	// Admission bounds the calls in flight (admit.go); zero: no bound.
 	Admission Admission
+	// Tracing makes the call's server span; nil is off.
+	Tracing *tracing.Provider
 	// Now is the clock RPCTimeout counts on; nil is time.Now. Tests set it
 	// to spend a call's budget without waiting.
 	Now func() time.Time

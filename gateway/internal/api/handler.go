@@ -11,6 +11,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/oneoffice/provisioner/gateway/internal/rpc"
 	"github.com/oneoffice/provisioner/shared/idempotency"
@@ -27,7 +28,6 @@ type handler struct {
 type call struct {
 	rid, method, idem string
 	partner           int64
-	traceparent       string
 	start             time.Time // when the call arrived: RPCTimeout counts from it
 }
 
@@ -36,6 +36,7 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 	h.Metrics.inFlight.Inc()
 	h.Metrics.calls.Add(1)
 	cl := &call{rid: requestID(c), method: "unknown", start: h.Now()}
+	span := h.startSpan(c)
 	status := http.StatusInternalServerError
 	defer func() {
 		// A panic anywhere in a call is that call's 500, with its request id;
@@ -50,10 +51,11 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 		h.Metrics.inFlight.Dec()
 		h.Metrics.calls.Add(-1)
 		elapsed := time.Since(start)
-		h.Metrics.observe(cl.method, status, elapsed.Seconds())
+		h.Metrics.observe(cl.method, status, elapsed.Seconds(), span)
 		h.Log.InfoContext(c.UserContext(), "request", "request_id", cl.rid, "partner", cl.partner,
 			"method", cl.method, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
-			"idempotency", cl.idem, "traceparent", cl.traceparent)
+			"idempotency", cl.idem)
+		endSpan(span, cl, status)
 	}()
 	status, err = h.handle(c, cl)
 	return err
@@ -109,14 +111,12 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	if perr != nil {
 		return fail(perr)
 	}
-	cl.traceparent = traceparent(c.Get("traceparent"))
-	c.Set("traceparent", cl.traceparent)
 	if !method.Mutates && h.Reads != nil {
 		return h.read(c, cl, method, params)
 	}
 	// One command id per call: the worker's ledger knows a redelivery by it.
 	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, RequestID: cl.rid,
-		Traceparent: cl.traceparent, Params: protocol.Canonical(params), Timestamp: time.Now()}
+		Params: protocol.Canonical(params), Timestamp: time.Now()}
 	if h.admit != nil {
 		// Refused before the key is taken and the command sent: nothing held,
 		// nothing enqueued.
@@ -187,6 +187,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 	case idempotency.New:
 		return false, 0, nil
 	case idempotency.Replay:
+		event(c.UserContext(), "idempotent replay", attribute.Int("oneoffice.replayed_status", rec.Status))
 		c.Set("Idempotent-Replayed", "true")
 		return true, rec.Status, send(c, rec.Status, rec.Body)
 	case idempotency.InProgress:
@@ -226,6 +227,7 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 	switch {
 	case err == nil:
 		if res.Replayed { // answered from the worker's ledger, Redis having lost the record
+			event(c.UserContext(), "idempotent replay", attribute.String("oneoffice.replayed_from", "ledger"))
 			c.Set("Idempotent-Replayed", "true")
 		}
 		return res.Status, send(c, res.Status, res.Body)
@@ -233,6 +235,7 @@ func (h *handler) dispatch(c *fiber.Ctx, cl *call, cmd *protocol.Command) (int, 
 		if errors.Is(err, rpc.ErrUnknown) {
 			h.Log.WarnContext(c.UserContext(), "command sent, outcome unknown", "request_id", cl.rid, "error", err)
 		}
+		event(c.UserContext(), "answered 202 pending", attribute.String("oneoffice.pending_reason", err.Error()))
 		h.Metrics.pending.WithLabelValues(cmd.Method).Inc()
 		h.markPending(c, cl, cmd)
 		return http.StatusAccepted, send(c, http.StatusAccepted, protocol.PendingBody(cl.rid))

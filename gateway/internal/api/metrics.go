@@ -6,9 +6,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // Metrics of the API. Label values are bounded: method is one of
@@ -119,9 +121,11 @@ const (
 // KeyLookup counts one result of the key cache (auth.Options.Observe).
 func (m *Metrics) KeyLookup(r auth.Result) { m.keyLookups[r].Inc() }
 
-func (m *Metrics) observe(method string, status int, seconds float64) {
+// observe counts and times a call; a sampled call's trace id is the
+// duration's exemplar.
+func (m *Metrics) observe(method string, status int, seconds float64, span trace.Span) {
 	m.count(method, status)
-	m.duration.WithLabelValues(method).Observe(seconds)
+	tracing.Observe(m.duration.WithLabelValues(method), seconds, span)
 }
 
 // count counts a call whose duration is unknown (refused before the handler).

@@ -25,6 +25,7 @@ import (
 	"github.com/oneoffice/provisioner/shared/lifecycle"
 	"github.com/oneoffice/provisioner/shared/reads"
 	"github.com/oneoffice/provisioner/shared/store"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // teardownTimeout bounds closing what Serve opened, after the calls in flight
@@ -35,11 +36,11 @@ const teardownTimeout = 5 * time.Second
 
 // Serve runs the gateway until ctx ends. It returns the error that stopped
 // it joined with any error of the teardown.
-func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
-	log.InfoContext(ctx, "starting gateway", "config", cfg)
+func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, tp *tracing.Provider) (err error) {
+	log.InfoContext(ctx, "starting gateway", "config", cfg, "tracing", tp.Enabled())
 	var closers lifecycle.Closers
 	defer func() { err = errors.Join(err, closers.Close(teardownTimeout)) }()
-	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, dbConns(cfg), log)
+	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, dbConns(cfg), log, tp.PostgreSQL())
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the database
@@ -61,9 +62,13 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		return err
 	}
 	closers.Push("redis", lifecycle.NoContext(rdb.Close))
+	if err := tp.Redis(rdb); err != nil {
+		return err
+	}
 
 	reg := admin.NewRegistry()
 	client := rpc.New(cfg.AMQPURL, log, rpc.NewMetrics(reg))
+	client.Tracing = tp
 	// The RPC client outlives ctx: calls draining at shutdown still need
 	// their replies, so it stops only in the teardown.
 	rpcCtx, stopRPC := context.WithCancel(context.WithoutCancel(ctx))
@@ -111,6 +116,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger) (err error)
 		Signing:         signing.New(db, rdb, reg),
 		Admission: api.Admission{MaxInFlight: cfg.Admission.MaxInFlight, MinInFlight: cfg.Admission.MinInFlight,
 			TargetLatency: cfg.Admission.TargetLatency},
+		Tracing: tp,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

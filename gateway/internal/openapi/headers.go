@@ -10,6 +10,8 @@ const (
 	HeaderIdempotencyKey     = "Idempotency-Key"
 	HeaderRequestID          = "X-Request-Id"
 	HeaderTraceparent        = "traceparent"
+	HeaderTracestate         = "tracestate"
+	HeaderUserAgent          = "User-Agent"
 	HeaderContentEncoding    = "Content-Encoding"
 	HeaderSignatureTimestamp = "X-Signature-Timestamp"
 	HeaderSignatureNonce     = "X-Signature-Nonce"
@@ -49,6 +51,10 @@ var requestHeaders = []header{
 		schema: map[string]any{"type": "string", "minLength": 1, "maxLength": 128, "pattern": printable}},
 	{name: HeaderTraceparent, desc: "W3C trace context, continued by the gateway and the worker; a new trace is started without it.",
 		schema: map[string]any{"type": "string", "pattern": `^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`}},
+	{name: HeaderTracestate, desc: "W3C trace state, passed on with traceparent to the worker and the answer.",
+		schema: map[string]any{"type": "string"}},
+	{name: HeaderUserAgent, desc: "The caller's client, recorded on the call's trace (user_agent.original) when tracing is on.",
+		schema: map[string]any{"type": "string"}},
 	{name: HeaderContentEncoding, desc: "gzip or deflate, two layers at most; the body must stay within 64 KiB once inflated (413). Any other encoding is 415 unsupported_encoding.",
 		schema: map[string]any{"type": "string"}},
 	{name: HeaderSignatureTimestamp, desc: "Request signing (required of partners that sign): the time of signing in Unix seconds, within 60 s of the gateway's clock.",

@@ -186,7 +186,7 @@ var fiberHeaders = map[string]string{
 	"HeaderAuthorization": "Authorization", "HeaderXRequestID": "X-Request-Id",
 	"HeaderRetryAfter": "Retry-After", "HeaderAllow": "Allow", "HeaderCacheControl": "Cache-Control",
 	"HeaderContentEncoding": "Content-Encoding", "HeaderContentType": "Content-Type",
-	"HeaderETag": "ETag", "HeaderIfNoneMatch": "If-None-Match",
+	"HeaderETag": "ETag", "HeaderIfNoneMatch": "If-None-Match", "HeaderUserAgent": "User-Agent",
 }
 
 // headersUsed are the header names the package in dir reads or writes:

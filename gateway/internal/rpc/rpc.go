@@ -49,6 +49,7 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 var (
@@ -80,6 +81,9 @@ type Client struct {
 	url string
 	log *slog.Logger
 	m   *Metrics
+
+	// Tracing makes the publish's PRODUCER span; nil is off.
+	Tracing *tracing.Provider
 
 	cur     atomic.Pointer[session]
 	seq     atomic.Uint64
@@ -233,14 +237,17 @@ func (c *Client) Call(ctx context.Context, cmd *protocol.Command, deadline time.
 func (c *Client) await(ctx context.Context, s *session, cmd *protocol.Command, id string, rc chan reply, timer *time.Timer, until time.Time) (protocol.Result, error) {
 	start := time.Now()
 	pub := cmd.Publishing(id, amqpx.DirectReplyTo)
-	s, err := c.publishConfirmed(ctx, s, pub, timer, until)
+	pctx, span := c.startPublish(ctx, &pub)
+	s, err := c.publishConfirmed(pctx, s, pub, timer, until)
 	if err != nil {
 		if errors.Is(err, ErrUnknown) {
 			c.m.unconfirmed.Inc()
-			c.carry(c.log.With("request_id", cmd.RequestID), pub)
+			c.carry(c.log.With("request_id", cmd.RequestID, "trace_id", tracing.TraceID(pctx)), pub)
 		}
+		endPublish(span, err, errors.Is(err, ErrUnknown))
 		return protocol.Result{}, err
 	}
+	endPublish(span, nil, false)
 	c.m.confirm.Observe(time.Since(start).Seconds())
 	select {
 	case r := <-rc:
@@ -296,8 +303,10 @@ func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publ
 					return s, nil
 				}
 				c.m.nacked.Inc()
+				republished(ctx, "nacked", copies)
 				c.log.WarnContext(ctx, "broker nacked the command; publishing it again", "message_id", pub.MessageId, "copies", copies)
 			case <-s.closed:
+				republished(ctx, "connection lost", copies)
 				c.log.WarnContext(ctx, "connection lost before the confirm; publishing the command again", "message_id", pub.MessageId, "copies", copies)
 			case <-timer.C:
 				return s, fmt.Errorf("%w: no publisher confirm in time", ErrUnknown)

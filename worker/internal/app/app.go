@@ -19,6 +19,7 @@ import (
 	"github.com/oneoffice/provisioner/shared/deps"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/lifecycle"
+	"github.com/oneoffice/provisioner/shared/tracing"
 	"github.com/oneoffice/provisioner/shared/webhook"
 	"github.com/oneoffice/provisioner/worker/internal/consumer"
 	"github.com/oneoffice/provisioner/worker/internal/provision"
@@ -33,15 +34,15 @@ const teardownTimeout = 5 * time.Second
 
 // Run runs the worker until ctx ends. It returns the error that stopped it
 // joined with any error of the teardown.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
-	log.InfoContext(ctx, "starting worker", "config", cfg)
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, tp *tracing.Provider) (err error) {
+	log.InfoContext(ctx, "starting worker", "config", cfg, "tracing", tp.Enabled())
 	if err := provision.CheckStorageRoot(cfg.StorageRoot); err != nil {
 		return err
 	}
 	log.InfoContext(ctx, "tenant storage", "storage_root", cfg.StorageRoot)
 	var closers lifecycle.Closers
 	defer func() { err = errors.Join(err, closers.Close(teardownTimeout)) }()
-	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns), log)
+	db, err := deps.OpenDB(ctx, cfg.DatabaseURL, int32(cfg.DatabaseMaxConns), log, tp.PostgreSQL())
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for the database
@@ -54,6 +55,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 		return err
 	}
 	closers.Push("redis", lifecycle.NoContext(rdb.Close))
+	if err := tp.Redis(rdb); err != nil {
+		return err
+	}
 
 	reg := admin.NewRegistry()
 	m := consumer.NewMetrics(reg, cfg.WorkerConcurrency)
@@ -96,6 +100,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		OnConnected:     connected.Store,
 	}, svc, provision.IsTransient, idem, log, m)
+	c.Tracing = tp
 	log.InfoContext(ctx, "worker running", "metrics_addr", adm.Addr())
 	err = c.Run(ctx)
 	log.InfoContext(ctx, "worker stopped")

@@ -18,6 +18,7 @@ import (
 	"github.com/oneoffice/provisioner/shared/amqpx"
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // Handler runs one command.
@@ -42,6 +43,8 @@ type Consumer struct {
 	idem      *idempotency.Store
 	log       *slog.Logger
 	m         *Metrics
+	// Tracing makes each delivery's CONSUMER span; nil is off.
+	Tracing *tracing.Provider
 }
 
 // New returns a consumer. transient classifies handler failures.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // errPanic marks a command whose handler panicked.
@@ -23,13 +24,14 @@ var errPanic = errors.New("handler panicked")
 // out.
 func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery, out *outbox, stopping bool) {
 	start := time.Now()
+	ctx, span := c.startSpan(ctx, d)
 	if stopping {
-		c.apply(ctx, d, out, prefetched(d), start)
+		c.apply(ctx, d, out, prefetched(d), start, span)
 		return
 	}
 	c.m.inFlight.Inc()
 	defer c.m.inFlight.Dec()
-	c.apply(ctx, d, out, c.process(ctx, d), start)
+	c.apply(ctx, d, out, c.process(ctx, d), start, span)
 }
 
 // prefetched is the outcome of a delivery the broker sent ahead that arrives
@@ -46,6 +48,7 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery) outcome {
 		c.m.redeliveries.Inc()
 	}
 	cmd, err := protocol.DecodeCommand(d)
+	cmd.TraceID = tracing.TraceID(ctx)
 	if err == nil {
 		err = verify(&cmd)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/netx"
@@ -61,7 +62,7 @@ type outcome struct {
 // lives; if that fails, the delivery is requeued instead, unanswered), the
 // reply is sent, the broker is told, and the delivery is counted, timed from
 // start and logged in one line.
-func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o outcome, start time.Time) {
+func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o outcome, start time.Time, span trace.Span) {
 	if err := c.storeKey(ctx, &o); err != nil {
 		// The redelivery stores it, or runs the command again if it failed.
 		o = outcome{settle: settleRequeue, reason: requeueUnstored, err: errors.Join(o.err, err), cmd: o.cmd, key: keyKeep}
@@ -70,20 +71,28 @@ func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o o
 	if o.reply != nil && d.ReplyTo != "" {
 		// The key's fate is already stored, so a reply lost here costs the
 		// partner a 202 (or a retry), never the result.
-		if err := out.replies.PublishWithContext(ctx, "", d.ReplyTo, false, false,
-			o.reply.ReplyPublishing(d.CorrelationId)); err != nil {
+		rs := c.replySpan(ctx, d)
+		err := out.replies.PublishWithContext(ctx, "", d.ReplyTo, false, false, o.reply.ReplyPublishing(d.CorrelationId))
+		if err != nil {
 			problems = append(problems, "reply_error", err)
 		}
+		endReply(rs, err)
 	}
 	var err error
 	switch o.settle {
 	case settleAck:
-		out.settle.ack(d.DeliveryTag)
+		ss := c.settleSpan(ctx, "ack", d)
+		acked := out.settle.ack(d.DeliveryTag)
+		endSettle(ss, acked, acked == 0, nil)
 	case settleRequeue:
+		ss := c.settleSpan(ctx, "nack", d)
 		err = out.settle.reject(d, true)
+		endSettle(ss, 0, false, err)
 	case settleDeadLetter:
 		c.m.deadLettered.WithLabelValues(o.reason).Inc()
+		ss := c.settleSpan(ctx, "nack", d)
 		err = out.settle.reject(d, false)
+		endSettle(ss, 0, false, err)
 	}
 	if err != nil {
 		// The channel is failing: the broker requeues every unsettled
@@ -94,9 +103,10 @@ func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o o
 	label := o.label()
 	if mm := c.m.ofMethod(o.cmd.Method); mm != nil { // registered names only
 		mm.commands[label].Inc()
-		mm.duration.Observe(elapsed.Seconds())
+		observe(mm, elapsed, span)
 	}
 	c.logOutcome(ctx, d, &o, label, elapsed, problems)
+	endSpan(span, &o, label)
 }
 
 // label is the outcome label of commands_total.
@@ -120,9 +130,6 @@ func (c *Consumer) logOutcome(ctx context.Context, d *amqp.Delivery, o *outcome,
 	elapsed time.Duration, problems []any) {
 	cmd := &o.cmd
 	attrs := []any{"request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method}
-	if cmd.Traceparent != "" {
-		attrs = append(attrs, "traceparent", cmd.Traceparent)
-	}
 	attrs = append(attrs, "outcome", label, "duration_ms", float64(elapsed.Microseconds())/1000,
 		"redelivered", d.Redelivered)
 	if o.reason != "" {
@@ -229,8 +236,10 @@ func (s *settler) start() {
 	s.mu.Unlock()
 }
 
-// ack settles a command that finished: its ack is sent now or held.
-func (s *settler) ack(tag uint64) {
+// ack settles a command that finished: its ack is sent now or held. It
+// returns how many deliveries the multiple ack it sent settled, 0 when it
+// held the ack for a later one.
+func (s *settler) ack(tag uint64) (acked int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.running--
@@ -239,6 +248,7 @@ func (s *settler) ack(tag uint64) {
 	switch {
 	case s.held == 0:
 	case s.running == 0 || s.held >= s.maxHeld:
+		acked = s.held
 		s.send()
 	case !s.armed:
 		s.armed = true
@@ -255,6 +265,7 @@ func (s *settler) ack(tag uint64) {
 			}
 		}
 	}
+	return acked
 }
 
 // reject gives a command back to the broker now (requeued or dead-lettered)

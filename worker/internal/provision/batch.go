@@ -14,10 +14,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/reads"
-	"github.com/oneoffice/provisioner/shared/tracecontext"
+	"github.com/oneoffice/provisioner/shared/tracing"
 )
 
 // Customer inserts are grouped: while a statement runs, the createCustomer
@@ -60,6 +61,9 @@ type newCustomer struct {
 	// wake receives true when the command is to run the next statement, false
 	// when another command's statement settled it.
 	wake chan bool
+	// leader is the span of the command whose statement inserted this one,
+	// for the link from its wait (waitSpan).
+	leader trace.SpanContext
 }
 
 var newCustomers = sync.Pool{New: func() any { return &newCustomer{wake: make(chan bool, 1)} }}
@@ -92,9 +96,30 @@ func (in *inserter) insert(ctx context.Context, n *newCustomer) {
 	}
 	in.queue = append(in.queue, n)
 	in.mu.Unlock()
-	if <-n.wake {
+	wait := waitSpan(ctx)
+	lead := <-n.wake
+	if wait.IsRecording() {
+		if !lead {
+			wait.AddLink(trace.Link{SpanContext: n.leader})
+		}
+		wait.End()
+	}
+	if lead {
 		in.lead(ctx, n)
 	}
+}
+
+// waitSpan is the span of a command queued behind another's statement, so
+// that its trace shows the wait; once another command's statement inserted
+// it, the span links to that command's, where the statement is. Not traced,
+// it is the context's span, left alone.
+func waitSpan(ctx context.Context) trace.Span {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return span
+	}
+	_, wait := span.TracerProvider().Tracer(tracing.Scope).Start(ctx, "createCustomer insert queue")
+	return wait
 }
 
 // lead runs one statement for n and the commands queued before it. Whatever
@@ -107,8 +132,9 @@ func (in *inserter) lead(ctx context.Context, n *newCustomer) {
 	batch = append(append(batch, n), in.queue[:k]...)
 	in.queue = slices.Delete(in.queue, 0, k)
 	in.mu.Unlock()
+	leader := trace.SpanContextFromContext(ctx)
 	for _, m := range batch {
-		m.body, m.inserted, m.err = nil, false, errBatchFailed
+		m.body, m.inserted, m.err, m.leader = nil, false, errBatchFailed, leader
 	}
 	defer in.handOn(n, batch)
 	in.run(ctx, batch)
@@ -261,7 +287,7 @@ func insertCustomers(ctx context.Context, q rowsQuerier, batch []*newCustomer, r
 			received[i] = c.cmd.Timestamp
 		}
 		for j, v := range []string{p.ID, p.Name, p.Admin.Email, p.Admin.Phone, p.Admin.DisplayName, c.path, c.fp,
-			c.cmd.CommandID, c.cmd.IdemKey, c.cmd.RequestID, tracecontext.TraceID(c.cmd.Traceparent), c.suffix} {
+			c.cmd.CommandID, c.cmd.IdemKey, c.cmd.RequestID, c.cmd.TraceID, c.suffix} {
 			cols[j][i] = v
 		}
 	}

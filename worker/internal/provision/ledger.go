@@ -12,7 +12,6 @@ import (
 	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/store"
-	"github.com/oneoffice/provisioner/shared/tracecontext"
 )
 
 // The command ledger (SPEC section 3): every mutating command is recorded
@@ -137,7 +136,7 @@ const recordSQL = `INSERT INTO command_ledger (partner_id, command_id, method, r
 // its key is there already.
 func (s *Service) record(ctx context.Context, q execer, c *call, status string, res protocol.Result, key string) error {
 	tag, err := q.Exec(ctx, recordSQL, c.partner, c.cmd.CommandID, c.def.Name, c.fp, nullable(key),
-		c.cmd.RequestID, nullable(tracecontext.TraceID(c.cmd.Traceparent)), status, res.Status, res.Body, received(c),
+		c.cmd.RequestID, nullable(c.cmd.TraceID), status, res.Status, res.Body, received(c),
 		nullable(c.def.OrderID(c.params)))
 	if err == nil && tag.RowsAffected() == 0 {
 		return errRecorded
