@@ -46,7 +46,19 @@ const PendingTTL = 15 * time.Minute
 const sep = "\x00"
 
 var (
+	// acquireScript takes nothing once past its caller's deadline ARGV[3]
+	// (Unix ms; 0: none): a take that reaches Redis late (held in a TCP
+	// buffer while a link was cut, delivered when it healed) would hold the
+	// key of a call already answered 503, refusing its retries as
+	// in progress.
 	acquireScript = redis.NewScript(`
+local deadline = tonumber(ARGV[3])
+if deadline > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return redis.error_reply('LATE the take reached Redis after its deadline')
+  end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
 return redis.call('GET', KEYS[1])`)
 	completeScript = redis.NewScript(`
@@ -188,8 +200,15 @@ type Result struct {
 }
 
 // Acquire takes key for the call with fingerprint fp, or reports what holds it.
+// Past ctx's deadline by Redis' clock, it takes nothing and fails: the caller
+// has given up and answered by then (the clocks of the gateway and Redis are
+// assumed within milliseconds of each other, as NTP keeps them).
 func (s *Store) Acquire(ctx context.Context, key, token, fp string) (Outcome, Result, error) {
-	v, err := s.run(ctx, acquireScript, key, pending(token, fp), PendingTTL.Milliseconds()).Text()
+	var deadline int64
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d.UnixMilli()
+	}
+	v, err := s.run(ctx, acquireScript, key, pending(token, fp), PendingTTL.Milliseconds(), deadline).Text()
 	if errors.Is(err, redis.Nil) {
 		return New, Result{}, nil
 	}

@@ -234,3 +234,33 @@ func TestPendingMarker(t *testing.T) {
 		t.Fatal("another partner sees the marker")
 	}
 }
+
+// lateCtx is a call whose deadline has passed by the time its take reaches
+// Redis (held in a buffer while a link was cut), though nothing cancelled it
+// on the way.
+type lateCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// A take that reaches Redis after its caller's deadline takes nothing: the
+// caller answered 503, and its retry must find the key free, not in progress.
+func TestATakePastItsDeadlineTakesNothing(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	key := Key(7, "late", false)
+	if got, _, err := s.Acquire(lateCtx{ctx, time.Now().Add(-time.Second)}, key, "t1", "fp"); err == nil {
+		t.Fatalf("a take past its deadline: %v, no error; want one", got)
+	}
+	if n := rdb.Exists(ctx, key).Val(); n != 0 {
+		t.Fatalf("the late take left the key behind")
+	}
+	if got, _, err := s.Acquire(lateCtx{ctx, time.Now().Add(time.Minute)}, key, "t2", "fp"); err != nil || got != New {
+		t.Fatalf("a take within its deadline: %v, %v; want new", got, err)
+	}
+	if got, _, err := s.Acquire(ctx, key, "t3", "fp"); err != nil || got != InProgress {
+		t.Fatalf("a take with no deadline after it: %v, %v; want in progress", got, err)
+	}
+}
