@@ -169,7 +169,7 @@ func EnsurePartner(ctx context.Context, tx pgx.Tx, name string, test bool) (int6
 // its test partner; store.ErrNotFound if there is none.
 func PartnerID(ctx context.Context, db *pgxpool.Pool, name string, test bool) (int64, error) {
 	var id int64
-	err := db.QueryRow(ctx, `SELECT coalesce(t.id, 0) FROM partners l
+	err := db.QueryRow(ctx, `SELECT CASE WHEN $2 THEN coalesce(t.id, 0) ELSE l.id END FROM partners l
 		LEFT JOIN partners t ON t.live_partner_id = l.id AND $2
 		WHERE l.name = $1 AND l.live_partner_id IS NULL`, name, test).Scan(&id)
 	if err == nil && id == 0 {
