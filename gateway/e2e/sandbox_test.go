@@ -276,3 +276,24 @@ func TestAdminCommandsAreAudited(t *testing.T) {
 		t.Fatalf("audit list --since 1ns:\n%s\nwant only the header", got)
 	}
 }
+
+// The events of a test key's calls go to the partner's test endpoint
+// (webhooks set --test), those of its live keys to the live endpoint.
+func TestSandboxWebhooksGoToTheTestEndpoint(t *testing.T) {
+	t.Parallel()
+	live, test := newReceiver(t), newReceiver(t)
+	s := webhookStack(t, live)
+	testKey := s.testKey("Partner A")
+	secret := s.admin("webhooks", "set", "--partner", "Partner A", "--test", "--url", test.URL())
+	if !strings.HasPrefix(secret, "whsec_") {
+		t.Fatalf("webhooks set --test printed %q", secret)
+	}
+	test.trust(secret)
+	callsT := s.run(testKey, commands()[:3])
+	callsL := s.run(s.Key, commands()[:2])
+	test.waitFor("the test events", func(got []delivery) bool { return len(got) >= len(callsT) })
+	live.waitFor("the live events", func(got []delivery) bool { return len(got) >= len(callsL) })
+	s.waitEventsDone(len(callsT) + len(callsL))
+	checkEvents(t, callsT, test.deliveries())
+	checkEvents(t, callsL, live.deliveries())
+}
