@@ -42,29 +42,30 @@ var (
 	liveFalse = []byte(`"livemode":false`)
 )
 
-// withLivemode returns body with the livemode field of c's key added to its
-// top-level object: last, so that the fields partners match come first as
-// they were. A body that is not an object, or a call whose key is not
-// known, is returned as it is.
-func withLivemode(c *fiber.Ctx, body []byte) []byte {
+// sendBody writes body as the answer's body with the livemode field of c's
+// key added to its top-level object: last, so that the fields partners
+// match come first as they were. A body that is not an object, or a call
+// whose key is not known, is written as it is. The parts are appended to
+// the response's own buffer: no copy of the body is made for it.
+func sendBody(c *fiber.Ctx, body []byte) error {
 	live, ok := c.Locals(liveKey{}).(bool)
 	if !ok {
-		return body
+		return c.Send(body)
 	}
 	end := len(bytes.TrimRight(body, " \t\r\n")) - 1
 	if end < 1 || body[0] != '{' || body[end] != '}' {
-		return body
+		return c.Send(body)
 	}
 	field := liveTrue
 	if !live {
 		field = liveFalse
 	}
-	empty := len(bytes.TrimSpace(body[1:end])) == 0
-	out := make([]byte, 0, len(body)+len(field)+1)
-	out = append(out, body[:end]...)
-	if !empty {
-		out = append(out, ',')
+	r := c.Response()
+	r.SetBody(body[:end])
+	if len(bytes.TrimSpace(body[1:end])) > 0 {
+		r.AppendBodyString(",")
 	}
-	out = append(out, field...)
-	return append(out, body[end:]...)
+	r.AppendBody(field)
+	r.AppendBody(body[end:])
+	return nil
 }

@@ -101,7 +101,7 @@ func TestReadOnlyKeyRefusedCommands(t *testing.T) {
 	}
 }
 
-func TestWithLivemode(t *testing.T) {
+func TestSendBodyAddsLivemode(t *testing.T) {
 	t.Parallel()
 	app := fiber.New()
 	for _, c := range []struct{ in, want string }{
@@ -115,8 +115,11 @@ func TestWithLivemode(t *testing.T) {
 	} {
 		ctx := app.AcquireCtx(new(fasthttp.RequestCtx))
 		ctx.Locals(liveKey{}, false)
-		if got := string(withLivemode(ctx, []byte(c.in))); got != c.want {
-			t.Errorf("withLivemode(%q) = %q, want %q", c.in, got, c.want)
+		if err := sendBody(ctx, []byte(c.in)); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(ctx.Response().Body()); got != c.want {
+			t.Errorf("sendBody(%q) wrote %q, want %q", c.in, got, c.want)
 		}
 		app.ReleaseCtx(ctx)
 	}
