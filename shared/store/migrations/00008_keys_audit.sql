@@ -31,6 +31,7 @@ CREATE TABLE admin_audit (
 CREATE INDEX admin_audit_at ON admin_audit (at);
 
 -- +goose Down
+-- Refused while test partners own data: remove their tenants and keys first.
 DROP TABLE admin_audit;
 DROP INDEX api_keys_partner;
 ALTER TABLE api_keys DROP COLUMN last_used_at, DROP COLUMN expires_at, DROP COLUMN read_only, DROP COLUMN prefix;
