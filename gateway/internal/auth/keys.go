@@ -71,14 +71,6 @@ func CreateKey(ctx context.Context, db *pgxpool.Pool, name string) (string, erro
 	return key, err
 }
 
-// CreateSigningKey is CreateKey that also gives the partner a new signing
-// secret, replacing any it had, in the same transaction: from then on every
-// call of the partner must be signed with it (package signing). Both are
-// returned once.
-func CreateSigningKey(ctx context.Context, db *pgxpool.Pool, name string) (key, secret string, err error) {
-	return Create(ctx, db, KeyOptions{Partner: name, Signing: true, Actor: audit.OSUser()})
-}
-
 // Create makes a key as o says; secret is the new signing secret with
 // o.Signing, else "".
 func Create(ctx context.Context, db *pgxpool.Pool, o KeyOptions) (key, secret string, err error) {
