@@ -198,7 +198,7 @@ func revokeKey(ctx context.Context, e env, args []string) error {
 	}
 	err = auth.Revoke(ctx, e.db, key, audit.OSUser())
 	if errors.Is(err, store.ErrNotFound) {
-		return errors.New("no working key matches: the key is unknown, already revoked or expired")
+		return errors.New("no working key matches: the key is unknown or already revoked, or it expired")
 	}
 	return err
 }
