@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make run: migrate, print a demo partner key, then one gateway and two workers
+# make run: migrate, print demo partner keys (a test key, a live key), then one gateway and two workers
 # in the foreground. Ctrl-C (or SIGTERM) stops all three. Expects the services
 # up (scripts/services.sh) and the binaries built (make build).
 #
@@ -36,6 +36,7 @@ fi
 
 bin/gateway migrate >/dev/null
 key=$(bin/gateway keys create --partner "Demo partner")
+test_key=$(bin/gateway keys create --partner "Demo partner" --test)
 
 pids=()
 if [ "${TRACES:-}" = 1 ]; then
@@ -77,10 +78,11 @@ OneOffice provisioner is up.
   API:        http://$HTTP_ADDR/   (gateway metrics http://$gw_metrics/metrics)
   workers:    metrics on http://$w1_metrics/metrics and http://$w2_metrics/metrics
   logs:       $logs/gateway.log, $logs/worker1.log, $logs/worker2.log
-  demo key:   $key
+  test key:   $test_key   (sandbox: test data only, answers say "livemode": false)
+  live key:   $key
 
 Try:
-  curl -s -X GET http://$HTTP_ADDR/ -H 'x-api-key: $key' -H 'Content-Type: application/json' \\
+  curl -s -X GET http://$HTTP_ADDR/ -H 'x-api-key: $test_key' -H 'Content-Type: application/json' \\
     --data '{"method":"createCustomer","params":{"id":"ABC","name":"ABC Company","admin":{"email":"test3@example.com"}}}'
 
 Ctrl-C stops everything.

@@ -21,8 +21,9 @@ func TestGetRequest(t *testing.T) {
 	g := s.Want(200, "getRequest", m{"id": "req-create"})
 	resp, _ := g["response"].(m)
 	body, _ := json.Marshal(resp["body"])
-	var want any
+	var want map[string]any
 	json.Unmarshal(created.Body, &want)
+	delete(want, "livemode") // the gateway's, on the answer; the recorded result is the worker's
 	wantBody, _ := json.Marshal(want)
 	if g["requestId"] != "req-create" || g["method"] != "createCustomer" || g["status"] != "succeeded" ||
 		resp["status"] != float64(200) || string(body) != string(wantBody) || g["createdAt"] == nil || g["completedAt"] == nil {

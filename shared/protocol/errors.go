@@ -14,6 +14,7 @@ const (
 	CodeUnauthorized         = "unauthorized"
 	CodeBadSignature         = "bad_signature"
 	CodeReplayedRequest      = "replayed_request"
+	CodeForbiddenForKey      = "forbidden_for_key"
 	CodeNotFound             = "not_found"
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeCustomerNotFound     = "customer_not_found"

@@ -20,6 +20,9 @@ const (
 	HeaderStatus    = "status"
 	HeaderCommandID = "command_id"
 	HeaderReplayed  = "replayed"
+	// HeaderTest is true on a command of a test (sandbox) key; absent on a
+	// live one, as on every command of an older gateway.
+	HeaderTest = "test"
 )
 
 // MaxCommandID bounds a command id read off the queue: the gateway's are UUIDs.
@@ -37,8 +40,11 @@ type Command struct {
 	// Def is the registered method Method names, set by DecodeCommand (and
 	// by the gateway that builds the command): a delivery looks its method
 	// up once. It never travels on the wire.
-	Def       *Method
-	Partner   int64
+	Def     *Method
+	Partner int64
+	// Test: the call's key is a test key, Partner its test partner; such a
+	// command makes no tenant storage (SPEC section 6).
+	Test      bool
 	RequestID string
 	// TraceID is the trace the command runs in, set by the worker from the
 	// trace context its message carries (traceparent, written and read by
@@ -66,6 +72,9 @@ func (c *Command) Publishing(correlationID, replyTo string) amqp.Publishing {
 	}
 	if c.CommandID != "" {
 		h[HeaderCommandID] = c.CommandID
+	}
+	if c.Test {
+		h[HeaderTest] = true
 	}
 	if c.IdemKey != "" {
 		h[HeaderIdemKey] = c.IdemKey
@@ -122,6 +131,11 @@ func DecodeCommand(d *amqp.Delivery) (Command, error) {
 		return c, fmt.Errorf("%w: header %s missing or not an int64", ErrBadMessage, HeaderPartner)
 	}
 	c.Partner = partner
+	if v, ok := d.Headers[HeaderTest]; ok {
+		if c.Test, ok = v.(bool); !ok {
+			return c, fmt.Errorf("%w: header %s not a bool", ErrBadMessage, HeaderTest)
+		}
+	}
 	var errs []error
 	for _, h := range []struct {
 		name string

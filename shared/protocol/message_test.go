@@ -22,13 +22,16 @@ func delivery(p amqp.Publishing) *amqp.Delivery {
 }
 
 func TestDecodeCommandReadsWhatPublishingWrote(t *testing.T) {
-	for _, c := range []Command{genuine(), {Method: GetOrder, Partner: 1, RequestID: "r", Params: []byte(`{"id":"O1"}`)}} {
+	test := genuine()
+	test.Test = true
+	for _, c := range []Command{genuine(), test, {Method: GetOrder, Partner: 1, RequestID: "r", Params: []byte(`{"id":"O1"}`)}} {
 		got, err := DecodeCommand(delivery(c.Publishing("corr", "reply")))
 		if err != nil {
 			t.Fatalf("%s: %v", c.Method, err)
 		}
 		if got.Method != c.Method || got.Partner != c.Partner || got.RequestID != c.RequestID ||
-			got.IdemKey != c.IdemKey || got.IdemToken != c.IdemToken || got.IdemFP != c.IdemFP || !bytes.Equal(got.Params, c.Params) {
+			got.IdemKey != c.IdemKey || got.IdemToken != c.IdemToken || got.IdemFP != c.IdemFP || !bytes.Equal(got.Params, c.Params) ||
+			got.Test != c.Test {
 			t.Fatalf("decoded %+v, published %+v", got, c)
 		}
 	}
@@ -53,6 +56,7 @@ func TestDecodeCommandRefusesMalformedMessages(t *testing.T) {
 		{"partner zero", func(p *amqp.Publishing) { p.Headers[HeaderPartner] = int64(0) }, ErrBadMessage, HeaderPartner},
 		{"key not text", func(p *amqp.Publishing) { p.Headers[HeaderIdemKey] = int64(1) }, ErrBadMessage, HeaderIdemKey},
 		{"fingerprint as bytes", func(p *amqp.Publishing) { p.Headers[HeaderIdemFP] = []byte("fp") }, ErrBadMessage, HeaderIdemFP},
+		{"test not a bool", func(p *amqp.Publishing) { p.Headers[HeaderTest] = "true" }, ErrBadMessage, HeaderTest},
 		{"request id not text", func(p *amqp.Publishing) { p.Headers[HeaderRequestID] = int32(5) }, ErrBadMessage, HeaderRequestID},
 		{"key without token", func(p *amqp.Publishing) { delete(p.Headers, HeaderIdemToken) }, ErrUntrusted, "together"},
 		{"key without fingerprint", func(p *amqp.Publishing) { p.Headers[HeaderIdemFP] = "" }, ErrUntrusted, "together"},

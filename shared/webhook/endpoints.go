@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/oneoffice/provisioner/shared/store"
@@ -23,10 +24,17 @@ type Endpoint struct {
 	Enabled bool
 }
 
-// PartnerID returns the id of the partner called name.
-func PartnerID(ctx context.Context, db *pgxpool.Pool, name string) (int64, error) {
+// Conn is a pool or a transaction: an admin command runs its change in the
+// transaction of its audit entry (shared/audit).
+type Conn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// PartnerID returns the id of the (live) partner called name.
+func PartnerID(ctx context.Context, db Conn, name string) (int64, error) {
 	var id int64
-	err := store.NoRows(db.QueryRow(ctx, `SELECT id FROM partners WHERE name = $1`, name).Scan(&id))
+	err := store.NoRows(db.QueryRow(ctx, `SELECT id FROM partners WHERE name = $1 AND live_partner_id IS NULL`, name).Scan(&id))
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, fmt.Errorf("no partner named %q (keys create makes one)", name)
 	}
@@ -35,16 +43,21 @@ func PartnerID(ctx context.Context, db *pgxpool.Pool, name string) (int64, error
 
 // SetEndpoint gives the partner called name the endpoint url, enabled, with
 // a new signing secret, which it returns: the only time it is seen in clear.
-func SetEndpoint(ctx context.Context, db *pgxpool.Pool, s *Sealer, p Policy, name, url string) (string, error) {
+func SetEndpoint(ctx context.Context, db Conn, s *Sealer, p Policy, name, url string) (string, error) {
+	partner, err := PartnerID(ctx, db, name)
+	if err != nil {
+		return "", err
+	}
+	return SetPartnerEndpoint(ctx, db, s, p, partner, url)
+}
+
+// SetPartnerEndpoint is SetEndpoint of the partner with id partner.
+func SetPartnerEndpoint(ctx context.Context, db Conn, s *Sealer, p Policy, partner int64, url string) (string, error) {
 	if s == nil {
 		return "", ErrNoKey
 	}
 	if err := p.CheckURL(url); err != nil {
 		return "", fmt.Errorf("--url: %w", err)
-	}
-	partner, err := PartnerID(ctx, db, name)
-	if err != nil {
-		return "", err
 	}
 	secret, err := NewSecret()
 	if err != nil {
@@ -133,7 +146,7 @@ func ListFailed(ctx context.Context, db *pgxpool.Pool, partner int64, since time
 // Replay makes the partner's failed events that occurred since pending
 // again, due now, with a new retry window, and returns how many. Their
 // webhook-id stays, so a receiver that did get one can drop it.
-func Replay(ctx context.Context, db *pgxpool.Pool, partner int64, since time.Time) (int64, error) {
+func Replay(ctx context.Context, db Conn, partner int64, since time.Time) (int64, error) {
 	var enabled bool
 	err := store.NoRows(db.QueryRow(ctx, `SELECT enabled FROM webhook_endpoints WHERE partner_id = $1`,
 		partner).Scan(&enabled))

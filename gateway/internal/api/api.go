@@ -153,7 +153,8 @@ func sendError(c *fiber.Ctx, rid string, e *protocol.Error) error {
 func send(c *fiber.Ctx, status int, body []byte) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Set(fiber.HeaderCacheControl, "no-store")
-	return c.Status(status).Send(body)
+	c.Status(status)
+	return sendBody(c, body)
 }
 
 // contractETag identifies the OpenAPI document this binary serves.

@@ -65,10 +65,11 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	fail := func(e *protocol.Error) (int, error) { return e.Status, sendError(c, cl.rid, e) }
 	key := apiKey(c)
-	partner, err := h.Auth.Partner(c.UserContext(), key, h.limits.admit(c))
+	k, err := h.Auth.Key(c.UserContext(), key, h.limits.admit(c))
 	if err != nil {
 		return fail(h.keyCheckFailed(c, err))
 	}
+	partner := k.Partner
 	if partner == 0 {
 		reason := "invalid"
 		if key == "" {
@@ -79,6 +80,7 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 			"send a valid API key in the x-api-key header (or Authorization: Bearer)"))
 	}
 	cl.partner = partner
+	markKey(c, k)
 	if e := h.limitPartner(c, partner); e != nil {
 		return fail(e)
 	}
@@ -107,6 +109,12 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	if perr != nil {
 		return fail(perr)
 	}
+	if k.ReadOnly && writes(method) {
+		// Before the params, the key and the publish: nothing is held,
+		// nothing enqueued.
+		return fail(protocol.NewError(http.StatusForbidden, protocol.CodeForbiddenForKey, "method",
+			fmt.Sprintf("this key is read-only: %s changes something; use a key with full access", method.Name)))
+	}
 	params, perr := method.Decode(raw)
 	if perr != nil {
 		return fail(perr)
@@ -115,7 +123,7 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 		return h.read(c, cl, method, params)
 	}
 	// One command id per call: the worker's ledger knows a redelivery by it.
-	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, RequestID: cl.rid,
+	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, Test: !k.Live, RequestID: cl.rid,
 		Params: protocol.Canonical(params), Timestamp: time.Now()}
 	if h.admit != nil {
 		// Refused before the key is taken and the command sent: nothing held,

@@ -96,7 +96,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, tp *tracing
 	closers.Push("admin server", adm.Stop)
 
 	metrics := api.NewMetrics(reg)
-	keys := auth.NewCacheWith(lookup(db), auth.Options{
+	keys := auth.NewKeyCache(lookup(db), auth.Options{
 		Lookups:       cfg.AuthLookupConcurrency,
 		LookupTimeout: cfg.AuthLookupTimeout,
 		Observe:       metrics.KeyLookup,
@@ -149,8 +149,8 @@ func dbConns(cfg config.Config) int32 {
 	return int32(cfg.AuthLookupConcurrency + auth.ReservedLookups + 1)
 }
 
-func lookup(db *pgxpool.Pool) auth.Lookup {
-	return func(ctx context.Context, h [32]byte) (int64, error) { return auth.LookupKey(ctx, db, h) }
+func lookup(db *pgxpool.Pool) auth.KeyLookup {
+	return func(ctx context.Context, h [32]byte) (auth.Key, error) { return auth.Find(ctx, db, h) }
 }
 
 func brokerReady(c *rpc.Client) error {

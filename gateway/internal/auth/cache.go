@@ -59,6 +59,10 @@ var (
 // no live key has it.
 type Lookup func(ctx context.Context, h [32]byte) (int64, error)
 
+// KeyLookup finds the working key of a key hash: store.ErrNotFound (or
+// partner 0) if there is none.
+type KeyLookup func(ctx context.Context, h [32]byte) (Key, error)
+
 // Result is what answered one call to Partner, or one database lookup, for
 // the metrics.
 type Result string
@@ -96,7 +100,7 @@ type Options struct {
 }
 
 type entry struct {
-	partner    int64
+	key        Key
 	read       time.Time   // when the database said so: trust ends PositiveTTL later
 	refreshing atomic.Bool // a background read is under way
 }
@@ -105,7 +109,7 @@ type entry struct {
 // at a time, whatever the number of calls that carry it; lookups are bounded
 // in number and in time.
 type Cache struct {
-	lookup   Lookup
+	lookup   KeyLookup
 	timeout  time.Duration
 	observe  func(Result)
 	known    *expirable.LRU[[32]byte, *entry]
@@ -119,8 +123,17 @@ type Cache struct {
 // NewCache returns a cache in front of lookup with the default Options.
 func NewCache(lookup Lookup) *Cache { return NewCacheWith(lookup, Options{}) }
 
-// NewCacheWith returns a cache in front of lookup.
+// NewCacheWith returns a cache in front of lookup, whose keys are live and
+// full.
 func NewCacheWith(lookup Lookup, o Options) *Cache {
+	return NewKeyCache(func(ctx context.Context, h [32]byte) (Key, error) {
+		p, err := lookup(ctx, h)
+		return Key{Partner: p, Live: true}, err
+	}, o)
+}
+
+// NewKeyCache returns a cache in front of lookup.
+func NewKeyCache(lookup KeyLookup, o Options) *Cache {
 	observe := o.Observe
 	if observe == nil {
 		observe = func(Result) {}
@@ -137,31 +150,40 @@ func NewCacheWith(lookup Lookup, o Options) *Cache {
 	}
 }
 
-// Partner returns the partner of key, 0 if the key is unknown or revoked, or
-// an error if the database cannot tell in time. admit, if not nil, is asked
-// before a key never seen valid is looked up; its error is returned as is.
+// Partner returns the partner of key, 0 if the key is unknown, revoked or
+// expired, or an error if the database cannot tell in time. admit, if not
+// nil, is asked before a key never seen valid is looked up; its error is
+// returned as is.
 func (c *Cache) Partner(ctx context.Context, key string, admit func() error) (int64, error) {
+	k, err := c.Key(ctx, key, admit)
+	return k.Partner, err
+}
+
+// Key is Partner with all that is known of the key; its Partner is 0 if the
+// key does not work.
+func (c *Cache) Key(ctx context.Context, key string, admit func() error) (Key, error) {
 	if key == "" {
-		return 0, nil
+		return Key{}, nil
 	}
 	h := Hash(key)
 	e, known := c.known.Get(h)
 	if known {
-		if age := c.now().Sub(e.read); age < PositiveTTL {
+		now := c.now()
+		if age := now.Sub(e.read); age < PositiveTTL {
 			if age >= PositiveTTL-RefreshAhead && e.refreshing.CompareAndSwap(false, true) {
 				go c.refresh(h, e)
 			}
 			c.observe(ResultHit)
-			return e.partner, nil
+			return e.key.at(now), nil
 		}
 	} else {
 		if _, ok := c.unknown.Get(h); ok {
 			c.observe(ResultNegativeHit)
-			return 0, nil
+			return Key{}, nil
 		}
 		if admit != nil {
 			if err := admit(); err != nil {
-				return 0, err
+				return Key{}, err
 			}
 		}
 	}
@@ -169,7 +191,7 @@ func (c *Cache) Partner(ctx context.Context, key string, admit func() error) (in
 }
 
 // resolve waits for the lookup of h, its own or the one under way.
-func (c *Cache) resolve(ctx context.Context, h [32]byte, known bool) (int64, error) {
+func (c *Cache) resolve(ctx context.Context, h [32]byte, known bool) (Key, error) {
 	led := false
 	ch := c.flights.DoChan(string(h[:]), func() (any, error) {
 		led = true
@@ -177,7 +199,7 @@ func (c *Cache) resolve(ctx context.Context, h [32]byte, known bool) (int64, err
 		// the cache and this flight: its answer is there now.
 		if e, ok := c.known.Get(h); ok && c.now().Sub(e.read) < PositiveTTL {
 			c.observe(ResultHit)
-			return e.partner, nil
+			return e.key, nil
 		}
 		return c.load(h, known, ResultMiss)
 	})
@@ -187,11 +209,11 @@ func (c *Cache) resolve(ctx context.Context, h [32]byte, known bool) (int64, err
 			c.observe(ResultShared)
 		}
 		if r.Err != nil {
-			return 0, r.Err
+			return Key{}, r.Err
 		}
-		return r.Val.(int64), nil
+		return r.Val.(Key).at(c.now()), nil
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return Key{}, ctx.Err()
 	}
 }
 
@@ -203,14 +225,14 @@ func (c *Cache) refresh(h [32]byte, e *entry) {
 // load reads h from the database and caches the answer. The lookup is shared
 // by every call that waits for it, so no caller's context may cancel it: it
 // runs under its own deadline.
-func (c *Cache) load(h [32]byte, known bool, ok Result) (partner int64, err error) {
+func (c *Cache) load(h [32]byte, known bool, ok Result) (key Key, err error) {
 	defer func() {
 		// singleflight re-raises a panic of a DoChan function on a goroutine
 		// of its own, where nothing recovers it: a lookup that panics must
 		// fail this key's calls, not the process.
 		if r := recover(); r != nil {
 			c.observe(ResultError)
-			partner, err = 0, fmt.Errorf("auth: key lookup panicked: %v", r)
+			key, err = Key{}, fmt.Errorf("auth: key lookup panicked: %v", r)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
@@ -221,27 +243,36 @@ func (c *Cache) load(h [32]byte, known bool, ok Result) (partner int64, err erro
 	}
 	if err := lane.Acquire(ctx, 1); err != nil {
 		c.observe(ResultRefused)
-		return 0, ErrBusy
+		return Key{}, ErrBusy
 	}
 	defer lane.Release(1)
 	read := c.now()
-	partner, err = c.lookup(ctx, h)
+	key, err = c.lookup(ctx, h)
 	switch {
-	case errors.Is(err, store.ErrNotFound) || (err == nil && partner == 0):
+	case errors.Is(err, store.ErrNotFound) || (err == nil && key.Partner == 0):
 		c.known.Remove(h)
 		c.unknown.Add(h, struct{}{})
 		c.observe(ok)
-		return 0, nil
+		return Key{}, nil
 	case err == nil:
 		c.unknown.Remove(h)
-		c.known.Add(h, &entry{partner: partner, read: read})
+		c.known.Add(h, &entry{key: key, read: read})
 		c.observe(ok)
-		return partner, nil
+		return key, nil
 	case ctx.Err() != nil:
 		c.observe(ResultTimeout)
-		return 0, fmt.Errorf("%w: %w", ErrTimeout, err)
+		return Key{}, fmt.Errorf("%w: %w", ErrTimeout, err)
 	default:
 		c.observe(ResultError)
-		return 0, fmt.Errorf("auth: look up key: %w", err)
+		return Key{}, fmt.Errorf("auth: look up key: %w", err)
 	}
+}
+
+// at is k as of now: no key once it has expired, as a revoked one, even
+// while its trust lasts.
+func (k Key) at(now time.Time) Key {
+	if !k.Expires.IsZero() && !now.Before(k.Expires) {
+		return Key{}
+	}
+	return k
 }

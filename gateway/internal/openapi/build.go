@@ -45,7 +45,7 @@ func document() (schema, error) {
 	}
 	schemas["Error"] = errorSchema()
 	schemas["Pending"] = schema{"type": "object", "required": []string{"status", "requestId"}, "additionalProperties": false,
-		"properties": schema{"status": schema{"const": "pending"}, "requestId": schema{"type": "string"}}}
+		"properties": schema{"status": schema{"const": "pending"}, "requestId": schema{"type": "string"}, "livemode": livemode}}
 	for name, s := range webhookSchemas() {
 		schemas[name] = s
 	}
@@ -124,9 +124,28 @@ func methodSchemas() (map[string]schema, error) {
 	for name, s := range r.components {
 		out[name] = s
 	}
+	for _, m := range protocol.Methods() {
+		withLivemode(out, out[ResultSchema(m.Name)])
+	}
 	out["Call"] = schema{"oneOf": calls, "discriminator": schema{"propertyName": "method", "mapping": mapping},
 		"description": "One call: the method's name and its params. Other top-level fields are ignored."}
 	return out, nil
+}
+
+// livemode is the field the gateway adds to every JSON object it answers
+// once the call's key is known (api.send).
+var livemode = schema{"type": "boolean",
+	"description": "false when the call's key is a test (sandbox) key, whose data is apart from live data; true otherwise. Absent only when the call's key was not known (401 and answers before the key is read)."}
+
+// withLivemode lets the object s (or the component it refers to) carry
+// livemode.
+func withLivemode(components map[string]schema, s schema) {
+	if r, ok := s["$ref"].(string); ok {
+		s = components[r[strings.LastIndex(r, "/")+1:]]
+	}
+	if props, ok := s["properties"].(schema); ok {
+		props["livemode"] = livemode
+	}
 }
 
 // describe says how m is run and replayed.
@@ -157,6 +176,7 @@ func errorSchema() schema {
 					"field":   schema{"type": "string", "description": "The field at fault, as params.x or a header's name; only where one field is."},
 				}},
 			"requestId": schema{"type": "string", "description": "The call's request id (X-Request-Id)."},
+			"livemode":  livemode,
 		},
 	}
 }

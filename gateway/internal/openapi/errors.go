@@ -24,6 +24,7 @@ var errorCodes = []errorCode{
 	{protocol.CodeUnauthorized, []int{http.StatusUnauthorized}, "no key, an unknown key or a revoked key"},
 	{protocol.CodeBadSignature, []int{http.StatusUnauthorized}, "a signing partner's call with a signature header missing, malformed, stale or wrong"},
 	{protocol.CodeReplayedRequest, []int{http.StatusUnauthorized}, "a signing partner's nonce used again within the window"},
+	{protocol.CodeForbiddenForKey, []int{http.StatusForbidden}, "a read-only key calling a method that changes something: nothing was done"},
 	{protocol.CodeNotFound, []int{http.StatusNotFound}, "a path other than /"},
 	{protocol.CodeMethodNotAllowed, []int{http.StatusMethodNotAllowed}, "a verb other than GET or POST on /"},
 	{protocol.CodeCustomerNotFound, []int{http.StatusNotFound}, "the customer id is unknown to this partner"},

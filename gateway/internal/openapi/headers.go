@@ -25,6 +25,7 @@ const (
 	HeaderAllow              = "Allow"
 	HeaderETag               = "ETag"
 	HeaderIfNoneMatch        = "If-None-Match"
+	HeaderKey                = "OneOffice-Key"
 )
 
 // printable is printable ASCII, space included.
@@ -65,7 +66,7 @@ var requestHeaders = []header{
 		schema: map[string]any{"type": "string", "pattern": `^v1=[0-9a-f]{64}$`}},
 }
 
-var allErrors = []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusMethodNotAllowed,
+var allErrors = []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed,
 	http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity,
 	http.StatusTooManyRequests, http.StatusRequestHeaderFieldsTooLarge, http.StatusInternalServerError, http.StatusServiceUnavailable}
 
@@ -86,6 +87,8 @@ var responseHeaders = []header{
 		schema: map[string]any{"type": "integer"}},
 	{name: HeaderRetryAfter, desc: "Seconds to wait before calling again.", schema: map[string]any{"type": "integer", "minimum": 1},
 		statuses: []int{http.StatusTooManyRequests, http.StatusServiceUnavailable}},
+	{name: HeaderKey, desc: "The kind of the call's key, once it is known: live or test (sandbox), and \", read-only\" for a key that may only read.",
+		schema: map[string]any{"type": "string", "enum": []any{"live", "test", "live, read-only", "test, read-only"}}},
 	{name: HeaderAllow, desc: "The verbs / answers to.", schema: map[string]any{"type": "string"},
 		statuses: []int{http.StatusMethodNotAllowed}},
 }

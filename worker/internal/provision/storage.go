@@ -92,6 +92,13 @@ func tenantPath(partner int64, name string) string {
 // backend would record its own scheme, so rows keep saying where a tenant is.
 func storageURI(rel string) string { return "local:" + filepath.ToSlash(rel) }
 
+// noStorage is the storage location of a test (sandbox) tenant: it has none
+// (SPEC section 6).
+const noStorage = "none:"
+
+// test reports whether c is a call of a test key.
+func (c *call) test() bool { return c.cmd != nil && c.cmd.Test }
+
 // makeStorage creates a tenant's storage location before the tenant's row
 // commits (createCustomer calls it before its insert, the consumer tenant inside
 // its transaction), so a failure leaves no tenant row; a directory left by a
