@@ -188,6 +188,18 @@ func TestOneCallIsOneTraceFromCallerToAnswer(t *testing.T) {
 	if ok.Status != 200 {
 		t.Fatalf("createCustomer: %d %s", ok.Status, ok.Body)
 	}
+	// Read now, before the calls below: a bucket keeps only its latest
+	// exemplar, and theirs may fall in the same one. Each process observes
+	// the latency as the call ends, maybe just after its answer, so the
+	// exemplars are waited for.
+	var exemplar, wexemplar bool
+	for try := 0; try < 100 && !(exemplar && wexemplar); try++ {
+		if try > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		exemplar = exemplar || hasExemplar(t, gw, "oneoffice_http_request_duration_seconds_bucket", traceOK)
+		wexemplar = wexemplar || hasExemplar(t, w, "oneoffice_worker_command_duration_seconds_bucket", traceOK)
+	}
 	replay := s.Call("createCustomer", primer, "traceparent", tp(traceReplay))
 	if replay.Status != 200 || replay.Header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("createCustomer again: %d %v, want 200 replayed", replay.Status, replay.Header)
@@ -205,8 +217,6 @@ func TestOneCallIsOneTraceFromCallerToAnswer(t *testing.T) {
 	if n := s.Count(`SELECT count(*) FROM command_ledger WHERE request_id = 'traced-ok' AND trace_id = $1`, traceOK); n != 1 {
 		t.Errorf("ledger rows of the call with its trace id: %d, want 1", n)
 	}
-	exemplar := hasExemplar(t, gw, "oneoffice_http_request_duration_seconds_bucket", traceOK)
-	wexemplar := hasExemplar(t, w, "oneoffice_worker_command_duration_seconds_bucket", traceOK)
 	// Stopping the processes exports every span they still hold.
 	gw.Stop()
 	w.Stop()
