@@ -86,6 +86,10 @@ func NewStack(t *testing.T, extra ...string) *Stack {
 	s.env = append([]string{
 		"DATABASE_URL=" + s.DBURL, "AMQP_URL=" + s.AMQPURL, "REDIS_URL=" + s.RedisURL,
 		"HTTP_ADDR=" + s.HTTPAddr, "STORAGE_ROOT=" + s.Storage, "LOG_LEVEL=debug",
+		// The bounds that turn a silent Redis or database into a 503 within
+		// a second are for a cut link; a test machine busy with other work
+		// can stall a live one that long. A test may set its own.
+		"IDEMPOTENCY_ACQUIRE_TIMEOUT=3s", "AUTH_LOOKUP_TIMEOUT=3s",
 	}, extra...)
 	s.admin("migrate")
 	s.Key = s.NewKey("Partner A")

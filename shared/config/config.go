@@ -51,6 +51,7 @@ const (
 	DefaultClientRateLimitRPS    = 0
 	DefaultAuthLookupConcurrency = 4
 	DefaultAuthLookupTimeout     = 750 * time.Millisecond
+	DefaultIdemAcquireTimeout    = 750 * time.Millisecond
 )
 
 // DefaultStorageOrphanGrace is how long a tenant directory without a tenant
@@ -93,6 +94,11 @@ type Config struct {
 	// AUTH_LOOKUP_TIMEOUT, default 750ms: the longest a call waits for its key's
 	// lookup, the wait for a free slot included; past it the call gets 503.
 	AuthLookupTimeout time.Duration
+	// IDEMPOTENCY_ACQUIRE_TIMEOUT, default 750ms: the longest a call waits
+	// to take its idempotency key in Redis (which answers in a millisecond);
+	// past it Redis is taken for unreachable and the call gets 503 with
+	// nothing done, within a second while its link is cut.
+	IdemAcquireTimeout time.Duration
 
 	// DIAL_TIMEOUT, default 3s: one TCP connect to PostgreSQL or RabbitMQ
 	// (Redis: 1s); TCP_USER_TIMEOUT, default 5s: how long sent data may go
@@ -138,6 +144,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		ClientRateLimitRPS:    p.float("CLIENT_RATE_LIMIT_RPS", DefaultClientRateLimitRPS),
 		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
 		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
+		IdemAcquireTimeout:    p.duration("IDEMPOTENCY_ACQUIRE_TIMEOUT", DefaultIdemAcquireTimeout),
 
 		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
 
@@ -189,6 +196,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("client_rate_limit_rps", c.ClientRateLimitRPS),
 		slog.Int("auth_lookup_concurrency", c.AuthLookupConcurrency),
 		slog.Duration("auth_lookup_timeout", c.AuthLookupTimeout),
+		slog.Duration("idempotency_acquire_timeout", c.IdemAcquireTimeout),
 		slog.String("storage_root", c.StorageRoot),
 		slog.Duration("storage_orphan_grace", c.StorageOrphanGrace),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),

@@ -172,3 +172,19 @@ func TestLinkTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// IDEMPOTENCY_ACQUIRE_TIMEOUT bounds a key's take in Redis: 750ms unless set.
+func TestIdemAcquireTimeout(t *testing.T) {
+	c, err := Load(env(nil), DefaultGatewayMetrics)
+	if err != nil || c.IdemAcquireTimeout != 750*time.Millisecond {
+		t.Fatalf("default: %v, %v; want 750ms", c.IdemAcquireTimeout, err)
+	}
+	c, err = Load(env(map[string]string{"IDEMPOTENCY_ACQUIRE_TIMEOUT": "2s"}), DefaultGatewayMetrics)
+	if err != nil || c.IdemAcquireTimeout != 2*time.Second {
+		t.Fatalf("set: %v, %v; want 2s", c.IdemAcquireTimeout, err)
+	}
+	if _, err := Load(env(map[string]string{"IDEMPOTENCY_ACQUIRE_TIMEOUT": "0s"}), DefaultGatewayMetrics); err == nil ||
+		!strings.Contains(err.Error(), "IDEMPOTENCY_ACQUIRE_TIMEOUT") {
+		t.Errorf("0s: %v, want an error naming it", err)
+	}
+}

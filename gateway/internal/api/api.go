@@ -61,6 +61,9 @@ type Deps struct {
 	Log        *slog.Logger
 	Metrics    *Metrics
 	RPCTimeout time.Duration
+	// AcquireTimeout bounds taking an idempotency key in Redis; zero is
+	// DefaultAcquireTimeout.
+	AcquireTimeout time.Duration
 	// RateLimit is calls per second per partner, shared by every gateway on
 	// Redis; 0 = off. It needs Redis.
 	RateLimit float64

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -154,11 +155,11 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	return h.dispatch(c, cl, cmd)
 }
 
-// acquireTimeout bounds taking an idempotency key in Redis, which answers
-// in a millisecond: past it Redis is taken for unreachable and the call is
-// answered 503 with nothing done, well within a second, rather than held
+// DefaultAcquireTimeout bounds taking an idempotency key in Redis, which
+// answers in a millisecond: past it Redis is taken for unreachable and the
+// call is answered 503 with nothing done, within a second, rather than held
 // while its connection times out or is dialed again.
-const acquireTimeout = 500 * time.Millisecond
+const DefaultAcquireTimeout = 750 * time.Millisecond
 
 // takeKey applies SPEC section 3 before the command is sent. done reports that
 // the call was answered here (replayed, in progress, mismatch or Redis down).
@@ -181,7 +182,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 	cmd.IdemKey = idempotency.Key(cmd.Partner, key, derived)
 	cmd.IdemToken = idempotency.NewToken()
 	cmd.IdemFP = idempotency.Fingerprint(cmd.Method, cmd.Params)
-	actx, cancel := context.WithTimeout(c.UserContext(), acquireTimeout)
+	actx, cancel := context.WithTimeout(c.UserContext(), cmp.Or(h.AcquireTimeout, DefaultAcquireTimeout))
 	outcome, rec, err := h.Idem.Acquire(actx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
 	cancel()
 	if err != nil {

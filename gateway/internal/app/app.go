@@ -110,6 +110,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, tp *tracing
 		Log:             log,
 		Metrics:         metrics,
 		RPCTimeout:      cfg.RPCTimeout,
+		AcquireTimeout:  cfg.IdemAcquireTimeout,
 		RateLimit:       cfg.RateLimitRPS,
 		Redis:           rdb,
 		ClientRateLimit: cfg.ClientRateLimitRPS,
