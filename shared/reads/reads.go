@@ -72,6 +72,7 @@ func New(db DB, cfg Config) *Reader {
 	bind(r, protocol.ListUsersDef, r.listUsers)
 	bind(r, protocol.ListRequestsDef, r.listRequests)
 	bind(r, protocol.GetOrdersDef, r.getOrders)
+	bind(r, protocol.ListEventsDef, r.listEvents)
 	return r
 }
 

@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,6 +66,27 @@ func (d *Dispatcher) release(ctx context.Context, ids []int64) error {
 	_, err := d.db.Exec(ctx, `UPDATE webhook_events SET next_attempt_at = now(), attempts = attempts - 1
 		WHERE id = ANY ($1) AND status = 'pending'`, ids)
 	return err
+}
+
+// record keeps one attempt of e for listEvents: when it started, the
+// endpoint's status (none when no answer came), how long it took and, when
+// it failed, why.
+func (d *Dispatcher) record(ctx context.Context, e event, at time.Time, took time.Duration, status int, err error) error {
+	var st *int
+	if status != 0 {
+		st = &status
+	}
+	var reason *string
+	if err != nil {
+		r := err.Error()
+		reason = &r
+	} else if status < 200 || status >= 300 {
+		r := http.StatusText(status)
+		reason = &r
+	}
+	_, dbErr := d.db.Exec(ctx, `INSERT INTO webhook_attempts (event_pk, at, status, duration_ms, error)
+		VALUES ($1, $2, $3, $4, $5)`, e.id, at, st, took.Milliseconds(), reason)
+	return dbErr
 }
 
 // delivered records the event's 2xx. A lease that ran out meanwhile does not
