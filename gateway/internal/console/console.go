@@ -41,6 +41,7 @@ var assets = func() map[string]asset {
 		"index.html":  "text/html; charset=utf-8",
 		"console.js":  "text/javascript; charset=utf-8",
 		"console.css": "text/css; charset=utf-8",
+		"favicon.svg": "image/svg+xml",
 	} {
 		b, err := files.ReadFile(path.Join("static", name))
 		if err != nil {
