@@ -72,7 +72,7 @@ type Request struct {
 	Response    *RequestResponse `json:"response" doc:"null while pending"`
 	CreatedAt   int64            `json:"createdAt"`
 	CompletedAt *int64           `json:"completedAt" doc:"null while pending"`
-	TraceID     *string          `json:"traceId" doc:"the W3C trace id the call ran under (32 hex digits); null while pending"`
+	TraceID     *string          `json:"traceId,omitempty" doc:"the W3C trace id the call ran under (32 hex digits); absent while pending"`
 }
 
 // RequestResponse is the answer a call was given.

@@ -22,7 +22,7 @@ type Request struct {
 	Response    *Response `json:"response"`
 	CreatedAt   int64     `json:"createdAt"`
 	CompletedAt *int64    `json:"completedAt"`
-	TraceID     *string   `json:"traceId"`
+	TraceID     *string   `json:"traceId,omitempty"`
 }
 
 // Response is the answer a call got: its HTTP status and its body.
