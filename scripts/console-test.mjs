@@ -102,6 +102,8 @@ try {
   const hostileRow = page.locator('#r-list li', { hasText: hostileRid });
   check(await hostileRow.count() === 1, 'a request id holding <img onerror> is listed as text');
   check(await page.locator('#key').inputValue() === '', 'the key field is emptied once used');
+  await page.locator('#partner:not([hidden])').waitFor();
+  check(await page.locator('#partner').textContent() === partner, 'the partner name holding <script> shows as text');
   await page.screenshot({ path: 'bin/console-requests.png', fullPage: true });
 
   // Open it: status, response, trace id, its event and its attempt.

@@ -105,6 +105,9 @@ func TestEveryMethodOverHTTP(t *testing.T) {
 	if g := s.Want(200, "getOrders", m{"ids": []string{"O2", "R1", "NOPE"}}); len(g["data"].([]any)) != 2 || g["missing"].([]any)[0] != "NOPE" {
 		t.Fatalf("getOrders %v", g)
 	}
+	if p := s.Want(200, "getPartner", m{}); p["name"] != "Partner A" || p["id"] != c["partner"] {
+		t.Fatalf("getPartner %v, want Partner A, id %v", p, c["partner"])
+	}
 	// This stack has no webhook endpoint: no event to list or replay.
 	if l := s.Want(200, "listEvents", m{"type": "command.succeeded"}); len(l["data"].([]any)) != 0 || l["nextCursor"] != nil {
 		t.Fatalf("listEvents %v", l)

@@ -44,6 +44,8 @@ var (
 	// Idempotency-Key answered from the record without sending again.
 	ListEventsDef  = Define(Spec[ListEventsParams]{Name: "listEvents"})
 	ReplayEventDef = Define(Spec[EventRef]{Name: "replayEvent", Mutates: true, Replay: true})
+	// getPartner: the calling partner, as its key names it (the console's header).
+	GetPartnerDef = Define(Spec[NoParams]{Name: "getPartner"})
 )
 
 func orderRefID(p *OrderRef) string { return p.ID }

@@ -167,6 +167,9 @@ type ListRequestsParams struct {
 	Cursor *string `json:"cursor,omitempty" rule:"cursor"`
 }
 
+// NoParams are the params of a method that takes none: getPartner.
+type NoParams struct{}
+
 // ListEventsParams are the params of listEvents.
 type ListEventsParams struct {
 	Type      *string `json:"type,omitempty" rule:"eventType"`

@@ -85,6 +85,8 @@ var decodeCases = []struct {
 	{"replayEvent", `{"id":"0b6f3c1e-8f4a-4f0e-9a51-2c4b8e1d7f30"}`, CodeInvalidParams, "params.id", "params.id must be an event's webhook-id"},
 	{"replayEvent", `{"id":"msg_0B6F3C1E-8f4a-4f0e-9a51-2c4b8e1d7f30"}`, CodeInvalidParams, "params.id", "params.id must be an event's webhook-id"},
 	{"replayEvent", `{}`, CodeInvalidParams, "params.id", "params.id"},
+	{"getPartner", `{}`, "", "", ""},
+	{"getPartner", `{"id":"x"}`, CodeInvalidParams, "params.id", "params.id"},
 	{"getOrders", `{"ids":[]}`, CodeInvalidParams, "params.ids", "params.ids must be an array of 1 to 100 distinct order ids"},
 	{"getOrders", `{}`, CodeInvalidParams, "params.ids", "it has 0"},
 	{"getOrders", `{"ids":"O1"}`, CodeInvalidParams, "params.ids", "params.ids must be an array"},

@@ -130,6 +130,12 @@ type Attempt struct {
 	Error      *string `json:"error,omitempty" doc:"why the attempt failed"`
 }
 
+// Partner is the answer of getPartner: the calling partner.
+type Partner struct {
+	ID   int64  `json:"id" doc:"the partner's internal id, as partner in a Customer"`
+	Name string `json:"name" doc:"the partner's name, as the operator set it"`
+}
+
 // Replayed is the answer of replayEvent.
 type Replayed struct {
 	ID       string `json:"id" doc:"the event's webhook-id"`
@@ -161,6 +167,7 @@ var results = map[string]any{
 	"getOrders":        Orders{},
 	"listEvents":       EventPage{},
 	"replayEvent":      Replayed{},
+	"getPartner":       Partner{},
 }
 
 // Result is the type of m's answer of status 200, or nil when none is

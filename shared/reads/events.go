@@ -14,6 +14,13 @@ import (
 // section 2: the events of the last 30 days).
 const EventWindow = 30 * 24 * time.Hour
 
+// getPartner reads the calling partner's name.
+func (r *Reader) getPartner(ctx context.Context, q *query, _ *protocol.NoParams) (any, error) {
+	p := protocol.Partner{ID: q.partner}
+	err := r.db.QueryRow(ctx, `SELECT name FROM partners WHERE id = $1`, q.partner).Scan(&p.Name)
+	return p, err
+}
+
 // listEvents lists the partner's webhook events of the last EventWindow, by
 // (occurrence time, event id), each with its delivery attempts.
 func (r *Reader) listEvents(ctx context.Context, q *query, p *protocol.ListEventsParams) (any, error) {

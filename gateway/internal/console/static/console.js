@@ -87,8 +87,19 @@ function show(view) {
   $('nav-events').setAttribute('aria-current', view === 'events' ? 'page' : 'false');
 }
 
+// whoAmI shows the key's partner by its name.
+async function whoAmI() {
+  try {
+    const p = await call('getPartner', {});
+    $('partner').textContent = p.name;
+    $('partner').hidden = false;
+  } catch (err) { failed(err); }
+}
+
 function signOut(why) {
   sessionStorage.removeItem(KEY);
+  $('partner').textContent = '';
+  $('partner').hidden = true;
   $('mode').hidden = true;
   $('readonly').hidden = true;
   show('login');
@@ -260,7 +271,7 @@ async function start() {
     sessionStorage.setItem(KEY, key);
     say('');
     show('requests');
-    await loadRequests();
+    await Promise.all([whoAmI(), loadRequests()]);
   });
   $('nav-requests').addEventListener('click', () => { show('requests'); loadRequests(); });
   $('nav-events').addEventListener('click', () => { show('events'); loadEvents(); });
@@ -272,7 +283,7 @@ async function start() {
   for (const id of ['f-type', 'f-esince']) $(id).addEventListener('change', loadEvents);
   if (sessionStorage.getItem(KEY)) {
     show('requests');
-    await loadRequests();
+    await Promise.all([whoAmI(), loadRequests()]);
   } else {
     show('login');
   }
