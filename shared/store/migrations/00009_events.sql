@@ -18,6 +18,10 @@ CREATE INDEX webhook_attempts_event ON webhook_attempts (event_pk, at, id);
 
 -- The call the event tells of; null for the events made before this column.
 ALTER TABLE webhook_events ADD COLUMN request_id text;
+-- How often the partner replayed the event: a dispatcher records the outcome
+-- of its attempt only while the count is the one it claimed the event with,
+-- so a replay during an attempt in flight is sent again after it, not lost.
+ALTER TABLE webhook_events ADD COLUMN replays integer NOT NULL DEFAULT 0;
 -- listEvents goes by (occurred_at, event_id) within the partner, or within
 -- the partner's request.
 CREATE INDEX webhook_events_partner_list ON webhook_events (partner_id, occurred_at, event_id);
@@ -78,5 +82,6 @@ $$;
 CREATE INDEX webhook_events_partner ON webhook_events (partner_id, occurred_at);
 DROP INDEX webhook_events_partner_request;
 DROP INDEX webhook_events_partner_list;
+ALTER TABLE webhook_events DROP COLUMN replays;
 ALTER TABLE webhook_events DROP COLUMN request_id;
 DROP TABLE webhook_attempts;

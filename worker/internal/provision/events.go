@@ -17,6 +17,8 @@ import (
 // notified and send it with its webhook-id, as a new attempt that listEvents
 // shows. A delivered or failed event is pending again with a new retry
 // window; a pending one is only brought forward. Its earlier attempts stay.
+// An attempt in flight meanwhile cannot settle the event (its replay count
+// changed): the event is sent again after it.
 func (s *Service) replayEvent(ctx context.Context, tx pgx.Tx, c *call, p *protocol.EventRef) (any, error) {
 	id := p.ID[len("msg_"):]
 	var pk int64
@@ -40,7 +42,7 @@ func (s *Service) replayEvent(ctx context.Context, tx pgx.Tx, c *call, p *protoc
 	err = tx.QueryRow(ctx, `UPDATE webhook_events SET status = 'pending', next_attempt_at = now(),
 		retry_from = CASE WHEN status = 'pending' THEN retry_from ELSE now() END,
 		attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END,
-		delivered_at = NULL WHERE id = $1
+		delivered_at = NULL, replays = replays + 1 WHERE id = $1
 		RETURNING floor(extract(epoch FROM now()))::bigint`, pk).Scan(&out.QueuedAt)
 	if err != nil {
 		return nil, err

@@ -253,3 +253,68 @@ func TestEveryAttemptIsRecorded(t *testing.T) {
 		t.Fatalf("%d attempts left after their event was pruned (%v)", left, err)
 	}
 }
+
+// A replay while an attempt is in flight is not lost: that attempt's
+// outcome does not settle the event, which is taken and sent again.
+func TestReplayDuringAnAttemptIsSentAfterIt(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testenv.Database(t)
+	db, err := store.Open(ctx, dbURL, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if _, err := store.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	var partner int64
+	if err := db.QueryRow(ctx, `INSERT INTO partners (name) VALUES ('P') RETURNING id`).Scan(&partner); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := db.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`INSERT INTO webhook_endpoints (partner_id, url, secret_sealed) VALUES ($1, 'http://127.0.0.1:1/', '\x00')`, partner)
+	exec(`INSERT INTO webhook_events (partner_id, event_type, body, occurred_at) VALUES ($1, 'command.succeeded', '{}', now())`, partner)
+	d := New(db, nil, Config{DatabaseURL: dbURL, Schedule: Schedule{Min: time.Hour, Max: time.Hour, For: time.Hour}},
+		slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+	status := func() string {
+		var s string
+		if err := db.QueryRow(ctx, `SELECT status FROM webhook_events`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, outcome := range []struct {
+		name   string
+		settle func(e event) error
+	}{
+		{"delivered", func(e event) error { return d.delivered(ctx, e, 200) }},
+		{"retried", func(e event) error { return d.retry(ctx, e, 500, "Internal Server Error", time.Now().Add(time.Hour)) }},
+		{"failed", func(e event) error { return d.retry(ctx, e, 500, "Internal Server Error", time.Time{}) }},
+	} {
+		exec(`UPDATE webhook_events SET status = 'pending', next_attempt_at = now()`)
+		inFlight, err := d.claim(ctx, 1, []int64{})
+		if err != nil || len(inFlight) != 1 {
+			t.Fatalf("%s: claim %v, %v", outcome.name, inFlight, err)
+		}
+		// replayEvent's update, as provision/events.go makes it.
+		exec(`UPDATE webhook_events SET next_attempt_at = now(), replays = replays + 1`)
+		if err := outcome.settle(inFlight[0]); err != nil {
+			t.Fatal(err)
+		}
+		again, err := d.claim(ctx, 1, []int64{})
+		if st := status(); st != "pending" || err != nil || len(again) != 1 || again[0].replays != inFlight[0].replays+1 {
+			t.Fatalf("%s during a replay: the event is %s, taken again %v (%v); want pending and taken again", outcome.name, st, again, err)
+		}
+		if err := outcome.settle(again[0]); err != nil {
+			t.Fatal(err)
+		}
+		if st, want := status(), map[string]string{"delivered": "delivered", "retried": "pending", "failed": "failed"}[outcome.name]; st != want {
+			t.Fatalf("%s after the replay's attempt: %s, want %s", outcome.name, st, want)
+		}
+	}
+}
