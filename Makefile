@@ -66,6 +66,10 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5m; CI runs a few seconds e
 	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
+.PHONY: console-test
+console-test: services ## the partner console in headless Chromium against an isolated stack; screenshots in bin/console-*.png
+	bash scripts/console-test.sh
+
 .PHONY: openapi openapi-lint
 openapi: ## write gateway/internal/openapi/openapi.json again from the method registry (commit it)
 	$(GO) generate ./gateway/internal/openapi

@@ -105,6 +105,16 @@ func TestEveryMethodOverHTTP(t *testing.T) {
 	if g := s.Want(200, "getOrders", m{"ids": []string{"O2", "R1", "NOPE"}}); len(g["data"].([]any)) != 2 || g["missing"].([]any)[0] != "NOPE" {
 		t.Fatalf("getOrders %v", g)
 	}
+	if p := s.Want(200, "getPartner", m{}); p["name"] != "Partner A" || p["id"] != c["partner"] {
+		t.Fatalf("getPartner %v, want Partner A, id %v", p, c["partner"])
+	}
+	// This stack has no webhook endpoint: no event to list or replay.
+	if l := s.Want(200, "listEvents", m{"type": "command.succeeded"}); len(l["data"].([]any)) != 0 || l["nextCursor"] != nil {
+		t.Fatalf("listEvents %v", l)
+	}
+	if r := s.Call("replayEvent", m{"id": "msg_0b6f3c1e-8f4a-4f0e-9a51-2c4b8e1d7f30"}); r.Status != 404 || r.ErrorCode(t) != "event_not_found" {
+		t.Fatalf("replayEvent of no event: %d %s", r.Status, r.Body)
+	}
 	// POST works the same as GET.
 	if r := s.do(s.client, http.MethodPost, s.Key, envelope("getCustomer", m{"id": "ABC"})); r.Status != 200 {
 		t.Fatalf("POST: %d %s", r.Status, r.Body)

@@ -109,7 +109,7 @@ func TestStorageOrphanGrace(t *testing.T) {
 func TestWebhookSettings(t *testing.T) {
 	c, err := Load(env(nil), DefaultWorkerMetrics)
 	w := c.Webhook
-	if err != nil || w.SecretKey != "" || w.Timeout != 5*time.Second || w.RetryFor != 24*time.Hour ||
+	if err != nil || w.SecretKey != "" || w.Timeout != 5*time.Second || w.RetryFor != 72*time.Hour ||
 		w.RetryMin != 5*time.Second || w.RetryMax != time.Hour || w.Concurrency != 16 || w.EndpointConcurrency != 4 {
 		t.Fatalf("defaults %+v, %v", w, err)
 	}

@@ -13,7 +13,7 @@ const (
 	DefaultWebhookTimeout             = 5 * time.Second
 	DefaultWebhookConcurrency         = 16
 	DefaultWebhookEndpointConcurrency = 4
-	DefaultWebhookRetryFor            = 24 * time.Hour
+	DefaultWebhookRetryFor            = 72 * time.Hour
 	DefaultWebhookRetryMin            = 5 * time.Second
 	DefaultWebhookRetryMax            = time.Hour
 	DefaultWebhookPollInterval        = time.Second
@@ -46,7 +46,7 @@ type Webhook struct {
 	// endpoint per worker, so a slow endpoint holds at most that many of
 	// WEBHOOK_CONCURRENCY.
 	EndpointConcurrency int
-	// WEBHOOK_RETRY_FOR, default 24h: how long an undelivered event is
+	// WEBHOOK_RETRY_FOR, default 72h (three days, as Stripe's): how long an undelivered event is
 	// retried after it occurred (or was replayed) before it is failed.
 	RetryFor time.Duration
 	// WEBHOOK_RETRY_MIN, default 5s: the pause after the first failed

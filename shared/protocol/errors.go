@@ -21,6 +21,7 @@ const (
 	CodeOrderNotFound        = "order_not_found"
 	CodeUserNotFound         = "user_not_found"
 	CodeRequestNotFound      = "request_not_found"
+	CodeEventNotFound        = "event_not_found"
 	CodeAlreadyExists        = "already_exists"
 	CodeConflict             = "conflict"
 	CodeRequestInProgress    = "request_in_progress"

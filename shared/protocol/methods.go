@@ -39,6 +39,13 @@ var (
 	ListUsersDef     = Define(Spec[ListUsersParams]{Name: "listUsers"})
 	ListRequestsDef  = Define(Spec[ListRequestsParams]{Name: "listRequests"})
 	GetOrdersDef     = Define(Spec[GetOrdersParams]{Name: "getOrders"})
+	// Event history: listEvents reads; replayEvent makes the event due again
+	// now (a command: it changes the outbox), its repeat with the same
+	// Idempotency-Key answered from the record without sending again.
+	ListEventsDef  = Define(Spec[ListEventsParams]{Name: "listEvents"})
+	ReplayEventDef = Define(Spec[EventRef]{Name: "replayEvent", Mutates: true, Replay: true})
+	// getPartner: the calling partner, as its key names it (the console's header).
+	GetPartnerDef = Define(Spec[NoParams]{Name: "getPartner"})
 )
 
 func orderRefID(p *OrderRef) string { return p.ID }

@@ -102,6 +102,9 @@ func TestIdempotencyRules(t *testing.T) {
 		{"listUsers", `{}`, "", false},
 		{"listRequests", `{"method":"cancelOrder"}`, "", false},
 		{"getOrders", `{"ids":["O1"]}`, "", false},
+		{"listEvents", `{"type":"command.failed"}`, "", false},
+		{"getPartner", `{}`, "", false},
+		{"replayEvent", `{"id":"msg_0b6f3c1e-8f4a-4f0e-9a51-2c4b8e1d7f30"}`, "", true},
 	}
 	covered := map[string]bool{}
 	for _, c := range cases {

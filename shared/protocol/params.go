@@ -43,6 +43,9 @@ const (
 	ruleUnixTime    = "must be a time in Unix seconds, an integer from 0 to 253402300799"
 	ruleOrderStatus = "must be one of active, suspended, cancelled, expired"
 	ruleCommand     = "must be the name of a method that changes something, such as createCustomer"
+	ruleEventType   = "must be command.succeeded or command.failed"
+	ruleEventID     = "must be an event's webhook-id, msg_ and a UUID such as msg_0b6f3c1e-8f4a-4f0e-9a51-2c4b8e1d7f30"
+	eventIDPrefix   = "msg_"
 	ruleCallStatus  = "must be succeeded or failed (a call still pending is not listed; getRequest finds it)"
 	ruleOrderIDs    = "must be an array of 1 to 100 distinct order ids, each a string of 1 to 64 characters from A-Z a-z 0-9 . _ : -"
 	// MaxRequestIDLen is the longest X-Request-Id the gateway echoes.
@@ -162,6 +165,44 @@ type ListRequestsParams struct {
 	Since  *int    `json:"since,omitempty" rule:"unixTime"`
 	Limit  *int    `json:"limit,omitempty" rule:"limit"`
 	Cursor *string `json:"cursor,omitempty" rule:"cursor"`
+}
+
+// NoParams are the params of a method that takes none: getPartner.
+type NoParams struct{}
+
+// ListEventsParams are the params of listEvents.
+type ListEventsParams struct {
+	Type      *string `json:"type,omitempty" rule:"eventType"`
+	Since     *int    `json:"since,omitempty" rule:"unixTime"`
+	RequestID *string `json:"requestId,omitempty" rule:"requestID"`
+	Limit     *int    `json:"limit,omitempty" rule:"limit"`
+	Cursor    *string `json:"cursor,omitempty" rule:"cursor"`
+}
+
+// EventRef names one of the partner's webhook events by its webhook-id:
+// replayEvent.
+type EventRef struct {
+	ID string `json:"id" rule:"eventID"`
+}
+
+// checkEventID: msg_ and a UUID in lower-case hex, as webhook-id shows it.
+func checkEventID(field, v string) *Error {
+	if len(v) != len(eventIDPrefix)+36 || v[:len(eventIDPrefix)] != eventIDPrefix {
+		return InvalidParams(field, field+" "+ruleEventID)
+	}
+	for i, c := range v[len(eventIDPrefix):] {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return InvalidParams(field, field+" "+ruleEventID)
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return InvalidParams(field, field+" "+ruleEventID)
+			}
+		}
+	}
+	return nil
 }
 
 // GetOrdersParams are the params of getOrders.

@@ -72,6 +72,7 @@ type Request struct {
 	Response    *RequestResponse `json:"response" doc:"null while pending"`
 	CreatedAt   int64            `json:"createdAt"`
 	CompletedAt *int64           `json:"completedAt" doc:"null while pending"`
+	TraceID     *string          `json:"traceId,omitempty" doc:"the W3C trace id the call ran under (32 hex digits); absent while pending"`
 }
 
 // RequestResponse is the answer a call was given.
@@ -98,12 +99,50 @@ type (
 		Data       []Request `json:"data"`
 		NextCursor *string   `json:"nextCursor" doc:"the cursor of the next page; null on the last"`
 	}
+	EventPage struct {
+		Data       []Event `json:"data"`
+		NextCursor *string `json:"nextCursor" doc:"the cursor of the next page; null on the last"`
+	}
 	// Orders is the answer of getOrders.
 	Orders struct {
 		Data    []Order  `json:"data"`
 		Missing []string `json:"missing" doc:"the ids asked for that name no order of the partner"`
 	}
 )
+
+// Event is one of the partner's webhook events as listEvents shows it.
+type Event struct {
+	ID         string    `json:"id" doc:"the webhook-id, the same on every attempt and replay"`
+	Type       string    `json:"type" enum:"command.succeeded,command.failed"`
+	RequestID  *string   `json:"requestId" doc:"the request id of the call the event tells of"`
+	OrderID    *string   `json:"orderId" doc:"the order the call concerns, when it concerns one"`
+	OccurredAt int64     `json:"occurredAt" doc:"Unix seconds: when the call completed"`
+	Status     string    `json:"status" enum:"pending,delivered,failed" doc:"pending: to be sent (again); delivered: an attempt got a 2xx; failed: retries ran out or the endpoint answered 410"`
+	Payload    any       `json:"payload" doc:"the event's body, as signed and sent"`
+	Attempts   []Attempt `json:"attempts" doc:"every delivery attempt, oldest first"`
+}
+
+// Attempt is one delivery attempt of an event.
+type Attempt struct {
+	At         int64   `json:"at" doc:"Unix seconds: when the attempt started"`
+	Status     *int    `json:"status" doc:"the endpoint's HTTP status; null when none came (unreachable, timed out, refused)"`
+	DurationMs int64   `json:"durationMs"`
+	Error      *string `json:"error,omitempty" doc:"why the attempt failed"`
+}
+
+// Partner is the answer of getPartner: the calling partner.
+type Partner struct {
+	ID   int64  `json:"id" doc:"the partner's internal id, as partner in a Customer"`
+	Name string `json:"name" doc:"the partner's name, as the operator set it"`
+}
+
+// Replayed is the answer of replayEvent.
+type Replayed struct {
+	ID       string `json:"id" doc:"the event's webhook-id"`
+	Replayed bool   `json:"replayed" doc:"always true: the event is due now, committed to the outbox that the dispatchers send"`
+	Status   string `json:"status" enum:"pending"`
+	QueuedAt int64  `json:"queuedAt" doc:"Unix seconds: when it became due; its attempt shows in listEvents with at >= queuedAt"`
+}
 
 // results holds the result of each method, by name. A name not (yet)
 // defined in methods.go is never looked up.
@@ -126,6 +165,9 @@ var results = map[string]any{
 	"listUsers":        UserPage{},
 	"listRequests":     RequestPage{},
 	"getOrders":        Orders{},
+	"listEvents":       EventPage{},
+	"replayEvent":      Replayed{},
+	"getPartner":       Partner{},
 }
 
 // Result is the type of m's answer of status 200, or nil when none is

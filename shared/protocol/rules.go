@@ -53,6 +53,9 @@ var rules = map[string]rule{
 	"callStatus":  {must: ruleCallStatus, text: oneOf(ruleCallStatus, "succeeded", "failed")},
 	"command":     {must: ruleCommand, text: checkCommand},
 	"orderIDs":    {must: ruleOrderIDs, list: checkOrderIDs},
+	// The params of listEvents and replayEvent.
+	"eventType": {must: ruleEventType, text: oneOf(ruleEventType, "command.succeeded", "command.failed")},
+	"eventID":   {must: ruleEventID, text: checkEventID},
 }
 
 // field is one field of a params struct with its rule.

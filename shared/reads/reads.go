@@ -72,6 +72,8 @@ func New(db DB, cfg Config) *Reader {
 	bind(r, protocol.ListUsersDef, r.listUsers)
 	bind(r, protocol.ListRequestsDef, r.listRequests)
 	bind(r, protocol.GetOrdersDef, r.getOrders)
+	bind(r, protocol.ListEventsDef, r.listEvents)
+	bind(r, protocol.GetPartnerDef, r.getPartner)
 	return r
 }
 

@@ -218,7 +218,9 @@ func TestCursorIsBoundToPartnerFiltersAndList(t *testing.T) {
 	}
 	page, _ := f.call(f.a, "listOrders", `{"status":"active","limit":1}`)
 	cursor := page["nextCursor"].(string)
-	if strings.Contains(cursor, "O0") {
+	// The position part only: the MAC after the dot is random and may hold
+	// any two letters.
+	if pos, _, _ := strings.Cut(cursor, "."); strings.Contains(pos, "O0") {
 		t.Errorf("the cursor %q shows its position in clear", cursor)
 	}
 	if _, perr := f.call(f.a, "listOrders", `{"status":"active","limit":2,"cursor":"`+cursor+`"}`); perr != nil {

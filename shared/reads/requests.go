@@ -22,6 +22,7 @@ type Request struct {
 	Response    *Response `json:"response"`
 	CreatedAt   int64     `json:"createdAt"`
 	CompletedAt *int64    `json:"completedAt"`
+	TraceID     *string   `json:"traceId,omitempty"`
 }
 
 // Response is the answer a call got: its HTTP status and its body.
@@ -41,9 +42,9 @@ func (r *Reader) getRequest(ctx context.Context, q *query, p *protocol.RequestRe
 	var created, completed time.Time
 	var res Response
 	err := noRows(r.db.QueryRow(ctx, `SELECT method, status, response_status, response_body,
-		created_at, completed_at FROM command_ledger WHERE partner_id = $1 AND request_id = $2
+		created_at, completed_at, trace_id FROM command_ledger WHERE partner_id = $1 AND request_id = $2
 		ORDER BY created_at DESC LIMIT 1`, q.partner, rid).
-		Scan(&req.Method, &req.Status, &res.Status, &res.Body, &created, &completed))
+		Scan(&req.Method, &req.Status, &res.Status, &res.Body, &created, &completed, &req.TraceID))
 	if err == nil {
 		done := completed.Unix()
 		req.Response, req.CreatedAt, req.CompletedAt = &res, created.Unix(), &done
@@ -96,7 +97,7 @@ func (r *Reader) listRequests(ctx context.Context, q *query, p *protocol.ListReq
 	}
 	limit := pageLimit(p.Limit)
 	rows, err := r.db.Query(ctx, `SELECT request_id, method, status, response_status, response_body,
-		created_at, completed_at, command_id FROM command_ledger WHERE `+w.String()+`
+		created_at, completed_at, command_id, trace_id FROM command_ledger WHERE `+w.String()+`
 		ORDER BY created_at, command_id LIMIT `+w.limitArg(limit), w.args...)
 	if err != nil {
 		return nil, err
@@ -110,7 +111,7 @@ func (r *Reader) listRequests(ctx context.Context, q *query, p *protocol.ListReq
 		var c callRow
 		var res Response
 		var completed time.Time
-		err := row.Scan(&c.RequestID, &c.Method, &c.Status, &res.Status, &res.Body, &c.created, &completed, &c.command)
+		err := row.Scan(&c.RequestID, &c.Method, &c.Status, &res.Status, &res.Body, &c.created, &completed, &c.command, &c.TraceID)
 		done := completed.Unix()
 		c.Response, c.CreatedAt, c.CompletedAt = &res, c.created.Unix(), &done
 		return c, err

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/gateway/internal/console"
 	"github.com/oneoffice/provisioner/gateway/internal/openapi"
 	"github.com/oneoffice/provisioner/gateway/internal/signing"
 	"github.com/oneoffice/provisioner/shared/idempotency"
@@ -106,6 +107,7 @@ func New(d Deps) *fiber.App {
 	app.Add(fiber.MethodGet, "/", h.serve)
 	app.Add(fiber.MethodPost, "/", h.serve)
 	app.Add(fiber.MethodGet, "/openapi.json", serveContract)
+	console.Register(app) // the partner console: GET /console and its files
 	app.Use(func(c *fiber.Ctx) error {
 		status, code := http.StatusNotFound, protocol.CodeNotFound
 		msg := "the API has one endpoint, /, called with GET or POST"

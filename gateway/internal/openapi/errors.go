@@ -17,6 +17,7 @@ type errorCode struct {
 // errorCodes are every code of protocol/errors.go; a test fails on a code
 // missing here.
 var errorCodes = []errorCode{
+	{protocol.CodeEventNotFound, []int{http.StatusNotFound}, "replayEvent: no event of this partner in the last 30 days has that id"},
 	{protocol.CodeInvalidJSON, []int{http.StatusBadRequest}, "not JSON, truncated (the message gives the byte offset), a name twice, or an empty body"},
 	{protocol.CodeInvalidRequest, []int{http.StatusBadRequest}, "body not an object, method missing or not a string, params missing or not an object, a bad Idempotency-Key, a request the HTTP server could not read"},
 	{protocol.CodeUnknownMethod, []int{http.StatusBadRequest}, "method is not one of the methods"},

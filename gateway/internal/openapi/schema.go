@@ -53,6 +53,9 @@ var ruleSchemas = map[string]schema{
 	"orderStatus": {"type": "string", "enum": []string{"active", "suspended", "cancelled", "expired"}},
 	"callStatus":  {"type": "string", "enum": []string{"succeeded", "failed"}},
 	"command":     {"type": "string", "enum": commands()},
+	"eventType":   {"type": "string", "enum": []string{"command.succeeded", "command.failed"}},
+	"eventID": {"type": "string", "pattern": `^msg_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`,
+		"examples": []string{"msg_0b6f3c1e-8f4a-4f0e-9a51-2c4b8e1d7f30"}},
 	"orderIDs": {"type": "array", "minItems": 1, "maxItems": 100, "uniqueItems": true, "examples": [][]string{{"O1", "R1"}},
 		"items": schema{"type": "string", "minLength": 1, "maxLength": protocol.MaxIDLen, "pattern": `^[A-Za-z0-9._:-]+$`}},
 }

@@ -12,7 +12,8 @@
 // AMQP_URL, REDIS_URL, HTTP_ADDR, BASE_URL, API_KEY, PARTNER,
 // GATEWAY_METRICS, WORKER_METRICS (space-separated), STACK_DIR (the process
 // logs) and SPARE_ADDR, a free loopback address for a server of the
-// command's own (testenv.PickAddr).
+// command's own (testenv.PickAddr); GATEWAY_BIN (the stack's gateway
+// binary, for admin subcommands) and WEBHOOK_SECRET_KEY (the stack's).
 //
 // With -webhooks the partner's endpoint is a receiver of this program
 // (testenv.WebhookReceiver). At the end it waits up to a minute for the
@@ -132,7 +133,8 @@ func settings(st *testenv.Stack, partner string) ([]string, error) {
 	return []string{"STACK_NAME=" + st.Name, "DATABASE_URL=" + st.DatabaseURL, "AMQP_URL=" + st.AMQPURL,
 		"REDIS_URL=" + st.RedisURL, "HTTP_ADDR=" + st.HTTPAddr, "BASE_URL=http://" + st.HTTPAddr,
 		"API_KEY=" + st.Key, "PARTNER=" + partner, "GATEWAY_METRICS=" + st.Gateway.Metrics,
-		"WORKER_METRICS=" + strings.Join(metrics, " "), "STACK_DIR=" + st.Dir, "SPARE_ADDR=" + spare}, nil
+		"WORKER_METRICS=" + strings.Join(metrics, " "), "STACK_DIR=" + st.Dir, "SPARE_ADDR=" + spare,
+		"GATEWAY_BIN=" + st.Bins.Gateway(), "WEBHOOK_SECRET_KEY=" + testenv.WebhookKey}, nil
 }
 
 // checkWebhooks waits for the outbox to drain and compares the events with

@@ -85,6 +85,7 @@ func (s *Service) routes(m *mux) {
 	handle(m, protocol.CreateUserDef, inTx, s.createUser)
 	handle(m, protocol.DeleteUserDef, inTx, s.deleteUser)
 	handle(m, protocol.ResetUserDef, inTx, s.resetUser)
+	handle(m, protocol.ReplayEventDef, inTx, s.replayEvent)
 	// Every read is answered by shared/reads, the code the gateway answers
 	// it with: a read still arrives here from a gateway of an earlier
 	// release.

@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,6 +20,7 @@ type event struct {
 	occurredAt time.Time
 	retryFrom  time.Time
 	attempt    int
+	replays    int // the event's replay count when claimed: the fence of its outcome
 	url        string
 	sealed     []byte
 }
@@ -41,7 +43,7 @@ const claimSQL = `WITH due AS (
 UPDATE webhook_events e SET next_attempt_at = now() + $3::interval, attempts = e.attempts + 1
 FROM due, webhook_endpoints w
 WHERE e.id = due.id AND w.partner_id = e.partner_id
-RETURNING e.id, e.event_id::text, e.partner_id, e.body, e.occurred_at, e.retry_from, e.attempts, w.url, w.secret_sealed`
+RETURNING e.id, e.event_id::text, e.partner_id, e.body, e.occurred_at, e.retry_from, e.attempts, e.replays, w.url, w.secret_sealed`
 
 // claim takes up to n due events, none of the partners in busy.
 func (d *Dispatcher) claim(ctx context.Context, n int, busy []int64) ([]event, error) {
@@ -51,7 +53,7 @@ func (d *Dispatcher) claim(ctx context.Context, n int, busy []int64) ([]event, e
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (event, error) {
 		var e event
-		err := r.Scan(&e.id, &e.eventID, &e.partner, &e.body, &e.occurredAt, &e.retryFrom, &e.attempt, &e.url, &e.sealed)
+		err := r.Scan(&e.id, &e.eventID, &e.partner, &e.body, &e.occurredAt, &e.retryFrom, &e.attempt, &e.replays, &e.url, &e.sealed)
 		return e, err
 	})
 }
@@ -67,11 +69,33 @@ func (d *Dispatcher) release(ctx context.Context, ids []int64) error {
 	return err
 }
 
+// record keeps one attempt of e for listEvents: when it started, the
+// endpoint's status (none when no answer came), how long it took and, when
+// it failed, why.
+func (d *Dispatcher) record(ctx context.Context, e event, at time.Time, took time.Duration, status int, err error) error {
+	var st *int
+	if status != 0 {
+		st = &status
+	}
+	var reason *string
+	if err != nil {
+		r := err.Error()
+		reason = &r
+	} else if status < 200 || status >= 300 {
+		r := http.StatusText(status)
+		reason = &r
+	}
+	_, dbErr := d.db.Exec(ctx, `INSERT INTO webhook_attempts (event_pk, at, status, duration_ms, error)
+		VALUES ($1, $2, $3, $4, $5)`, e.id, at, st, took.Milliseconds(), reason)
+	return dbErr
+}
+
 // delivered records the event's 2xx. A lease that ran out meanwhile does not
-// matter: the event was delivered.
+// matter: the event was delivered. A replay meanwhile does: the event stays
+// pending, to be sent again.
 func (d *Dispatcher) delivered(ctx context.Context, e event, status int) error {
 	_, err := d.db.Exec(ctx, `UPDATE webhook_events SET status = 'delivered', delivered_at = now(),
-		last_status = $2, last_error = NULL WHERE id = $1 AND status = 'pending'`, e.id, status)
+		last_status = $2, last_error = NULL WHERE id = $1 AND status = 'pending' AND replays = $3`, e.id, status, e.replays)
 	return err
 }
 
@@ -80,7 +104,7 @@ func (d *Dispatcher) delivered(ctx context.Context, e event, status int) error {
 func (d *Dispatcher) gone(ctx context.Context, e event) error {
 	return store.WithTx(ctx, d.db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE webhook_events SET status = 'failed', last_status = 410,
-			last_error = '410 Gone' WHERE id = $1 AND status = 'pending'`, e.id); err != nil {
+			last_error = '410 Gone' WHERE id = $1 AND status = 'pending' AND replays = $2`, e.id, e.replays); err != nil {
 			return err
 		}
 		return webhook.DisableTx(ctx, tx, e.partner, "the endpoint answered 410 Gone")
@@ -89,7 +113,7 @@ func (d *Dispatcher) gone(ctx context.Context, e event) error {
 
 // retry records a failed attempt: due again at next, or failed when next is
 // zero. A lease that ran out (another dispatcher took the event again) keeps
-// that dispatcher's say.
+// that dispatcher's say, and so does a replay meanwhile.
 func (d *Dispatcher) retry(ctx context.Context, e event, status int, reason string, next time.Time) error {
 	var st *int
 	if status != 0 {
@@ -97,10 +121,10 @@ func (d *Dispatcher) retry(ctx context.Context, e event, status int, reason stri
 	}
 	if next.IsZero() {
 		_, err := d.db.Exec(ctx, `UPDATE webhook_events SET status = 'failed', last_status = $3, last_error = $4
-			WHERE id = $1 AND attempts = $2 AND status = 'pending'`, e.id, e.attempt, st, reason)
+			WHERE id = $1 AND attempts = $2 AND status = 'pending' AND replays = $5`, e.id, e.attempt, st, reason, e.replays)
 		return err
 	}
 	_, err := d.db.Exec(ctx, `UPDATE webhook_events SET next_attempt_at = $5, last_status = $3, last_error = $4
-		WHERE id = $1 AND attempts = $2 AND status = 'pending'`, e.id, e.attempt, st, reason, next)
+		WHERE id = $1 AND attempts = $2 AND status = 'pending' AND replays = $6`, e.id, e.attempt, st, reason, next, e.replays)
 	return err
 }

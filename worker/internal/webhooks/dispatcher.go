@@ -171,7 +171,11 @@ func (d *Dispatcher) deliver(e event) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), d.lease)
 	defer cancel()
+	start := d.now()
 	status, err := d.send(ctx, e)
+	if err := d.record(ctx, e, start, d.now().Sub(start), status, err); err != nil {
+		d.log.WarnContext(ctx, "recording a webhook attempt failed", "event", webhook.MessageID(e.eventID), "error", err)
+	}
 	if err := d.settle(ctx, e, status, err); err != nil {
 		d.log.WarnContext(ctx, "recording a webhook delivery failed; the event is tried again when its lease ends",
 			"event", webhook.MessageID(e.eventID), "error", err)
