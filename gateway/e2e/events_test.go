@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/oneoffice/provisioner/gateway/internal/auth"
 )
 
 // listEvents returns the data of one page of listEvents as A, failing on
@@ -92,6 +94,11 @@ func TestReplayEventSendsItAgainWithTheSameIDAsANewAttempt(t *testing.T) {
 	}
 	if n := s.Count(`SELECT count(*) FROM webhook_events`); n != 3 {
 		t.Fatalf("%d events after the replay, want 3", n)
+	}
+	// On the audit trail by the key's prefix, never the key.
+	if n := s.Count(`SELECT count(*) FROM admin_audit WHERE action = 'replayEvent' AND target = $1
+		AND actor = 'key:' || $2 AND length(actor) < length($3) + 4`, id, auth.Prefix(s.Key), s.Key); n != 1 {
+		t.Fatalf("%d audit rows of the replay by key %s, want 1", n, auth.Prefix(s.Key))
 	}
 	// A repeat with the same Idempotency-Key is answered from the record
 	// and sends nothing more.

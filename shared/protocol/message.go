@@ -23,6 +23,9 @@ const (
 	// HeaderTest is true on a command of a test (sandbox) key; absent on a
 	// live one, as on every command of an older gateway.
 	HeaderTest = "test"
+	// HeaderKeyPrefix names the call's key by its prefix (never the key), for
+	// the audit trail of what a partner changes from the console.
+	HeaderKeyPrefix = "key_prefix"
 )
 
 // MaxCommandID bounds a command id read off the queue: the gateway's are UUIDs.
@@ -44,7 +47,10 @@ type Command struct {
 	Partner int64
 	// Test: the call's key is a test key, Partner its test partner; such a
 	// command makes no tenant storage (SPEC section 6).
-	Test      bool
+	Test bool
+	// KeyPrefix is the prefix of the call's key (auth.Prefix), "" from an
+	// older gateway.
+	KeyPrefix string
 	RequestID string
 	// TraceID is the trace the command runs in, set by the worker from the
 	// trace context its message carries (traceparent, written and read by
@@ -75,6 +81,9 @@ func (c *Command) Publishing(correlationID, replyTo string) amqp.Publishing {
 	}
 	if c.Test {
 		h[HeaderTest] = true
+	}
+	if c.KeyPrefix != "" {
+		h[HeaderKeyPrefix] = c.KeyPrefix
 	}
 	if c.IdemKey != "" {
 		h[HeaderIdemKey] = c.IdemKey
@@ -141,7 +150,7 @@ func DecodeCommand(d *amqp.Delivery) (Command, error) {
 		name string
 		to   *string
 	}{
-		{HeaderRequestID, &c.RequestID}, {HeaderCommandID, &c.CommandID},
+		{HeaderRequestID, &c.RequestID}, {HeaderCommandID, &c.CommandID}, {HeaderKeyPrefix, &c.KeyPrefix},
 		{HeaderIdemKey, &c.IdemKey}, {HeaderIdemToken, &c.IdemToken}, {HeaderIdemFP, &c.IdemFP},
 	} {
 		errs = append(errs, stringHeader(d.Headers, h.name, h.to))

@@ -124,7 +124,7 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 		return h.read(c, cl, method, params)
 	}
 	// One command id per call: the worker's ledger knows a redelivery by it.
-	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, Test: !k.Live, RequestID: cl.rid,
+	cmd := &protocol.Command{CommandID: uuid.NewString(), Method: method.Name, Def: method, Partner: partner, Test: !k.Live, KeyPrefix: k.Prefix, RequestID: cl.rid,
 		Params: protocol.Canonical(params), Timestamp: time.Now()}
 	if h.admit != nil {
 		// Refused before the key is taken and the command sent: nothing held,

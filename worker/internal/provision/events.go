@@ -1,12 +1,14 @@
 package provision
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/oneoffice/provisioner/shared/audit"
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/reads"
 	"github.com/oneoffice/provisioner/shared/store"
@@ -50,6 +52,20 @@ func (s *Service) replayEvent(ctx context.Context, tx pgx.Tx, c *call, p *protoc
 	if _, err := tx.Exec(ctx, `SELECT pg_notify('webhook_events', '')`); err != nil {
 		return nil, err
 	}
+	// A change a partner makes from the console (or its own client) is on
+	// the audit trail with the admin commands, by the key's prefix.
+	if err := audit.Record(ctx, tx, audit.Entry{Actor: audit.KeyActor(cmp.Or(keyPrefix(c), "unknown")),
+		Action: "replayEvent", Partner: c.partner, Target: p.ID}); err != nil {
+		return nil, err
+	}
 	out.ID, out.Replayed, out.Status = p.ID, true, "pending"
 	return out, nil
+}
+
+// keyPrefix is the prefix of the key that sent c, "" if unknown.
+func keyPrefix(c *call) string {
+	if c.cmd == nil {
+		return ""
+	}
+	return c.cmd.KeyPrefix
 }
