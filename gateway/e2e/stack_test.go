@@ -89,7 +89,7 @@ func NewStack(t *testing.T, extra ...string) *Stack {
 		// The bounds that turn a silent Redis or database into a 503 within
 		// a second are for a cut link; a test machine busy with other work
 		// can stall a live one that long. A test may set its own.
-		"IDEMPOTENCY_ACQUIRE_TIMEOUT=3s", "AUTH_LOOKUP_TIMEOUT=3s",
+		"IDEMPOTENCY_ACQUIRE_TIMEOUT=3s", "AUTH_LOOKUP_TIMEOUT=3s", "READ_TIMEOUT=3s",
 	}, extra...)
 	s.admin("migrate")
 	s.Key = s.NewKey("Partner A")

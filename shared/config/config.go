@@ -52,6 +52,7 @@ const (
 	DefaultAuthLookupConcurrency = 4
 	DefaultAuthLookupTimeout     = 750 * time.Millisecond
 	DefaultIdemAcquireTimeout    = 750 * time.Millisecond
+	DefaultReadTimeout           = 750 * time.Millisecond
 )
 
 // DefaultStorageOrphanGrace is how long a tenant directory without a tenant
@@ -99,6 +100,11 @@ type Config struct {
 	// past it Redis is taken for unreachable and the call gets 503 with
 	// nothing done, within a second while its link is cut.
 	IdemAcquireTimeout time.Duration
+	// READ_TIMEOUT, default 750ms: the longest a read waits for the database
+	// (within what is left of RPC_TIMEOUT); past it the read gets 503, within
+	// a second while the database is cut off. Reads are index lookups that
+	// take milliseconds; raise it for a distant replica.
+	ReadTimeout time.Duration
 
 	// DIAL_TIMEOUT, default 3s: one TCP connect to PostgreSQL or RabbitMQ
 	// (Redis: 1s); TCP_USER_TIMEOUT, default 5s: how long sent data may go
@@ -145,6 +151,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
 		AuthLookupTimeout:     p.duration("AUTH_LOOKUP_TIMEOUT", DefaultAuthLookupTimeout),
 		IdemAcquireTimeout:    p.duration("IDEMPOTENCY_ACQUIRE_TIMEOUT", DefaultIdemAcquireTimeout),
+		ReadTimeout:           p.duration("READ_TIMEOUT", DefaultReadTimeout),
 
 		StorageOrphanGrace: p.duration("STORAGE_ORPHAN_GRACE", DefaultStorageOrphanGrace),
 
@@ -197,6 +204,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("auth_lookup_concurrency", c.AuthLookupConcurrency),
 		slog.Duration("auth_lookup_timeout", c.AuthLookupTimeout),
 		slog.Duration("idempotency_acquire_timeout", c.IdemAcquireTimeout),
+		slog.Duration("read_timeout", c.ReadTimeout),
 		slog.String("storage_root", c.StorageRoot),
 		slog.Duration("storage_orphan_grace", c.StorageOrphanGrace),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),

@@ -188,3 +188,15 @@ func TestIdemAcquireTimeout(t *testing.T) {
 		t.Errorf("0s: %v, want an error naming it", err)
 	}
 }
+
+// READ_TIMEOUT bounds a read's wait for the database: 750ms unless set.
+func TestReadTimeout(t *testing.T) {
+	c, err := Load(env(nil), DefaultGatewayMetrics)
+	if err != nil || c.ReadTimeout != 750*time.Millisecond {
+		t.Fatalf("default: %v, %v; want 750ms", c.ReadTimeout, err)
+	}
+	c, err = Load(env(map[string]string{"READ_TIMEOUT": "2s"}), DefaultGatewayMetrics)
+	if err != nil || c.ReadTimeout != 2*time.Second {
+		t.Fatalf("set: %v, %v; want 2s", c.ReadTimeout, err)
+	}
+}

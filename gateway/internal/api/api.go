@@ -65,6 +65,9 @@ type Deps struct {
 	// AcquireTimeout bounds taking an idempotency key in Redis; zero is
 	// DefaultAcquireTimeout.
 	AcquireTimeout time.Duration
+	// ReadTimeout bounds a read's wait for the database, within what is left
+	// of RPCTimeout; zero is no bound but that.
+	ReadTimeout time.Duration
 	// RateLimit is calls per second per partner, shared by every gateway on
 	// Redis; 0 = off. It needs Redis.
 	RateLimit float64

@@ -19,8 +19,8 @@ type Reader interface {
 
 // read answers a read from the database, beside the command queue (SPEC
 // section 2): no idempotency key, no command, no worker; it is answered
-// behind any backlog and while no worker runs. Its time limit is what is
-// left of RPCTimeout, as for a command. A database that does not answer in
+// behind any backlog and while no worker runs. Its time limit is
+// ReadTimeout, within what is left of RPCTimeout. A database that does not answer in
 // time, or cannot be reached, is a 503: nothing was changed, the partner
 // retries.
 func (h *handler) read(c *fiber.Ctx, cl *call, m *protocol.Method, p protocol.Params) (int, error) {
@@ -28,6 +28,9 @@ func (h *handler) read(c *fiber.Ctx, cl *call, m *protocol.Method, p protocol.Pa
 	if left <= 0 {
 		e := unavailable("the call's time ran out before it was read; nothing was changed, retry later")
 		return e.Status, sendError(c, cl.rid, e)
+	}
+	if h.ReadTimeout > 0 {
+		left = min(left, h.ReadTimeout)
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), left)
 	defer cancel()

@@ -111,6 +111,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, tp *tracing
 		Metrics:         metrics,
 		RPCTimeout:      cfg.RPCTimeout,
 		AcquireTimeout:  cfg.IdemAcquireTimeout,
+		ReadTimeout:     cfg.ReadTimeout,
 		RateLimit:       cfg.RateLimitRPS,
 		Redis:           rdb,
 		ClientRateLimit: cfg.ClientRateLimitRPS,
