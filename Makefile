@@ -60,7 +60,7 @@ preauth-bench: services ## a valid partner's latency, quiet and under 5,000 rand
 FUZZTIME ?= 5m
 FUZZ_TARGETS := ./gateway/internal/api:FuzzParseEnvelope ./shared/protocol:FuzzDecodeParams ./shared/protocol:FuzzDecodeCommand
 
-fuzz: ## run every fuzz target for FUZZTIME (default 5m; CI runs a few seconds each)
+fuzz: ## run every fuzz target for FUZZTIME (default 5m; CI runs 20000 inputs each)
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
 	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
