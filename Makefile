@@ -44,7 +44,7 @@ smoke: services ## the operations-contract smoke check (needs ../shared/tools)
 load: services ## k6 load test against an isolated stack (builds k6 into bin/ if missing; SCRIPT=, PROFILE=load|soak|spike, RATE=, DURATION=)
 	bash scripts/load.sh $(or $(SCRIPT),scripts/k6/load.js)
 
-bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request
+bench: services ## raw broker ceiling vs end-to-end throughput and latency, own CPU per request, the asynq peer beside it
 	. scripts/lib/godebug.sh && $(GO) run ./scripts/lab bench $(BENCH_FLAGS)
 
 .PHONY: soak

@@ -25,7 +25,7 @@ func (b Binaries) Worker() string { return filepath.Join(b.Dir, "worker") }
 // Build compiles the gateway and the worker of the module around the working
 // directory into dir with go build.
 func Build(ctx context.Context, dir string) (Binaries, error) {
-	root, err := moduleRoot(ctx)
+	root, err := ModuleRoot(ctx)
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -37,7 +37,9 @@ func Build(ctx context.Context, dir string) (Binaries, error) {
 	return Binaries{Dir: dir}, nil
 }
 
-func moduleRoot(ctx context.Context) (string, error) {
+// ModuleRoot is the directory of the module around the working directory:
+// the repository's root.
+func ModuleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)

@@ -22,12 +22,15 @@ type config struct {
 	idemDuration   time.Duration // phase 6
 	warmUp         time.Duration // unmeasured load before the first run
 	maxInFlight    int           // bound of the open loop of phase 3
-	runs           int           // repetitions of phases 1 to 5
+	runs           int           // repetitions of phases 1 to 5, 7 and 8
 	mixDuration    time.Duration // each closed loop of the partner mix (phase 7); 0 skips the mix
 	admission      int           // ADMISSION_MAX_IN_FLIGHT of the gateway; 0 turns admission control off
 
 	jsonPath string // write the results there too
 	storage  string // parent of STORAGE_ROOT; "" puts it in the work directory
+
+	peer    bool   // run the asynq peer's phases after the stack's in each run
+	peerDir string // the peer's module, relative to the repository's root
 
 	stack load.StackFlags
 }
@@ -35,6 +38,9 @@ type config struct {
 // defaultAdmission is the gateway's ADMISSION_MAX_IN_FLIGHT in the lab's
 // stacks: the workers' 2 x 32 commands running, and as many waiting.
 const defaultAdmission = 128
+
+// defaultPeerDir is where the asynq peer's module sits beside the repository.
+const defaultPeerDir = "../shared/tools/asynqpeer"
 
 func parseFlags(args []string) (config, error) {
 	var c config
@@ -54,7 +60,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.maxInFlight, "max-inflight", 512, "most requests in flight in the fixed-rate phases (more are shed and counted as errors)")
 	fs.DurationVar(&c.mixDuration, "mix-duration", 10*time.Second, "length of each closed loop of the partner mix, and of its open loop (0: no mix)")
 	fs.IntVar(&c.admission, "admission", defaultAdmission, "ADMISSION_MAX_IN_FLIGHT of the gateway (0: admission control off)")
-	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5 and 7 this many times and report the medians")
+	fs.IntVar(&c.runs, "runs", 1, "repeat phases 1 to 5, 7 and 8 this many times and report the medians")
+	fs.BoolVar(&c.peer, "peer", true, "also measure the asynq peer (built from -peer-dir) after the stack's phases of each run")
+	fs.StringVar(&c.peerDir, "peer-dir", defaultPeerDir, "the asynq peer's Go module, relative to the repository's root")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results to this JSON file")
 	fs.StringVar(&c.storage, "storage", "", "directory under which the tenants' storage root is made (default: the work directory, in the temp dir)")
 	if err := fs.Parse(args); err != nil {

@@ -19,6 +19,7 @@ const (
 	classGateway  = "gateway"
 	classWorkers  = "workers"
 	classBench    = "bench" // the load generator itself
+	classPeer     = "peer"  // the asynq peer's front and workers (peer.go), never own
 	classRabbitMQ = "rabbitmq"
 	classPostgres = "postgres"
 	classRedis    = "redis"
@@ -93,11 +94,22 @@ func (s *stack) measureCPU(phase func() Row) Row {
 	return row
 }
 
+// measurePeerCPU is measureCPU for a phase of the peer, whose own CPU is
+// that of its processes.
+func (s *stack) measurePeerCPU(phase func() Row) Row {
+	row := s.measureCPU(phase)
+	row.CPUPerReq = row.CPU.MsPerReq[classPeer]
+	return row
+}
+
 func (s *stack) cpuSnapshot() cpuSnapshot {
 	gw, workers := s.Pids()
 	classes := map[int]string{gw: classGateway, os.Getpid(): classBench}
 	for _, pid := range workers {
 		classes[pid] = classWorkers
+	}
+	for _, pid := range s.peerPids {
+		classes[pid] = classPeer
 	}
 	snap := cpuSnapshot{at: time.Now(), procs: processes(classes)}
 	snap.all, snap.idle, snap.cores, _ = testenv.MachineCPU()

@@ -18,13 +18,21 @@
 //     same Redis);
 //  7. the partner mix (mix.go: a customer, its first order, a suspend and a
 //     read of it) at 16, 64 and 256 in flight, callers waiting Retry-After
-//     when refused 503 overloaded, then at 80% of its peak (open loop).
+//     when refused 503 overloaded, then at 80% of its peak (open loop);
+//  8. the asynq peer (peer.go, a module beside the repository, -peer-dir),
+//     on a database and a Redis DB of its own, a front and -workers workers
+//     started after the stack's phases of each run and stopped before the
+//     next: createCustomer at -c in flight, at 50% of that peak, and one
+//     caller, its own CPU being its processes' (-peer=false skips it).
 //
-// It prints a table and the ratios to the project's targets, optionally writes
-// JSON, and tears the stack down on any exit, Ctrl-C included.
+// It prints a table, the ratios to the project's targets and the targets of
+// issue 20 (the provisioner against the raw ceiling and the peer), optionally
+// writes JSON, and tears the stack and the peer down on any exit, Ctrl-C
+// included.
 //
 //	go run ./scripts/lab bench [-workers 2] [-concurrency 32] [-prefetch 64] [-c 64]
-//	                           [-duration 10s] [-mix-duration 10s] [-admission 128] [-runs 1] [-json FILE]
+//	                           [-duration 10s] [-mix-duration 10s] [-admission 128] [-runs 1]
+//	                           [-peer=true] [-peer-dir ../shared/tools/asynqpeer] [-json FILE]
 package bench
 
 import (
@@ -64,6 +72,17 @@ func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
 	if rep.Idle, err = st.idleCPU(ctx, 3*time.Second); err != nil {
 		return err
 	}
+	var pr *peer
+	if cfg.peer {
+		if pr, err = upPeer(ctx, cfg, st.Dir); err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := pr.close(); cerr != nil {
+				fmt.Fprintln(os.Stderr, "bench: peer teardown:", cerr)
+			}
+		}()
+	}
 	api := newAPIClient(st.URL(), st.Key, cfg)
 	defer api.close()
 	if err := warmUp(ctx, api, cfg); err != nil {
@@ -77,6 +96,11 @@ func bench(ctx context.Context, cfg config, out io.Writer) (err error) {
 		}
 		rep.MkdirMicros = append(rep.MkdirMicros, float64(cost)/float64(time.Microsecond))
 		rows, err := runOnce(ctx, st, api, cfg)
+		if err == nil && pr != nil {
+			var peerRows []Row
+			peerRows, err = pr.phases(ctx, st, cfg)
+			rows = append(rows, peerRows...)
+		}
 		if err != nil {
 			return fmt.Errorf("run %d: %w", i, err)
 		}

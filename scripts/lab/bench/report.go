@@ -25,6 +25,7 @@ type Report struct {
 	Median      []Row       `json:"median,omitempty"`     // with -runs > 1
 	Idempotency *IdemResult `json:"idempotency"`
 	Ratios      []Ratio     `json:"ratios"`
+	Issue20     Issue20     `json:"issue20"`
 }
 
 // Machine describes where the figures were taken.
@@ -87,6 +88,7 @@ func (r *Report) finish() {
 		r.Median = medianRows(r.Runs)
 	}
 	r.Ratios = ratios(r.final(), r.Runs)
+	r.Issue20 = issue20(r.final(), r.Runs)
 }
 
 // ratios sets the figures against the project's targets. The errors at 75%
@@ -156,6 +158,9 @@ func (r *Report) print(out io.Writer) {
 		if e2e, ok := find(rows, keyE2E); ok && e2e.CPU != nil {
 			printCPU(out, e2e)
 		}
+		if peer, ok := find(rows, keyPeerE2E); ok && peer.CPU != nil {
+			printPeerCPU(out, peer)
+		}
 	}
 	if len(r.Median) > 0 {
 		fmt.Fprintf(out, "\nmedian of %d runs\n", len(r.Runs))
@@ -165,6 +170,7 @@ func (r *Report) print(out io.Writer) {
 		printIdem(out, r.Idempotency)
 	}
 	printRatios(out, r.Ratios)
+	printIssue20(out, r.Issue20)
 }
 
 func printRows(out io.Writer, rows []Row, detail bool) {
@@ -213,6 +219,14 @@ func printCPU(out io.Writer, row Row) {
 		fmt.Fprintf(out, " (%s)", strings.Join(top, ", "))
 	}
 	fmt.Fprintf(out, "; short-lived/unseen %.2f cores\n", c.UnseenCPUs)
+}
+
+// printPeerCPU is printCPU for the peer, whose own CPU is its processes'.
+func printPeerCPU(out io.Writer, row Row) {
+	c := row.CPU
+	fmt.Fprintf(out, "CPU during %q (%.1f s, %d createCustomer), ms per request: peer %.3f; rabbitmq %.3f, postgres %.3f, redis %.3f; load generator %.3f; machine %.0f%% of %d cores busy\n",
+		row.Phase, c.Seconds, row.OK, c.MsPerReq[classPeer], c.MsPerReq[classRabbitMQ], c.MsPerReq[classPostgres],
+		c.MsPerReq[classRedis], c.MsPerReq[classBench], c.MachineBusyPct, c.Cores)
 }
 
 func printCeilingCPU(out io.Writer, row Row) {

@@ -15,8 +15,12 @@ const teardownLimit = testenv.DefaultCloseTimeout
 // harness of the e2e tests (testenv.UpStack): its own database, vhost and
 // claimed Redis DB, binaries built from this tree, one gateway and
 // cfg.workers workers on free loopback ports, each logging to <name>.log in
-// the work directory.
-type stack struct{ *testenv.Stack }
+// the work directory. peerPids are the asynq peer's processes while they run
+// (peer.go), classed apart in the CPU snapshots.
+type stack struct {
+	*testenv.Stack
+	peerPids []int
+}
 
 // upStack brings the stack up; when it fails half way, what it made is
 // removed again.
@@ -32,5 +36,5 @@ func upStack(ctx context.Context, cfg config) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &stack{st}, nil
+	return &stack{Stack: st}, nil
 }

@@ -22,6 +22,9 @@ const (
 	keyMix64         = "mix64"
 	keyMix256        = "mix256"
 	keyMixRate80     = "mixRate80"
+	keyPeerE2E       = "peerE2E"
+	keyPeerRate50    = "peerRate50"
+	keyPeerSingle    = "peerSingle"
 )
 
 // Row is the result of one phase. Latencies are in milliseconds and cover the
@@ -39,7 +42,7 @@ type Row struct {
 	P99       float64        `json:"p99Ms"`
 	Errors    int            `json:"errors"`
 	ErrorsBy  map[string]int `json:"errorsBy,omitempty"`
-	CPUPerReq float64        `json:"ownCpuMsPerReq,omitempty"` // gateway + workers
+	CPUPerReq float64        `json:"ownCpuMsPerReq,omitempty"` // gateway + workers; the peer's processes in its rows
 	CPU       *CPU           `json:"cpu,omitempty"`
 }
 

@@ -1,0 +1,128 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Issue20 is the provisioner set against the raw broker ceiling and the
+// asynq peer, as issue 20 asks, on the same rows as the ratios (the medians
+// with several runs).
+type Issue20 struct {
+	Targets []Target `json:"targets"`
+	// MsPerCallByClass is the CPU of every process class per createCustomer
+	// at -c in flight (phase 2), the median over the runs; "machine" is the
+	// whole machine's busy time, unseen processes included.
+	MsPerCallByClass map[string]float64 `json:"msPerCallByClass"`
+}
+
+// Target is a Ratio with the figures it is made of.
+type Target struct {
+	Ratio
+	Figures string `json:"figures,omitempty"`
+}
+
+// Limits of issue 20.
+const (
+	issue20PeerRatio    = 2.0  // createCustomer at -c in flight, times the peer's
+	issue20CeilingShare = 0.40 // of the raw ceiling
+	issue20OwnCPUMs     = 0.20 // gateway + workers per createCustomer
+	issue20P99Ms        = 25.0 // at 25% and 50% of the peak
+	issue20SingleRatio  = 1.5  // single caller p50, times the raw single p50
+)
+
+func issue20(rows []Row, runs [][]Row) Issue20 {
+	get := func(key string) Row { row, _ := find(rows, key); return row }
+	ceiling, ceilingSingle := get(keyCeiling), get(keyCeilingSingle)
+	e2e, single, rate25, rate50 := get(keyE2E), get(keySingle), get(keyRate25), get(keyRate50)
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	share, latency := div(e2e.Rate, ceiling.Rate), div(single.P50, ceilingSingle.P50)
+	out := Issue20{MsPerCallByClass: cpuByClass(runs)}
+	_, withPeer := find(rows, keyPeerE2E)
+	peerE2E, peerRate50, peerSingle := get(keyPeerE2E), get(keyPeerRate50), get(keyPeerSingle)
+	if withPeer {
+		x := div(e2e.Rate, peerE2E.Rate)
+		out.Targets = append(out.Targets, Target{Ratio{fmt.Sprintf("createCustomer at %s in flight / the peer's", rowC(e2e)), x, "",
+			fmt.Sprintf(">= %.1f", issue20PeerRatio), x >= issue20PeerRatio}, fmt.Sprintf("%.0f/s / %.0f/s", e2e.Rate, peerE2E.Rate)})
+	}
+	out.Targets = append(out.Targets,
+		Target{Ratio{"createCustomer / raw ceiling", share, "", fmt.Sprintf(">= %.2f", issue20CeilingShare), share >= issue20CeilingShare},
+			fmt.Sprintf("%.0f/s / %.0f/s", e2e.Rate, ceiling.Rate)},
+		Target{Ratio{"own CPU per createCustomer (gateway+workers)", e2e.CPUPerReq, "ms", fmt.Sprintf("<= %.2f ms", issue20OwnCPUMs),
+			e2e.OK > 0 && e2e.CPUPerReq <= issue20OwnCPUMs}, ""},
+		Target{Ratio{"p99 at 25% of the peak", rate25.P99, "ms", fmt.Sprintf("<= %.0f ms", issue20P99Ms), rate25.OK > 0 && rate25.P99 <= issue20P99Ms},
+			fmt.Sprintf("%.0f/s offered", rate25.Offered)},
+		Target{Ratio{"p99 at 50% of the peak", rate50.P99, "ms", fmt.Sprintf("<= %.0f ms", issue20P99Ms), rate50.OK > 0 && rate50.P99 <= issue20P99Ms},
+			fmt.Sprintf("%.0f/s offered", rate50.Offered)},
+	)
+	if withPeer {
+		out.Targets = append(out.Targets, Target{Ratio{"p99 at 50% of the peak / the peer's at 50% of its peak", div(rate50.P99, peerRate50.P99), "", "< 1",
+			rate50.OK > 0 && peerRate50.OK > 0 && rate50.P99 < peerRate50.P99},
+			fmt.Sprintf("%.2f ms / %.2f ms", rate50.P99, peerRate50.P99)})
+	}
+	out.Targets = append(out.Targets, Target{Ratio{"single caller p50 / raw single p50", latency, "", fmt.Sprintf("<= %.1f", issue20SingleRatio),
+		latency > 0 && latency <= issue20SingleRatio}, fmt.Sprintf("%.2f ms / %.2f ms", single.P50, ceilingSingle.P50)})
+	if withPeer {
+		out.Targets = append(out.Targets, Target{Ratio{"single caller p50 / the peer's", div(single.P50, peerSingle.P50), "", "< 1",
+			single.OK > 0 && peerSingle.OK > 0 && single.P50 < peerSingle.P50},
+			fmt.Sprintf("%.2f ms / %.2f ms", single.P50, peerSingle.P50)})
+	}
+	return out
+}
+
+// rowC is the calls in flight of a closed-loop row, read from its label.
+func rowC(r Row) string {
+	_, c, _ := strings.Cut(r.Phase, "c=")
+	return c
+}
+
+// cpuByClass is, class by class, the median over the runs of phase 2's CPU
+// per createCustomer, with the machine's busy time per call beside it.
+func cpuByClass(runs [][]Row) map[string]float64 {
+	per := map[string][]float64{}
+	for _, run := range runs {
+		e2e, ok := find(run, keyE2E)
+		if !ok || e2e.CPU == nil || e2e.OK == 0 {
+			continue
+		}
+		for class, ms := range e2e.CPU.MsPerReq {
+			per[class] = append(per[class], ms)
+		}
+		per["machine"] = append(per["machine"], e2e.CPU.MachineBusyCPUs*e2e.CPU.Seconds*1000/float64(e2e.OK))
+	}
+	out := map[string]float64{}
+	for class, xs := range per {
+		out[class] = median(xs)
+	}
+	return out
+}
+
+func printIssue20(out io.Writer, t Issue20) {
+	fmt.Fprintf(out, "\ntargets of issue 20\n")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	for _, r := range t.Targets {
+		verdict := "met"
+		if !r.Met {
+			verdict = "missed"
+		}
+		fmt.Fprintf(tw, "  %s\t%.3f %s\t%s\ttarget %s\t%s\n", r.Name, r.Value, r.Unit, r.Figures, r.Target, verdict)
+	}
+	tw.Flush()
+	var parts []string
+	for _, class := range slices.Sorted(maps.Keys(t.MsPerCallByClass)) {
+		if class != "machine" {
+			parts = append(parts, fmt.Sprintf("%s %.3f", class, t.MsPerCallByClass[class]))
+		}
+	}
+	fmt.Fprintf(out, "  CPU per createCustomer at the peak, ms by process class: %s; machine %.3f\n",
+		strings.Join(parts, ", "), t.MsPerCallByClass["machine"])
+}
