@@ -26,7 +26,7 @@
 //     caller, its own CPU being its processes' (-peer=false skips it).
 //
 // It prints a table, the ratios to the project's targets and the targets of
-// issue 20 (the provisioner against the raw ceiling and the peer), optionally
+// the targets (the provisioner against the raw ceiling and the peer), optionally
 // writes JSON, and tears the stack and the peer down on any exit, Ctrl-C
 // included.
 //

@@ -25,7 +25,7 @@ type Report struct {
 	Median      []Row       `json:"median,omitempty"`     // with -runs > 1
 	Idempotency *IdemResult `json:"idempotency"`
 	Ratios      []Ratio     `json:"ratios"`
-	Issue20     Issue20     `json:"issue20"`
+	PeerTargets     PeerTargets     `json:"peerTargets"`
 }
 
 // Machine describes where the figures were taken.
@@ -88,7 +88,7 @@ func (r *Report) finish() {
 		r.Median = medianRows(r.Runs)
 	}
 	r.Ratios = ratios(r.final(), r.Runs)
-	r.Issue20 = issue20(r.final(), r.Runs)
+	r.PeerTargets = peerTargets(r.final(), r.Runs)
 }
 
 // ratios sets the figures against the project's targets. The errors at 75%
@@ -170,7 +170,7 @@ func (r *Report) print(out io.Writer) {
 		printIdem(out, r.Idempotency)
 	}
 	printRatios(out, r.Ratios)
-	printIssue20(out, r.Issue20)
+	printPeerTargets(out, r.PeerTargets)
 }
 
 func printRows(out io.Writer, rows []Row, detail bool) {

@@ -9,10 +9,10 @@ import (
 	"text/tabwriter"
 )
 
-// Issue20 is the provisioner set against the raw broker ceiling and the
-// asynq peer, as issue 20 asks, on the same rows as the ratios (the medians
+// PeerTargets is the provisioner set against the raw broker ceiling and the
+// asynq peer, on the same rows as the ratios (the medians
 // with several runs).
-type Issue20 struct {
+type PeerTargets struct {
 	Targets []Target `json:"targets"`
 	// MsPerCallByClass is the CPU of every process class per createCustomer
 	// at -c in flight (phase 2), the median over the runs; "machine" is the
@@ -26,16 +26,16 @@ type Target struct {
 	Figures string `json:"figures,omitempty"`
 }
 
-// Limits of issue 20.
+// Targets against the peer and the ceiling.
 const (
-	issue20PeerRatio    = 2.0  // createCustomer at -c in flight, times the peer's
-	issue20CeilingShare = 0.40 // of the raw ceiling
-	issue20OwnCPUMs     = 0.20 // gateway + workers per createCustomer
-	issue20P99Ms        = 25.0 // at 25% and 50% of the peak
-	issue20SingleRatio  = 1.5  // single caller p50, times the raw single p50
+	peerPeerRatio    = 2.0  // createCustomer at -c in flight, times the peer's
+	peerCeilingShare = 0.40 // of the raw ceiling
+	peerOwnCPUMs     = 0.20 // gateway + workers per createCustomer
+	peerP99Ms        = 25.0 // at 25% and 50% of the peak
+	peerSingleRatio  = 1.5  // single caller p50, times the raw single p50
 )
 
-func issue20(rows []Row, runs [][]Row) Issue20 {
+func peerTargets(rows []Row, runs [][]Row) PeerTargets {
 	get := func(key string) Row { row, _ := find(rows, key); return row }
 	ceiling, ceilingSingle := get(keyCeiling), get(keyCeilingSingle)
 	e2e, single, rate25, rate50 := get(keyE2E), get(keySingle), get(keyRate25), get(keyRate50)
@@ -46,22 +46,22 @@ func issue20(rows []Row, runs [][]Row) Issue20 {
 		return a / b
 	}
 	share, latency := div(e2e.Rate, ceiling.Rate), div(single.P50, ceilingSingle.P50)
-	out := Issue20{MsPerCallByClass: cpuByClass(runs)}
+	out := PeerTargets{MsPerCallByClass: cpuByClass(runs)}
 	_, withPeer := find(rows, keyPeerE2E)
 	peerE2E, peerRate50, peerSingle := get(keyPeerE2E), get(keyPeerRate50), get(keyPeerSingle)
 	if withPeer {
 		x := div(e2e.Rate, peerE2E.Rate)
 		out.Targets = append(out.Targets, Target{Ratio{fmt.Sprintf("createCustomer at %s in flight / the peer's", rowC(e2e)), x, "",
-			fmt.Sprintf(">= %.1f", issue20PeerRatio), x >= issue20PeerRatio}, fmt.Sprintf("%.0f/s / %.0f/s", e2e.Rate, peerE2E.Rate)})
+			fmt.Sprintf(">= %.1f", peerPeerRatio), x >= peerPeerRatio}, fmt.Sprintf("%.0f/s / %.0f/s", e2e.Rate, peerE2E.Rate)})
 	}
 	out.Targets = append(out.Targets,
-		Target{Ratio{"createCustomer / raw ceiling", share, "", fmt.Sprintf(">= %.2f", issue20CeilingShare), share >= issue20CeilingShare},
+		Target{Ratio{"createCustomer / raw ceiling", share, "", fmt.Sprintf(">= %.2f", peerCeilingShare), share >= peerCeilingShare},
 			fmt.Sprintf("%.0f/s / %.0f/s", e2e.Rate, ceiling.Rate)},
-		Target{Ratio{"own CPU per createCustomer (gateway+workers)", e2e.CPUPerReq, "ms", fmt.Sprintf("<= %.2f ms", issue20OwnCPUMs),
-			e2e.OK > 0 && e2e.CPUPerReq <= issue20OwnCPUMs}, ""},
-		Target{Ratio{"p99 at 25% of the peak", rate25.P99, "ms", fmt.Sprintf("<= %.0f ms", issue20P99Ms), rate25.OK > 0 && rate25.P99 <= issue20P99Ms},
+		Target{Ratio{"own CPU per createCustomer (gateway+workers)", e2e.CPUPerReq, "ms", fmt.Sprintf("<= %.2f ms", peerOwnCPUMs),
+			e2e.OK > 0 && e2e.CPUPerReq <= peerOwnCPUMs}, ""},
+		Target{Ratio{"p99 at 25% of the peak", rate25.P99, "ms", fmt.Sprintf("<= %.0f ms", peerP99Ms), rate25.OK > 0 && rate25.P99 <= peerP99Ms},
 			fmt.Sprintf("%.0f/s offered", rate25.Offered)},
-		Target{Ratio{"p99 at 50% of the peak", rate50.P99, "ms", fmt.Sprintf("<= %.0f ms", issue20P99Ms), rate50.OK > 0 && rate50.P99 <= issue20P99Ms},
+		Target{Ratio{"p99 at 50% of the peak", rate50.P99, "ms", fmt.Sprintf("<= %.0f ms", peerP99Ms), rate50.OK > 0 && rate50.P99 <= peerP99Ms},
 			fmt.Sprintf("%.0f/s offered", rate50.Offered)},
 	)
 	if withPeer {
@@ -69,8 +69,8 @@ func issue20(rows []Row, runs [][]Row) Issue20 {
 			rate50.OK > 0 && peerRate50.OK > 0 && rate50.P99 < peerRate50.P99},
 			fmt.Sprintf("%.2f ms / %.2f ms", rate50.P99, peerRate50.P99)})
 	}
-	out.Targets = append(out.Targets, Target{Ratio{"single caller p50 / raw single p50", latency, "", fmt.Sprintf("<= %.1f", issue20SingleRatio),
-		latency > 0 && latency <= issue20SingleRatio}, fmt.Sprintf("%.2f ms / %.2f ms", single.P50, ceilingSingle.P50)})
+	out.Targets = append(out.Targets, Target{Ratio{"single caller p50 / raw single p50", latency, "", fmt.Sprintf("<= %.1f", peerSingleRatio),
+		latency > 0 && latency <= peerSingleRatio}, fmt.Sprintf("%.2f ms / %.2f ms", single.P50, ceilingSingle.P50)})
 	if withPeer {
 		out.Targets = append(out.Targets, Target{Ratio{"single caller p50 / the peer's", div(single.P50, peerSingle.P50), "", "< 1",
 			single.OK > 0 && peerSingle.OK > 0 && single.P50 < peerSingle.P50},
@@ -106,8 +106,8 @@ func cpuByClass(runs [][]Row) map[string]float64 {
 	return out
 }
 
-func printIssue20(out io.Writer, t Issue20) {
-	fmt.Fprintf(out, "\ntargets of issue 20\n")
+func printPeerTargets(out io.Writer, t PeerTargets) {
+	fmt.Fprintf(out, "\ntargets against the asynq peer\n")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	for _, r := range t.Targets {
 		verdict := "met"
