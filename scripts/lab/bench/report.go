@@ -25,7 +25,7 @@ type Report struct {
 	Median      []Row       `json:"median,omitempty"`     // with -runs > 1
 	Idempotency *IdemResult `json:"idempotency"`
 	Ratios      []Ratio     `json:"ratios"`
-	PeerTargets     PeerTargets     `json:"peerTargets"`
+	PeerTargets PeerTargets `json:"peerTargets"`
 }
 
 // Machine describes where the figures were taken.
