@@ -35,6 +35,19 @@ const (
 	DeliveryLimit = 20
 )
 
+// QueueArgs are the arguments of the command queue: a quorum queue that
+// dead-letters at least once after DeliveryLimit deliveries and refuses
+// publishes when full.
+func QueueArgs() amqp.Table {
+	return amqp.Table{
+		amqp.QueueTypeArg:        amqp.QueueTypeQuorum,
+		"x-delivery-limit":       int32(DeliveryLimit),
+		"x-dead-letter-exchange": DeadExchange,
+		"x-dead-letter-strategy": "at-least-once",
+		"x-overflow":             "reject-publish",
+	}
+}
+
 // Declare (re)declares the whole topology; it is idempotent.
 func Declare(ch *amqp.Channel) error {
 	if err := ch.ExchangeDeclare(Exchange, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
@@ -50,14 +63,7 @@ func Declare(ch *amqp.Channel) error {
 	if err := ch.QueueBind(DeadQueue, "", DeadExchange, false, nil); err != nil {
 		return fmt.Errorf("bind queue %s: %w", DeadQueue, err)
 	}
-	args := amqp.Table{
-		amqp.QueueTypeArg:        amqp.QueueTypeQuorum,
-		"x-delivery-limit":       int32(DeliveryLimit),
-		"x-dead-letter-exchange": DeadExchange,
-		"x-dead-letter-strategy": "at-least-once",
-		"x-overflow":             "reject-publish",
-	}
-	if _, err := ch.QueueDeclare(Queue, true, false, false, false, args); err != nil {
+	if _, err := ch.QueueDeclare(Queue, true, false, false, false, QueueArgs()); err != nil {
 		return fmt.Errorf("declare queue %s: %w", Queue, err)
 	}
 	if err := ch.QueueBind(Queue, RoutingKey, Exchange, false, nil); err != nil {

@@ -9,14 +9,65 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
 // ceilingQueue is the bench's own quorum queue, apart from the service's.
 const ceilingQueue = "bench.ceiling"
+
+// shape is what the ceiling's messages and queue look like.
+type shape struct {
+	queue, exchange, key string // a named exchange is declared, direct, and the queue bound to it by key
+	args                 amqp.Table
+	consumers            int // echo connections, each with its consuming and its reply channel
+	request              func(id string) amqp.Publishing
+	reply                func(d *amqp.Delivery) amqp.Publishing
+}
+
+// bare is the raw ceiling: a plain quorum queue behind the default exchange,
+// one consumer, messages with the properties of a command and no headers.
+var bare = shape{queue: ceilingQueue, key: ceilingQueue, args: amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum},
+	consumers: 1, request: bareRequest, reply: bareReply}
+
+// serviceShape is the service's own message path without the service: the
+// command queue's arguments (delivery limit, at-least-once dead-lettering,
+// reject-publish) behind a direct exchange, a consumer per worker, and the
+// messages a gateway and a worker send, headers included, for a
+// createCustomer with an idempotency key. What it costs the broker beyond
+// bare is the price of the message's shape; what bare costs at a lower rate
+// beyond bare at -c in flight is the price of the rate.
+func serviceShape(workers int) shape {
+	return shape{queue: ceilingQueue + ".service", exchange: ceilingQueue + ".service", key: amqpx.RoutingKey,
+		args: amqpx.QueueArgs(), consumers: workers, request: serviceRequest, reply: serviceReply}
+}
+
+func bareRequest(id string) amqp.Publishing {
+	return amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, CorrelationId: id,
+		ReplyTo: amqpx.DirectReplyTo, MessageId: id, Type: protocol.CreateCustomer, Timestamp: time.Now(),
+		Body: ceilingRequest}
+}
+
+func bareReply(d *amqp.Delivery) amqp.Publishing {
+	return amqp.Publishing{ContentType: "application/json", CorrelationId: d.CorrelationId, Body: ceilingReply}
+}
+
+func serviceRequest(id string) amqp.Publishing {
+	key := "bench-1700000000-" + id
+	cmd := protocol.Command{CommandID: uuid.NewString(), Method: protocol.CreateCustomer, Partner: 1,
+		KeyPrefix: "oo_live_3f9a", RequestID: uuid.NewString(), Timestamp: time.Now(), Params: ceilingRequest,
+		IdemKey: idempotency.Key(1, key, false), IdemToken: idempotency.NewToken(),
+		IdemFP: idempotency.Fingerprint(protocol.CreateCustomer, ceilingRequest)}
+	return cmd.Publishing(id, amqpx.DirectReplyTo)
+}
+
+func serviceReply(d *amqp.Delivery) amqp.Publishing {
+	return protocol.Result{Status: 201, Body: ceilingReply}.ReplyPublishing(d.CorrelationId)
+}
 
 // Bodies of the size of a createCustomer command and of its reply.
 var (
@@ -30,19 +81,11 @@ var (
 // Reply-to. It returns the throughput at cfg.c in flight, with the CPU that
 // measure attaches to it, and a single caller's latency.
 func ceilingPhase(ctx context.Context, amqpURL string, cfg config, measure func(func() Row) Row) (Row, Row, error) {
-	echo, err := startEcho(amqpURL)
+	client, stop, err := startCeiling(ctx, amqpURL, bare)
 	if err != nil {
 		return Row{}, Row{}, err
 	}
-	defer echo.close()
-	client, err := dialEchoClient(amqpURL)
-	if err != nil {
-		return Row{}, Row{}, err
-	}
-	defer client.close()
-	if label := client.call(ctx); label != "" {
-		return Row{}, Row{}, fmt.Errorf("first echo call: %s", label)
-	}
+	defer stop()
 	many := measure(func() Row {
 		return closedLoop(ctx, keyCeiling, fmt.Sprintf("ceiling c=%d", cfg.c), client.call, cfg.c, cfg.duration)
 	})
@@ -51,19 +94,85 @@ func ceilingPhase(ctx context.Context, amqpURL string, cfg config, measure func(
 	return many, one, ctx.Err()
 }
 
+// shapePhase measures what the broker spends per round trip on the
+// service's messages (serviceShape) at cfg.c in flight, and on bare
+// messages and on the service's at rate a second (the end-to-end peak),
+// open loop: the broker's CPU per message falls as its rate rises, since it
+// reads, writes and flushes more messages per wake-up, so these rows split
+// the broker's cost per call into rate and shape.
+func shapePhase(ctx context.Context, amqpURL string, cfg config, rate float64, measure func(func() Row) Row) ([]Row, error) {
+	var rows []Row
+	for _, p := range []struct {
+		sh        shape
+		key, name string
+		open      bool
+	}{
+		{serviceShape(cfg.workers), keyCeilingService, fmt.Sprintf("service's messages c=%d", cfg.c), false},
+		{bare, keyCeilingAtRate, "ceiling at the e2e rate", true},
+		{serviceShape(cfg.workers), keyCeilingServiceAtRate, "service's messages at the e2e rate", true},
+	} {
+		client, stop, err := startCeiling(ctx, amqpURL, p.sh)
+		if err != nil {
+			return nil, err
+		}
+		r := measure(func() Row {
+			if p.open {
+				return openLoop(ctx, p.key, p.name, client.call, rate, cfg.duration, cfg.maxInFlight)
+			}
+			return closedLoop(ctx, p.key, p.name, client.call, cfg.c, cfg.duration)
+		})
+		r.CPUPerReq = 0
+		stop()
+		rows = append(rows, r)
+	}
+	return rows, ctx.Err()
+}
+
+// startCeiling declares sh's queue (emptied), starts its echo consumers and
+// a client, and makes one call through them; stop closes them.
+func startCeiling(ctx context.Context, amqpURL string, sh shape) (*echoClient, func(), error) {
+	var echoes []*echo
+	stop := func() {
+		for _, e := range echoes {
+			e.close()
+		}
+	}
+	for i := range sh.consumers {
+		e, err := startEcho(amqpURL, sh, i == 0)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		echoes = append(echoes, e)
+	}
+	client, err := dialEchoClient(amqpURL, sh)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	if label := client.call(ctx); label != "" {
+		client.close()
+		stop()
+		return nil, nil, fmt.Errorf("first echo call: %s", label)
+	}
+	return client, func() { client.close(); stop() }, nil
+}
+
 // echo consumes the ceiling queue and answers every message at once.
 type echo struct {
 	conn *amqp.Connection
+	sh   shape
 	done chan struct{}
 }
 
-func startEcho(amqpURL string) (*echo, error) {
+// startEcho starts a consumer of sh's queue; the first declares it.
+func startEcho(amqpURL string, sh shape, declare bool) (*echo, error) {
 	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"})
 	if err != nil {
 		return nil, fmt.Errorf("echo: dial: %w", err)
 	}
-	e := &echo{conn: conn, done: make(chan struct{})}
-	deliveries, replies, err := e.setUp()
+	e := &echo{conn: conn, sh: sh, done: make(chan struct{})}
+	deliveries, replies, err := e.setUp(declare)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("echo: %w", err)
@@ -72,22 +181,20 @@ func startEcho(amqpURL string) (*echo, error) {
 	return e, nil
 }
 
-func (e *echo) setUp() (<-chan amqp.Delivery, *amqp.Channel, error) {
+func (e *echo) setUp(declare bool) (<-chan amqp.Delivery, *amqp.Channel, error) {
 	ch, err := e.conn.Channel()
 	if err != nil {
 		return nil, nil, err
 	}
-	args := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
-	if _, err := ch.QueueDeclare(ceilingQueue, true, false, false, false, args); err != nil {
-		return nil, nil, fmt.Errorf("declare %s: %w", ceilingQueue, err)
-	}
-	if _, err := ch.QueuePurge(ceilingQueue, false); err != nil {
-		return nil, nil, fmt.Errorf("purge %s: %w", ceilingQueue, err)
+	if declare {
+		if err := declareShape(ch, e.sh); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := ch.Qos(64, 0, false); err != nil {
 		return nil, nil, fmt.Errorf("qos: %w", err)
 	}
-	deliveries, err := ch.Consume(ceilingQueue, "bench-echo", false, false, false, false, nil)
+	deliveries, err := ch.Consume(e.sh.queue, "", false, false, false, false, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("consume: %w", err)
 	}
@@ -99,12 +206,28 @@ func (e *echo) setUp() (<-chan amqp.Delivery, *amqp.Channel, error) {
 	return deliveries, replies, nil
 }
 
+// declareShape declares sh's queue, empty, and its exchange.
+func declareShape(ch *amqp.Channel, sh shape) error {
+	if _, err := ch.QueueDeclare(sh.queue, true, false, false, false, sh.args); err != nil {
+		return fmt.Errorf("declare %s: %w", sh.queue, err)
+	}
+	if _, err := ch.QueuePurge(sh.queue, false); err != nil {
+		return fmt.Errorf("purge %s: %w", sh.queue, err)
+	}
+	if sh.exchange == "" {
+		return nil
+	}
+	if err := ch.ExchangeDeclare(sh.exchange, amqp.ExchangeDirect, false, true, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", sh.exchange, err)
+	}
+	return ch.QueueBind(sh.queue, sh.key, sh.exchange, false, nil)
+}
+
 // serve replies, then acks, until the connection closes.
 func (e *echo) serve(deliveries <-chan amqp.Delivery, replies *amqp.Channel) {
 	defer close(e.done)
 	for d := range deliveries {
-		msg := amqp.Publishing{ContentType: "application/json", CorrelationId: d.CorrelationId, Body: ceilingReply}
-		if err := replies.Publish("", d.ReplyTo, false, false, msg); err != nil {
+		if err := replies.Publish("", d.ReplyTo, false, false, e.sh.reply(&d)); err != nil {
 			return
 		}
 		if err := d.Ack(false); err != nil {
@@ -121,6 +244,7 @@ func (e *echo) close() {
 // echoClient is a minimal copy of the gateway's RPC client: one channel in
 // confirm mode, Direct Reply-to, replies matched by correlation id.
 type echoClient struct {
+	sh      shape
 	conn    *amqp.Connection
 	ch      *amqp.Channel
 	seq     atomic.Uint64
@@ -129,12 +253,12 @@ type echoClient struct {
 	done    chan struct{}
 }
 
-func dialEchoClient(amqpURL string) (*echoClient, error) {
+func dialEchoClient(amqpURL string, sh shape) (*echoClient, error) {
 	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Heartbeat: 10 * time.Second, Locale: "en_US"})
 	if err != nil {
 		return nil, fmt.Errorf("client: dial: %w", err)
 	}
-	c := &echoClient{conn: conn, pending: make(map[string]chan struct{}), done: make(chan struct{})}
+	c := &echoClient{sh: sh, conn: conn, pending: make(map[string]chan struct{}), done: make(chan struct{})}
 	replies, err := c.setUp()
 	if err != nil {
 		conn.Close()
@@ -187,11 +311,7 @@ func (c *echoClient) call(ctx context.Context) string {
 		delete(c.pending, id)
 		c.mu.Unlock()
 	}()
-	dc, err := c.ch.PublishWithDeferredConfirm("", ceilingQueue, true, false, amqp.Publishing{
-		ContentType: "application/json", DeliveryMode: amqp.Persistent, CorrelationId: id,
-		ReplyTo: amqpx.DirectReplyTo, MessageId: id, Type: protocol.CreateCustomer, Timestamp: time.Now(),
-		Body: ceilingRequest,
-	})
+	dc, err := c.ch.PublishWithDeferredConfirm(c.sh.exchange, c.sh.key, true, false, c.sh.request(id))
 	if err != nil {
 		return "publish"
 	}

@@ -8,7 +8,11 @@
 //     persistent messages, publisher confirms and Direct Reply-to, echoed by an
 //     in-process consumer (no HTTP, Redis or database);
 //  2. createCustomer end to end through the gateway and the workers at a fixed
-//     concurrency (closed loop);
+//     concurrency (closed loop), then the broker alone again (ceiling.go,
+//     shapePhase): with the service's messages, queue arguments and a
+//     consumer per worker at the same concurrency, and with either kind of
+//     message at the rate createCustomer reached, which splits the broker's
+//     CPU per call into the price of the message's shape and of the rate;
 //  3. createCustomer latency at fixed arrival rates, 25/50/75% of the maximum
 //     measured in 2 (open loop);
 //  4. a single caller's createCustomer latency;
@@ -139,6 +143,12 @@ func runOnce(ctx context.Context, st *stack, api *apiClient, cfg config) ([]Row,
 		return nil, fmt.Errorf("no createCustomer succeeded in phase 2 (errors %v)", e2e.ErrorsBy)
 	}
 	rows := []Row{ceiling, ceilingSingle, e2e}
+	progress("phase 2b: the broker alone with the service's messages, and at %.0f/s", e2e.Rate)
+	shapes, err := shapePhase(ctx, st.AMQPURL, cfg, e2e.Rate, st.measureCPU)
+	if err != nil {
+		return nil, fmt.Errorf("message shapes: %w", err)
+	}
+	rows = append(rows, shapes...)
 	for _, f := range rateFractions {
 		progress("phase 3: %.0f%% of %.0f/s for %s", f.share*100, e2e.Rate, cfg.rateDuration)
 		r := st.measureCPU(func() Row {

@@ -152,8 +152,10 @@ func (r *Report) print(out io.Writer) {
 			fmt.Fprintf(out, "file system before the run: one tenant directory (mkdir) costs %.0f us of CPU\n", r.MkdirMicros[i])
 		}
 		printRows(out, rows, true)
-		if ceiling, ok := find(rows, keyCeiling); ok && ceiling.CPU != nil {
-			printCeilingCPU(out, ceiling)
+		for _, k := range []string{keyCeiling, keyCeilingService, keyCeilingAtRate, keyCeilingServiceAtRate} {
+			if ceiling, ok := find(rows, k); ok && ceiling.CPU != nil {
+				printCeilingCPU(out, ceiling)
+			}
 		}
 		if e2e, ok := find(rows, keyE2E); ok && e2e.CPU != nil {
 			printCPU(out, e2e)
