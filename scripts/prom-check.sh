@@ -99,7 +99,8 @@ if [ "${1:-}" != --on-stack ]; then
   step "isolated stack"
   go build -o bin/lab ./scripts/lab || die "go build ./scripts/lab"
   rm -rf "$work"
-  export SHUTDOWN_TIMEOUT=3s PROM_CHECK_PASSED=$pass PROM_CHECK_FAILED=$fail
+  # Admission control on, as deploy/k8s/base/config.yaml has it: the limit panel shows it.
+  export SHUTDOWN_TIMEOUT=3s ADMISSION_MAX_IN_FLIGHT=128 PROM_CHECK_PASSED=$pass PROM_CHECK_FAILED=$fail
   # At the time limit (exit 124) lab stack gets SIGTERM: it stops this
   # script's run on the stack and removes the stack.
   exec timeout --foreground $((time_limit - SECONDS)) bin/lab stack -name promcheck -workers 2 -- bash scripts/prom-check.sh --on-stack
@@ -228,6 +229,8 @@ res=$(query "sum(increase(oneoffice_idempotency_outcomes_total{outcome=\"replaye
 report "load produced idempotency replays" "$res" values
 res=$(query "sum(increase(oneoffice_auth_failures_total[2m])) > 0")
 report "load produced 401s" "$res" values
+res=$(query "min(oneoffice_gateway_admission_limit{job=\"oneoffice-gateway\"}) > 0")
+report "gateway admission limit set (ADMISSION_MAX_IN_FLIGHT)" "$res" values
 res=$(query "sum(rabbitmq_queue_consumers{vhost=\"$tag\",queue=\"oneoffice.commands\"}) > 0")
 report "rabbitmq per-object metrics show this vhost's consumers" "$res" values
 
