@@ -66,18 +66,9 @@ func (s *Service) runCommand(ctx context.Context, rt *route, c *call) (protocol.
 // recorder is a response whose ledger copy leaves something out.
 type recorder interface{ recorded() any }
 
-// attempt runs the command once through the ledger: in a group with the
-// commands ready with it, or alone (group.go).
-func (s *Service) attempt(ctx context.Context, rt *route, c *call) (protocol.Result, error) {
-	if s.group != nil {
-		return s.group.run(ctx, rt, c)
-	}
-	return s.attemptAlone(ctx, rt, c)
-}
-
-// attemptAlone runs the handler once in the command's own transaction and
+// attempt runs the handler once in the command's own transaction and
 // records the command in it after the effect.
-func (s *Service) attemptAlone(ctx context.Context, rt *route, c *call) (protocol.Result, error) {
+func (s *Service) attempt(ctx context.Context, rt *route, c *call) (protocol.Result, error) {
 	var res protocol.Result
 	var refused *protocol.Error
 	c.ended = c.ended[:0]

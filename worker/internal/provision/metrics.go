@@ -8,8 +8,6 @@ import (
 // Metrics of the provisioning service.
 type Metrics struct {
 	insertRows     prometheus.Histogram
-	groupSize      prometheus.Histogram
-	groupsBroken   prometheus.Counter
 	ledgerPruned   prometheus.Counter
 	storageErrors  *prometheus.CounterVec
 	orphansRemoved prometheus.Counter
@@ -22,15 +20,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name:    "oneoffice_worker_customer_insert_rows",
 			Help:    "createCustomer rows per insert statement: concurrent commands share one statement and one commit.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
-		}),
-		groupSize: promauto.With(reg).NewHistogram(prometheus.HistogramOpts{
-			Name:    "oneoffice_worker_group_commands",
-			Help:    "Commands per transaction of the methods other than createCustomer: commands ready at once share one transaction, each in its own savepoint, and one commit.",
-			Buckets: []float64{1, 2, 4, 8, 16, 32},
-		}),
-		groupsBroken: promauto.With(reg).NewCounter(prometheus.CounterOpts{
-			Name: "oneoffice_worker_groups_broken_total",
-			Help: "Command groups whose transaction broke (BEGIN, a savepoint or COMMIT failed): each of their commands ran again alone.",
 		}),
 		ledgerPruned: promauto.With(reg).NewCounter(prometheus.CounterOpts{
 			Name: "oneoffice_worker_ledger_pruned_total",

@@ -56,9 +56,6 @@ type Service struct {
 	reads     *reads.Reader
 	mux       *mux
 	m         *Metrics
-
-	// group runs the commands of the other mutating methods in groups.
-	group *grouper
 }
 
 // New returns a service on db.
@@ -67,7 +64,6 @@ func New(db *pgxpool.Pool, cfg Config, m *Metrics) *Service {
 	s := &Service{db: db, cfg: cfg, now: func() time.Time { return time.Now().UTC() }, fs: osFileSystem,
 		customers: newInserter(db, m.insertRows), mux: newMux(), m: m}
 	s.reads = reads.New(db, reads.Config{Pending: cfg.Pending, Now: func() time.Time { return s.now() }})
-	s.group = newGrouper(s, db, m)
 	s.routes(s.mux)
 	return s
 }
