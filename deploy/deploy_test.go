@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -261,9 +262,25 @@ func TestDockerfile(t *testing.T) {
 	if !slices.Equal(user, []string{"65532:65532"}) {
 		t.Errorf("USER %v, want 65532:65532 (distroless nonroot)", user)
 	}
-	for _, kv := range []string{"GOMAXPROCS=1", "GODEBUG=schedtrace=2147483647"} {
+	for _, kv := range []string{"GOMAXPROCS=1", "GODEBUG=" + launcherGODEBUG(t)} {
 		if !env[kv] {
 			t.Errorf("the image does not set %s", kv)
 		}
 	}
+}
+
+// launcherGODEBUG is the GODEBUG setting the launchers add, read from
+// scripts/lib/godebug.sh: export GODEBUG="${GODEBUG:+$GODEBUG,}schedtrace=N".
+// Every deploy file sets the same value.
+func launcherGODEBUG(t *testing.T) string {
+	t.Helper()
+	sh, err := os.ReadFile("../scripts/lib/godebug.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`\$GODEBUG,\}(schedtrace=[0-9]+)"`).FindSubmatch(sh)
+	if m == nil {
+		t.Fatal("scripts/lib/godebug.sh exports no schedtrace setting")
+	}
+	return string(m[1])
 }

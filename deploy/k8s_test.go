@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -388,26 +387,17 @@ func TestKubernetesTenantVolumeIsShared(t *testing.T) {
 // The image and runtime settings agree with deploy/Dockerfile and the
 // launchers' scripts/lib/godebug.sh; the overlay swaps the image.
 func TestKubernetesRuntimeSettings(t *testing.T) {
-	sh, err := os.ReadFile("../scripts/lib/godebug.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The value the launchers export: export GODEBUG="${GODEBUG:+$GODEBUG,}schedtrace=N".
-	m := regexp.MustCompile(`\$GODEBUG,\}(schedtrace=[0-9]+)"`).FindSubmatch(sh)
-	if m == nil {
-		t.Fatal("scripts/lib/godebug.sh exports no schedtrace setting")
-	}
-	want := m[1]
+	want := launcherGODEBUG(t)
 	r := render(t, "k8s/overlays/example")
 	cm := r.get("ConfigMap", "oneoffice-config").(*corev1.ConfigMap)
-	if cm.Data["GODEBUG"] != string(want) || cm.Data["GOMAXPROCS"] != "1" {
+	if cm.Data["GODEBUG"] != want || cm.Data["GOMAXPROCS"] != "1" {
 		t.Errorf("GODEBUG %q GOMAXPROCS %q, want %s and 1", cm.Data["GODEBUG"], cm.Data["GOMAXPROCS"], want)
 	}
 	df, err := os.ReadFile("Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(df), "GODEBUG="+string(want)) {
+	if !strings.Contains(string(df), "GODEBUG="+want) {
 		t.Errorf("deploy/Dockerfile does not set GODEBUG=%s", want)
 	}
 	for name, pt := range pods(r) {
