@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/oneoffice/provisioner/gateway/internal/rpc"
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/logging"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
@@ -53,9 +55,9 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 		h.Metrics.calls.Add(-1)
 		elapsed := time.Since(start)
 		h.Metrics.observe(cl.method, status, elapsed.Seconds(), span)
-		h.Log.InfoContext(c.UserContext(), "request", "request_id", cl.rid, "partner", cl.partner,
-			"method", cl.method, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
-			"idempotency", cl.idem)
+		logging.Attrs(c.UserContext(), h.Log, slog.LevelInfo, "request", slog.String("request_id", cl.rid),
+			slog.Int64("partner", cl.partner), slog.String("method", cl.method), slog.Int("status", status),
+			slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("idempotency", cl.idem))
 		endSpan(span, cl, status)
 	}()
 	status, err = h.handle(c, cl)
