@@ -32,6 +32,9 @@ type call struct {
 	rid, method, idem string
 	partner           int64
 	start             time.Time // when the call arrived: RPCTimeout counts from it
+	// drained reports that the body was read to its end: nothing is left on
+	// the connection for discardBody.
+	drained bool
 }
 
 func (h *handler) serve(c *fiber.Ctx) (err error) {
@@ -50,7 +53,9 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			status, err = http.StatusInternalServerError, sendError(c, cl.rid, internalError())
 		}
-		discardBody(c)
+		if !cl.drained {
+			discardBody(c)
+		}
 		h.Metrics.inFlight.Dec()
 		h.Metrics.calls.Add(-1)
 		elapsed := time.Since(start)
@@ -97,6 +102,7 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	if perr != nil {
 		return fail(perr)
 	}
+	cl.drained = true
 	header := func(name string) string { return c.Get(name) }
 	if e := h.Signing.Verify(c.UserContext(), partner, header, raw); e != nil {
 		return fail(e)
@@ -192,7 +198,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 		return true, e.Status, sendError(c, cl.rid, e)
 	}
 	cl.idem = outcome.String()
-	h.Metrics.idempotency.WithLabelValues(cl.idem).Inc()
+	h.Metrics.idempotencyOutcome(outcome)
 	var e *protocol.Error
 	switch outcome {
 	case idempotency.New:
