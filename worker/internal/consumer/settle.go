@@ -163,28 +163,44 @@ func (c *Consumer) storeKey(ctx context.Context, o *outcome) error {
 	if (o.key == keyNone || o.key == keyKeep) && len(o.ended) == 0 {
 		return nil
 	}
-	cmd := &o.cmd
+	err := c.storeKeyOnce(ctx, o)
+	if err == nil {
+		return nil // the usual case, without the retry machinery
+	}
+	// The retries go as they always did: the failure just met is the
+	// first attempt's, then the pause, then the next attempt.
+	first := true
 	return backoff.Retry(func() error {
-		var err error
-		for _, key := range o.ended {
-			if err = c.idem.End(ctx, key); err != nil {
-				break
-			}
+		if first {
+			first = false
+			return err
 		}
-		switch {
-		case err != nil:
-		case o.key == keyComplete:
-			err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP,
-				idempotency.Result{Status: o.reply.Status, Body: o.reply.Body})
-		case o.key == keyRelease:
-			err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
-		}
-		if err != nil && ctx.Err() == nil {
-			c.m.retries.WithLabelValues("redis").Inc()
-			c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
-		}
-		return err
+		return c.storeKeyOnce(ctx, o)
 	}, backoff.WithContext(newBackoff(), ctx))
+}
+
+// storeKeyOnce is one attempt of storeKey.
+func (c *Consumer) storeKeyOnce(ctx context.Context, o *outcome) error {
+	cmd := &o.cmd
+	var err error
+	for _, key := range o.ended {
+		if err = c.idem.End(ctx, key); err != nil {
+			break
+		}
+	}
+	switch {
+	case err != nil:
+	case o.key == keyComplete:
+		err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP,
+			idempotency.Result{Status: o.reply.Status, Body: o.reply.Body})
+	case o.key == keyRelease:
+		err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+	}
+	if err != nil && ctx.Err() == nil {
+		c.m.retries.WithLabelValues("redis").Inc()
+		c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
+	}
+	return err
 }
 
 func newBackoff() backoff.BackOff {
