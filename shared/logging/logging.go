@@ -92,5 +92,20 @@ func (h traced) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
+// Attrs writes one line at level, as Logger.LogAttrs does, but without the
+// caller lookup (runtime.Callers) that slog makes for every line whatever its
+// handler: the handlers of New print no source. The lines written once per
+// call (the gateway's request, the worker's command) go through it, with
+// typed attributes, so that a line costs no boxing of its values either.
+func Attrs(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	h := l.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(attrs...)
+	_ = h.Handle(ctx, r)
+}
+
 func (h traced) WithAttrs(attrs []slog.Attr) slog.Handler { return traced{h.Handler.WithAttrs(attrs)} }
 func (h traced) WithGroup(name string) slog.Handler       { return traced{h.Handler.WithGroup(name)} }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/oneoffice/provisioner/gateway/internal/rpc"
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/logging"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
@@ -30,6 +32,9 @@ type call struct {
 	rid, method, idem string
 	partner           int64
 	start             time.Time // when the call arrived: RPCTimeout counts from it
+	// drained reports that the body was read to its end: nothing is left on
+	// the connection for discardBody.
+	drained bool
 }
 
 func (h *handler) serve(c *fiber.Ctx) (err error) {
@@ -48,14 +53,16 @@ func (h *handler) serve(c *fiber.Ctx) (err error) {
 				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			status, err = http.StatusInternalServerError, sendError(c, cl.rid, internalError())
 		}
-		discardBody(c)
+		if !cl.drained {
+			discardBody(c)
+		}
 		h.Metrics.inFlight.Dec()
 		h.Metrics.calls.Add(-1)
 		elapsed := time.Since(start)
 		h.Metrics.observe(cl.method, status, elapsed.Seconds(), span)
-		h.Log.InfoContext(c.UserContext(), "request", "request_id", cl.rid, "partner", cl.partner,
-			"method", cl.method, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
-			"idempotency", cl.idem)
+		logging.Attrs(c.UserContext(), h.Log, slog.LevelInfo, "request", slog.String("request_id", cl.rid),
+			slog.Int64("partner", cl.partner), slog.String("method", cl.method), slog.Int("status", status),
+			slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("idempotency", cl.idem))
 		endSpan(span, cl, status)
 	}()
 	status, err = h.handle(c, cl)
@@ -95,6 +102,7 @@ func (h *handler) handle(c *fiber.Ctx, cl *call) (int, error) {
 	if perr != nil {
 		return fail(perr)
 	}
+	cl.drained = true
 	header := func(name string) string { return c.Get(name) }
 	if e := h.Signing.Verify(c.UserContext(), partner, header, raw); e != nil {
 		return fail(e)
@@ -190,7 +198,7 @@ func (h *handler) takeKey(c *fiber.Ctx, cl *call, method *protocol.Method, cmd *
 		return true, e.Status, sendError(c, cl.rid, e)
 	}
 	cl.idem = outcome.String()
-	h.Metrics.idempotency.WithLabelValues(cl.idem).Inc()
+	h.Metrics.idempotencyOutcome(outcome)
 	var e *protocol.Error
 	switch outcome {
 	case idempotency.New:

@@ -2,6 +2,7 @@ package api
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/oneoffice/provisioner/gateway/internal/auth"
+	"github.com/oneoffice/provisioner/shared/idempotency"
 	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/tracing"
 )
@@ -31,6 +33,19 @@ type Metrics struct {
 
 	rateLimitErrors prometheus.Counter
 	keyLookups      map[auth.Result]prometheus.Counter // every result, resolved once: counted on every call
+
+	// The children counted on every call, resolved once rather than by
+	// their labels on each: durations by method, requests by method and
+	// status (filled as statuses are met), idempotency outcomes.
+	durations map[string]prometheus.Observer
+	answered  sync.Map              // answeredKey -> prometheus.Counter
+	outcomes  [4]prometheus.Counter // by idempotency.Outcome
+}
+
+// answeredKey names a child of oneoffice_http_requests_total.
+type answeredKey struct {
+	method string
+	status int
 }
 
 // Latency buckets fitted to this service: a call is a few milliseconds through
@@ -79,6 +94,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "API calls whose handling panicked; each was answered 500 internal and the process went on.",
 		}),
 		keyLookups: make(map[auth.Result]prometheus.Counter),
+		durations:  make(map[string]prometheus.Observer),
 		overloadRefusals: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "oneoffice_gateway_overload_refusals_total",
 			Help: "Calls refused 503 overloaded by admission control, by reason: limit (ADMISSION_MAX_IN_FLIGHT, adapted to the latency seen) or partner_share (the partner held its share while others called).",
@@ -93,12 +109,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "API key checks by result: hit, negative_hit (answered by the key cache), shared (waited for the same key's lookup), miss, refresh (database lookups that answered), refused (no lookup slot before the deadline), timeout, error.",
 	}, []string{"result"})
 	for _, method := range append([]string{"unknown"}, protocol.Names()...) {
-		m.duration.WithLabelValues(method)
+		m.durations[method] = m.duration.WithLabelValues(method)
 		m.requests.WithLabelValues(method, "200")
 		m.pending.WithLabelValues(method)
 	}
-	for _, o := range []string{"new", "replayed", "in_progress", "mismatch"} {
-		m.idempotency.WithLabelValues(o)
+	for _, o := range []idempotency.Outcome{idempotency.New, idempotency.InProgress, idempotency.Replay, idempotency.Mismatch} {
+		m.outcomes[o] = m.idempotency.WithLabelValues(o.String())
 	}
 	m.authFail.WithLabelValues("missing")
 	m.authFail.WithLabelValues("invalid")
@@ -125,12 +141,34 @@ func (m *Metrics) KeyLookup(r auth.Result) { m.keyLookups[r].Inc() }
 // duration's exemplar.
 func (m *Metrics) observe(method string, status int, seconds float64, span trace.Span) {
 	m.count(method, status)
-	tracing.Observe(m.duration.WithLabelValues(method), seconds, span)
+	d, ok := m.durations[method]
+	if !ok {
+		d = m.duration.WithLabelValues(method)
+	}
+	tracing.Observe(d, seconds, span)
 }
 
 // count counts a call whose duration is unknown (refused before the handler).
 func (m *Metrics) count(method string, status int) {
-	m.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	k := answeredKey{method, status}
+	if c, ok := m.answered.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := m.requests.WithLabelValues(method, strconv.Itoa(status))
+	if _, known := m.durations[method]; known { // bounded: registered methods by status codes
+		m.answered.Store(k, c)
+	}
+	c.Inc()
+}
+
+// idempotencyOutcome counts one outcome of taking a key.
+func (m *Metrics) idempotencyOutcome(o idempotency.Outcome) {
+	if int(o) < len(m.outcomes) {
+		m.outcomes[o].Inc()
+		return
+	}
+	m.idempotency.WithLabelValues(o.String()).Inc()
 }
 
 // Busy reports whether a call is being answered now. A drain that timed out

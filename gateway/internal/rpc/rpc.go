@@ -287,7 +287,7 @@ func pauses(longest, stopAfter time.Duration) backoff.BackOff {
 // so it is published again, on the next connection if its own is gone, and a
 // deadline passed meanwhile is ErrUnknown.
 func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publishing, timer *time.Timer, until time.Time) (*session, error) {
-	b := pauses(maxNackPause, 0)
+	var b backoff.BackOff // made at the first copy published again: most calls publish one
 	for copies := 0; ; {
 		dc, err := s.publish(ctx, pub, timer)
 		switch {
@@ -313,6 +313,9 @@ func (c *Client) publishConfirmed(ctx context.Context, s *session, pub amqp.Publ
 			case <-ctx.Done():
 				return s, fmt.Errorf("%w: %v", ErrUnknown, ctx.Err())
 			}
+		}
+		if b == nil {
+			b = pauses(maxNackPause, 0)
 		}
 		select {
 		case <-time.After(b.NextBackOff()):

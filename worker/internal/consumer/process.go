@@ -165,30 +165,59 @@ func (c *Consumer) giveUp(ctx context.Context, cmd protocol.Command, res protoco
 }
 
 // run calls the handler, retrying transient failures with backoff until ctx
-// ends. A panic becomes a permanent failure.
+// ends. A panic becomes a permanent failure. The first attempt is made
+// without the retry machinery: nearly every command needs no second.
 func (c *Consumer) run(ctx context.Context, cmd *protocol.Command) (protocol.Result, error) {
-	return backoff.RetryWithData(func() (res protocol.Result, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = backoff.Permanent(fmt.Errorf("%w: %v\n%s", errPanic, r, debug.Stack()))
-			}
-		}()
-		res, err = c.handler.Handle(ctx, cmd)
-		dep := dependencyOf(err)
-		if err != nil && res.Status == 0 && dep == "database" {
-			c.m.dbErrors.Inc()
-		}
-		if err != nil && c.transient(err) && ctx.Err() == nil {
-			c.m.retries.WithLabelValues(dep).Inc()
-			c.log.WarnContext(ctx, "transient failure, retrying", "request_id", cmd.RequestID, "dependency", dep,
-				"error", err)
+	res, err := c.attempt(ctx, cmd)
+	var perm *backoff.PermanentError
+	if err == nil || errors.As(err, &perm) {
+		return res, unwrapPermanent(err)
+	}
+	// The retries go as they always did: the failure just met is the
+	// first attempt's, then the pause, then the next attempt.
+	first := true
+	return backoff.RetryWithData(func() (protocol.Result, error) {
+		if first {
+			first = false
 			return res, err
 		}
-		if err != nil {
-			return res, backoff.Permanent(err)
-		}
-		return res, nil
+		return c.attempt(ctx, cmd)
 	}, backoff.WithContext(newBackoff(), ctx))
+}
+
+// attempt runs the handler once; a failure that is not to be retried comes
+// back as a backoff.PermanentError.
+func (c *Consumer) attempt(ctx context.Context, cmd *protocol.Command) (res protocol.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = backoff.Permanent(fmt.Errorf("%w: %v\n%s", errPanic, r, debug.Stack()))
+		}
+	}()
+	res, err = c.handler.Handle(ctx, cmd)
+	if err == nil {
+		return res, nil
+	}
+	dep := dependencyOf(err)
+	if res.Status == 0 && dep == "database" {
+		c.m.dbErrors.Inc()
+	}
+	if c.transient(err) && ctx.Err() == nil {
+		c.m.retries.WithLabelValues(dep).Inc()
+		c.log.WarnContext(ctx, "transient failure, retrying", "request_id", cmd.RequestID, "dependency", dep,
+			"error", err)
+		return res, err
+	}
+	return res, backoff.Permanent(err)
+}
+
+// unwrapPermanent returns the error a backoff.PermanentError holds, as
+// backoff.Retry does.
+func unwrapPermanent(err error) error {
+	var perm *backoff.PermanentError
+	if errors.As(err, &perm) {
+		return perm.Err
+	}
+	return err
 }
 
 // dependencyOf names what a handler's failure came from: the error's own

@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/oneoffice/provisioner/shared/idempotency"
+	"github.com/oneoffice/provisioner/shared/logging"
 	"github.com/oneoffice/provisioner/shared/netx"
 	"github.com/oneoffice/provisioner/shared/protocol"
 )
@@ -67,14 +69,14 @@ func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o o
 		// The redelivery stores it, or runs the command again if it failed.
 		o = outcome{settle: settleRequeue, reason: requeueUnstored, err: errors.Join(o.err, err), cmd: o.cmd, key: keyKeep}
 	}
-	var problems []any
+	var problems []slog.Attr
 	if o.reply != nil && d.ReplyTo != "" {
 		// The key's fate is already stored, so a reply lost here costs the
 		// partner a 202 (or a retry), never the result.
 		rs := c.replySpan(ctx, d)
 		err := out.replies.PublishWithContext(ctx, "", d.ReplyTo, false, false, o.reply.ReplyPublishing(d.CorrelationId))
 		if err != nil {
-			problems = append(problems, "reply_error", err)
+			problems = append(problems, slog.Any("reply_error", err))
 		}
 		endReply(rs, err)
 	}
@@ -97,7 +99,7 @@ func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o o
 	if err != nil {
 		// The channel is failing: the broker requeues every unsettled
 		// delivery of a channel when it closes.
-		problems = append(problems, "settle_error", err)
+		problems = append(problems, slog.Any("settle_error", err))
 	}
 	elapsed := time.Since(start)
 	label := o.label()
@@ -127,29 +129,30 @@ func (o *outcome) label() string {
 // at shutdown (its error is the cancellation, not a fault), an error when it
 // was dead-lettered.
 func (c *Consumer) logOutcome(ctx context.Context, d *amqp.Delivery, o *outcome, label string,
-	elapsed time.Duration, problems []any) {
+	elapsed time.Duration, problems []slog.Attr) {
 	cmd := &o.cmd
-	attrs := []any{"request_id", cmd.RequestID, "partner", cmd.Partner, "method", cmd.Method}
-	attrs = append(attrs, "outcome", label, "duration_ms", float64(elapsed.Microseconds())/1000,
-		"redelivered", d.Redelivered)
+	var buf [12]slog.Attr // every attribute a line can have, problems included
+	attrs := append(buf[:0], slog.String("request_id", cmd.RequestID), slog.Int64("partner", cmd.Partner),
+		slog.String("method", cmd.Method), slog.String("outcome", label),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.Bool("redelivered", d.Redelivered))
 	if o.reason != "" {
-		attrs = append(attrs, "reason", o.reason)
+		attrs = append(attrs, slog.String("reason", o.reason))
 	}
 	if o.err != nil {
-		attrs = append(attrs, "error", o.err)
+		attrs = append(attrs, slog.Any("error", o.err))
 	}
 	attrs = append(attrs, problems...)
 	switch {
 	case o.settle == settleAck:
-		c.log.InfoContext(ctx, "command", append(attrs, "status", o.reply.Status)...)
+		logging.Attrs(ctx, c.log, slog.LevelInfo, "command", append(attrs, slog.Int("status", o.reply.Status))...)
 	case o.settle == settleDeadLetter:
 		// One message for every dead-letter, whatever its reason, so that one
 		// search of the log finds them all.
-		c.log.ErrorContext(ctx, "command dead-lettered", append(attrs, "message_id", d.MessageId)...)
+		logging.Attrs(ctx, c.log, slog.LevelError, "command dead-lettered", append(attrs, slog.String("message_id", d.MessageId))...)
 	case o.reason == requeuePrefetched:
-		c.log.InfoContext(ctx, "command requeued at shutdown", attrs...)
+		logging.Attrs(ctx, c.log, slog.LevelInfo, "command requeued at shutdown", attrs...)
 	default:
-		c.log.WarnContext(ctx, "command requeued at shutdown", attrs...)
+		logging.Attrs(ctx, c.log, slog.LevelWarn, "command requeued at shutdown", attrs...)
 	}
 }
 
@@ -160,28 +163,44 @@ func (c *Consumer) storeKey(ctx context.Context, o *outcome) error {
 	if (o.key == keyNone || o.key == keyKeep) && len(o.ended) == 0 {
 		return nil
 	}
-	cmd := &o.cmd
+	err := c.storeKeyOnce(ctx, o)
+	if err == nil {
+		return nil // the usual case, without the retry machinery
+	}
+	// The retries go as they always did: the failure just met is the
+	// first attempt's, then the pause, then the next attempt.
+	first := true
 	return backoff.Retry(func() error {
-		var err error
-		for _, key := range o.ended {
-			if err = c.idem.End(ctx, key); err != nil {
-				break
-			}
+		if first {
+			first = false
+			return err
 		}
-		switch {
-		case err != nil:
-		case o.key == keyComplete:
-			err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP,
-				idempotency.Result{Status: o.reply.Status, Body: o.reply.Body})
-		case o.key == keyRelease:
-			err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
-		}
-		if err != nil && ctx.Err() == nil {
-			c.m.retries.WithLabelValues("redis").Inc()
-			c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
-		}
-		return err
+		return c.storeKeyOnce(ctx, o)
 	}, backoff.WithContext(newBackoff(), ctx))
+}
+
+// storeKeyOnce is one attempt of storeKey.
+func (c *Consumer) storeKeyOnce(ctx context.Context, o *outcome) error {
+	cmd := &o.cmd
+	var err error
+	for _, key := range o.ended {
+		if err = c.idem.End(ctx, key); err != nil {
+			break
+		}
+	}
+	switch {
+	case err != nil:
+	case o.key == keyComplete:
+		err = c.idem.Complete(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP,
+			idempotency.Result{Status: o.reply.Status, Body: o.reply.Body})
+	case o.key == keyRelease:
+		err = c.idem.Release(ctx, cmd.IdemKey, cmd.IdemToken, cmd.IdemFP)
+	}
+	if err != nil && ctx.Err() == nil {
+		c.m.retries.WithLabelValues("redis").Inc()
+		c.log.WarnContext(ctx, "storing result failed, retrying", "request_id", cmd.RequestID, "error", err)
+	}
+	return err
 }
 
 func newBackoff() backoff.BackOff {
