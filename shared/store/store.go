@@ -30,6 +30,11 @@ var migrations embed.FS
 // released then rather than after the server's own TCP time-outs (hours).
 const IdleInTransactionTimeout = 10 * time.Second
 
+// ConnLifetime is how long a pooled connection, and so a cached plan, lives
+// (plus up to a quarter more, so that a pool's connections do not all go at
+// once).
+const ConnLifetime = time.Minute
+
 // ErrNotFound is returned by lookups that find no row.
 var ErrNotFound = errors.New("not found")
 
@@ -44,6 +49,15 @@ func Open(ctx context.Context, url string, maxConns int32, configure ...func(*pg
 		cfg.MaxConns = maxConns
 	}
 	cfg.MaxConnIdleTime = time.Minute
+	// A connection keeps the plans of its prepared statements, and PostgreSQL
+	// makes a new one only when the table's statistics change (ANALYZE). A
+	// plan made while a table was nearly empty can pick an index that reads
+	// every row of a partner (tenants by partner and customer number for a
+	// lookup by remote id); without autovacuum it is never made again, and
+	// every call grows slower as the table grows. Connections are replaced
+	// after ConnLifetime, so no plan outlives it.
+	cfg.MaxConnLifetime = ConnLifetime
+	cfg.MaxConnLifetimeJitter = ConnLifetime / 4
 	// A silent link is noticed within seconds (TCP_USER_TIMEOUT and
 	// keepalive, shared/netx) and a connect that gets no answer is given up
 	// after DIAL_TIMEOUT; a connect_timeout in the URL wins.
