@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -11,10 +12,11 @@ import (
 )
 
 // A backlog of order commands, each delivered twice as a crashed worker's
-// unacked messages come back, and one refused, reaches a worker at once,
-// which runs them side by side. Each applies once: every order suspended,
-// every new order made once, one ledger row per command, the refusal
-// recorded.
+// unacked messages come back (half of them alone, half in batch messages of
+// the gateway's kind, each batch twice), and one refused, reaches a worker
+// at once, which runs them side by side. Each applies once: every order
+// suspended, every new order made once, one ledger row per command, the
+// refusal recorded.
 func TestABacklogDeliveredTwiceAppliesOnce(t *testing.T) {
 	t.Parallel()
 	s := NewStack(t)
@@ -50,12 +52,27 @@ func TestABacklogDeliveredTwiceAppliesOnce(t *testing.T) {
 	}
 	cmds = append(cmds, protocol.Command{CommandID: "refused", Method: "createFirstOrder", Partner: partner,
 		RequestID: "r-refused", Params: []byte(`{"customer":"NOPE","id":"X1","product":"oo-lite","licenses":2,"duration":"monthly"}`)})
-	for _, c := range cmds {
-		for range 2 {
-			if err := ch.Publish(amqpx.Exchange, amqpx.RoutingKey, true, false, c.Publishing("", "")); err != nil {
-				t.Fatal(err)
-			}
+	publish := func(p amqp.Publishing) {
+		if err := ch.Publish(amqpx.Exchange, amqpx.RoutingKey, true, false, p); err != nil {
+			t.Fatal(err)
 		}
+	}
+	alone, batched := cmds[:n], cmds[n:]
+	for _, c := range alone {
+		publish(c.Publishing("", ""))
+		publish(c.Publishing("", ""))
+	}
+	for b := range slices.Chunk(batched, 7) { // 21: three batches
+		pubs := make([]amqp.Publishing, len(b))
+		for i, c := range b {
+			pubs[i] = c.Publishing("", "")
+		}
+		batch, err := protocol.EncodeBatch(pubs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(batch)
+		publish(batch)
 	}
 	w2 := s.StartWorker()
 	waitHandled(t, float64(2*len(cmds)), w2)

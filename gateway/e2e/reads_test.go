@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
 	"github.com/oneoffice/provisioner/shared/testenv"
 )
 
@@ -63,15 +63,32 @@ func (s *Stack) callAs(key string, want int, method string, params any) (Respons
 	return r, err
 }
 
-// commandsQueued is the number of commands waiting in the stack's queue.
+// commandsQueued is the number of commands waiting in the stack's queue,
+// a batch message counted as the commands it carries. It reads each message
+// unacked, then closes its channel, which gives them all back.
 func commandsQueued(t *testing.T, s *Stack) int {
 	t.Helper()
-	q, err := brokerChannel(t, s).QueueDeclarePassive(amqpx.Queue, true, false, false, false,
-		amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
-	if err != nil {
-		t.Fatal(err)
+	ch := brokerChannel(t, s)
+	defer ch.Close()
+	n := 0
+	for {
+		d, ok, err := ch.Get(amqpx.Queue, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return n
+		}
+		if d.Type != protocol.BatchType {
+			n++
+			continue
+		}
+		members, err := protocol.DecodeBatch(&d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(members)
 	}
-	return q.Messages
 }
 
 // walk reads every page of a list and returns the values of field of its

@@ -9,6 +9,8 @@ import (
 type Metrics struct {
 	roundTrip prometheus.Histogram
 	confirm   prometheus.Histogram
+	// batch is the commands per message the publisher sends.
+	batch     prometheus.Histogram
 	connected prometheus.Gauge
 	blocked   prometheus.Gauge
 	// unconfirmed counts commands written whose publish was not confirmed by
@@ -38,6 +40,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name:    "oneoffice_gateway_publish_confirm_seconds",
 			Help:    "Publish to publisher confirm of a command.",
 			Buckets: []float64{.0005, .001, .002, .003, .005, .0075, .01, .025, .05, .1, .5, 1},
+		}),
+		batch: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "oneoffice_gateway_publish_batch_commands",
+			Help:    "Commands per message published: the commands that queued while the publisher was busy go out together.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32},
 		}),
 		connected: f.NewGauge(prometheus.GaugeOpts{
 			Name: "oneoffice_gateway_broker_connected",

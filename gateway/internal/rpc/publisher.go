@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
 // publishQueue bounds the publishes waiting for the connection's publisher.
@@ -33,30 +35,117 @@ type publishReq struct {
 	err   error
 }
 
-// publisher makes the session's publishes, one at a time as amqp091 does
-// on a channel anyway. A publish blocked in a socket write (the broker has
-// stopped reading) blocks this goroutine only; the callers wait for it with
-// their deadline. It ends with the session.
-func (s *session) publisher() {
+// maxUnconfirmed is how many messages the publisher has out unconfirmed
+// before it waits for the oldest's confirm: meanwhile the commands queue,
+// and go out together in the next message.
+const maxUnconfirmed = 2
+
+// publisher makes the session's publishes, one message at a time as amqp091
+// does on a channel anyway. While maxUnconfirmed messages await their
+// confirm, the commands queue; then those queued go out together in one
+// batch message (protocol.EncodeBatch), up to protocol.MaxBatch, so that
+// under load the broker stores, confirms, delivers and settles one message
+// for several commands. A lone command is never held back waiting for
+// company. The members of a batch share its confirm: a nack or a lost
+// connection makes each caller publish its own command again. A publish
+// blocked in a socket write (the broker has stopped reading), or a broker
+// that confirms nothing, blocks this goroutine only; the callers wait for it
+// with their deadline, and a command it never took was not sent. It ends
+// with the session.
+func (s *session) publisher(m *Metrics) {
+	batch := make([]*publishReq, 0, protocol.MaxBatch)
+	msgs := make([]amqp.Publishing, 0, protocol.MaxBatch)
+	var window []*amqp.DeferredConfirmation // unconfirmed, oldest first
 	for {
+		for len(window) > 0 && isDone(window[0]) {
+			window = window[1:]
+		}
+		queue, oldest := s.queue, (<-chan struct{})(nil)
+		if len(window) >= maxUnconfirmed {
+			queue, oldest = nil, window[0].Done()
+		}
 		select {
 		case <-s.closed:
 			return
-		case r := <-s.queue:
-			if !r.state.CompareAndSwap(queued, taken) {
-				continue
-			}
-			if s.blocked.Load() {
-				r.err = errBlocked
-			} else {
-				r.dc, r.err = s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false, r.msg)
-				if r.err != nil {
-					r.err = fmt.Errorf("%w: publish: %v", ErrUnavailable, r.err)
+		case <-oldest:
+		case r := <-queue:
+			batch = append(batch[:0], r)
+		more:
+			for len(batch) < protocol.MaxBatch {
+				select {
+				case r := <-s.queue:
+					batch = append(batch, r)
+				default:
+					break more
 				}
 			}
-			r.done <- struct{}{}
+			batch = takeQueued(batch)
+			if len(batch) == 0 {
+				continue
+			}
+			msgs = msgs[:0]
+			for _, r := range batch {
+				msgs = append(msgs, r.msg)
+			}
+			if dc := s.send(batch, msgs, m); dc != nil {
+				window = append(window, dc)
+			}
+			clear(msgs)
 		}
 	}
+}
+
+func isDone(dc *amqp.DeferredConfirmation) bool {
+	select {
+	case <-dc.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// takeQueued keeps the requests whose callers have not given up, now taken.
+func takeQueued(batch []*publishReq) []*publishReq {
+	kept := batch[:0]
+	for _, r := range batch {
+		if r.state.CompareAndSwap(queued, taken) {
+			kept = append(kept, r)
+		}
+	}
+	clear(batch[len(kept):])
+	return kept
+}
+
+// send publishes the taken requests, in one message when there are several,
+// and hands each its confirm or its error.
+func (s *session) send(batch []*publishReq, msgs []amqp.Publishing, m *Metrics) *amqp.DeferredConfirmation {
+	var dc *amqp.DeferredConfirmation
+	var err error
+	switch {
+	case s.blocked.Load():
+		err = errBlocked
+	case len(batch) == 1:
+		dc, err = s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false, msgs[0])
+	default:
+		var pub amqp.Publishing
+		if pub, err = protocol.EncodeBatch(msgs); err == nil {
+			dc, err = s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false, pub)
+		} else {
+			// Not a command a gateway makes; nothing was sent.
+			err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
+	if err != nil && err != errBlocked && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
+	}
+	if err == nil {
+		m.batch.Observe(float64(len(batch)))
+	}
+	for _, r := range batch {
+		r.dc, r.err = dc, err
+		r.done <- struct{}{}
+	}
+	return dc
 }
 
 var errBlocked = fmt.Errorf("%w: the broker blocks publishers (resource alarm)", ErrUnavailable)

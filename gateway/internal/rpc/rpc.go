@@ -138,7 +138,7 @@ func (c *Client) serve(ctx context.Context, conn *amqp.Connection) error {
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	blockings := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 	s := &session{ch: ch, closed: make(chan struct{}), queue: make(chan *publishReq, publishQueue)}
-	go s.publisher()
+	go s.publisher(c.m)
 	c.cur.Store(s)
 	c.m.connected.Set(1)
 	c.log.InfoContext(ctx, "broker connected")
@@ -163,14 +163,15 @@ func (c *Client) serve(ctx context.Context, conn *amqp.Connection) error {
 			if !ok {
 				return errors.New("reply consumer closed")
 			}
-			res, err := protocol.DecodeReply(&d)
-			if err != nil {
-				c.log.WarnContext(ctx, "bad reply dropped", "error", err)
-				continue
-			}
-			c.deliver(d.CorrelationId, reply{res: res})
+			c.replied(ctx, &d)
 		case r := <-returns:
-			c.deliver(r.CorrelationId, reply{returned: true})
+			if r.Type != protocol.BatchType {
+				c.deliver(r.CorrelationId, reply{returned: true})
+				break
+			}
+			for _, id := range protocol.BatchCorrelationIDs(r.Body) {
+				c.deliver(id, reply{returned: true})
+			}
 		}
 	}
 }
@@ -185,6 +186,27 @@ func (c *Client) setBlocked(ctx context.Context, s *session, b amqp.Blocking) {
 	}
 	c.m.blocked.Set(0)
 	c.log.InfoContext(ctx, "broker unblocked publishers")
+}
+
+// replied hands a reply, or each of a batch of replies, to its call.
+func (c *Client) replied(ctx context.Context, d *amqp.Delivery) {
+	if d.Type != protocol.BatchType {
+		res, err := protocol.DecodeReply(d)
+		if err != nil {
+			c.log.WarnContext(ctx, "bad reply dropped", "error", err)
+			return
+		}
+		c.deliver(d.CorrelationId, reply{res: res})
+		return
+	}
+	replies, err := protocol.DecodeReplies(d.Body)
+	if err != nil {
+		c.log.WarnContext(ctx, "bad batch of replies dropped", "error", err)
+		return
+	}
+	for _, r := range replies {
+		c.deliver(r.CorrelationID, reply{res: r.Result})
+	}
 }
 
 func (c *Client) deliver(id string, r reply) {

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -20,12 +21,16 @@ import (
 )
 
 // stallProxy forwards to the broker and can stop reading what the client
-// sends, as a broker that stops reading its socket does: the fault injected.
+// sends, as a broker that stops reading its socket does, or stop passing on
+// what the broker sends (its confirms and replies): the faults injected.
 type stallProxy struct {
 	addr string
 	mu   sync.Mutex
 	cond sync.Cond
-	held bool
+	held bool // client to broker
+	down bool // broker to client
+	// parked counts the forwarders from the broker that hold what it sent.
+	parked int
 }
 
 func newStallProxy(t *testing.T, target string) *stallProxy {
@@ -35,7 +40,7 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 	}
 	p := &stallProxy{addr: ln.Addr().String()}
 	p.cond.L = &p.mu
-	t.Cleanup(func() { ln.Close(); p.hold(false) })
+	t.Cleanup(func() { ln.Close(); p.hold(false); p.holdDown(false) })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -48,27 +53,36 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 				continue
 			}
 			t.Cleanup(func() { c.Close(); up.Close() })
-			go func() { io.Copy(c, up); c.Close() }()
-			go p.forward(up, c)
+			go p.forward(c, up, &p.down, &p.parked)
+			go p.forward(up, c, &p.held, new(int))
 		}
 	}()
 	return p
 }
 
-func (p *stallProxy) forward(dst, src net.Conn) {
+// forward copies src to dst while held is false. A read waits at most a few
+// milliseconds, so that a hold takes effect before more is passed on.
+func (p *stallProxy) forward(dst, src net.Conn, held *bool, parked *int) {
 	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		p.mu.Lock()
-		for p.held {
+		for *held {
+			*parked++
+			p.cond.Broadcast()
 			p.cond.Wait()
+			*parked--
 		}
 		p.mu.Unlock()
+		src.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			continue
 		}
 		if err != nil {
 			return
@@ -76,9 +90,22 @@ func (p *stallProxy) forward(dst, src net.Conn) {
 	}
 }
 
-func (p *stallProxy) hold(on bool) {
+func (p *stallProxy) hold(on bool) { p.set(&p.held, on) }
+
+// holdDown stops (or resumes) passing on what the broker sends; a stop
+// returns once nothing more is passed on.
+func (p *stallProxy) holdDown(on bool) {
+	p.set(&p.down, on)
 	p.mu.Lock()
-	p.held = on
+	for on && p.parked == 0 {
+		p.cond.Wait()
+	}
+	p.mu.Unlock()
+}
+
+func (p *stallProxy) set(flag *bool, on bool) {
+	p.mu.Lock()
+	*flag = on
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
@@ -152,6 +179,128 @@ func TestStalledWriteHoldsNoCaller(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// While maxUnconfirmed messages await their confirm, the calls made
+// meanwhile queue, and then go out together in one batch message; each call
+// gets its own reply, whether the worker answers the batch in one message
+// or (a member given back and run alone) in a message of its own.
+func TestCallsQueuedBehindUnconfirmedPublishesGoInOneMessage(t *testing.T) {
+	vhost := testenv.Vhost(t)
+	proxy := newStallProxy(t, "127.0.0.1:5672")
+	c := startClient(t, "amqp://guest:guest@"+proxy.addr+vhost[strings.LastIndex(vhost, "/"):])
+	seen := respond(t, vhost)
+	proxy.holdDown(true) // no confirm reaches the client
+
+	const calls = 12
+	got := make(chan string, calls)
+	for i := range calls {
+		go func() {
+			cmd := &protocol.Command{Method: "getCustomer", Partner: 1, RequestID: fmt.Sprint("r", i),
+				Params: []byte(`{"id":"X"}`), Timestamp: time.Now()}
+			res, err := c.Call(context.Background(), cmd, time.Minute)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- cmd.RequestID + "=" + string(res.Body)
+		}()
+	}
+	// Every call is either delivered to the responder or waiting in the
+	// publisher's queue, behind a full window of unconfirmed messages.
+	s := c.cur.Load()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		msgs, members := seen.counts()
+		if msgs == maxUnconfirmed && members+len(s.queue) == calls {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages of %d calls delivered, %d queued", msgs, members, len(s.queue))
+		}
+	}
+	proxy.holdDown(false)
+	want := map[string]bool{}
+	for i := range calls {
+		want[fmt.Sprintf("r%d=r%d", i, i)] = true
+	}
+	for range calls {
+		select {
+		case r := <-got:
+			if !want[r] {
+				t.Errorf("a call answered %q", r)
+			}
+			delete(want, r)
+		case <-time.After(time.Minute):
+			t.Fatal("a call got no answer")
+		}
+	}
+	if msgs, members := seen.counts(); msgs != maxUnconfirmed+1 || members != calls {
+		t.Errorf("%d calls in %d messages, want the queued ones in one more than the first %d", members, msgs, maxUnconfirmed)
+	}
+}
+
+// responder stands in for the workers: it answers each command with its
+// request id, a batch's members in one reply but its first, alone.
+type responder struct {
+	mu            sync.Mutex
+	msgs, members int
+}
+
+func (r *responder) counts() (msgs, members int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.msgs, r.members
+}
+
+func respond(t *testing.T, url string) *responder {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := amqpx.Declare(ch); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ch.Consume(amqpx.Queue, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &responder{}
+	go func() {
+		for d := range ds {
+			members := []amqp.Delivery{d}
+			if d.Type == protocol.BatchType {
+				if members, err = protocol.DecodeBatch(&d); err != nil {
+					t.Errorf("a batch that does not decode: %v", err)
+					continue
+				}
+			}
+			r.mu.Lock()
+			r.msgs, r.members = r.msgs+1, r.members+len(members)
+			r.mu.Unlock()
+			var replies []protocol.Reply
+			for _, m := range members {
+				cmd, err := protocol.DecodeCommand(&m)
+				if err != nil {
+					t.Errorf("member: %v", err)
+					continue
+				}
+				replies = append(replies, protocol.Reply{CorrelationID: m.CorrelationId,
+					Result: protocol.Result{Status: 200, Body: []byte(cmd.RequestID)}})
+			}
+			first := replies[0]
+			ch.Publish("", d.ReplyTo, false, false, first.ReplyPublishing(first.CorrelationID))
+			if len(replies) > 1 {
+				ch.Publish("", d.ReplyTo, false, false, protocol.EncodeReplies(replies[1:]))
+			}
+		}
+	}()
+	return r
 }
 
 // BenchmarkCall is one call's round trip against the real broker, a

@@ -86,12 +86,30 @@ func (s *stack) idleCPU(ctx context.Context, d time.Duration) (Idle, error) {
 
 // measureCPU runs phase and attaches the CPU spent meanwhile to its row.
 func (s *stack) measureCPU(phase func() Row) Row {
+	sum0, n0 := s.published()
 	before := s.cpuSnapshot()
 	row := phase()
 	after := s.cpuSnapshot()
 	row.CPU = cpuDelta(before, after, row.OK)
 	row.CPUPerReq = row.CPU.OwnMsPerReq
+	if sum1, n1 := s.published(); n1 > n0 {
+		row.PerMessage = (sum1 - sum0) / (n1 - n0)
+	}
 	return row
+}
+
+// published is the commands and the messages the gateways have published,
+// read off their metrics; zeros when they cannot be read.
+func (s *stack) published() (commands, messages float64) {
+	for _, g := range s.Gateways {
+		v, err := scrapeValues(context.Background(), g.Metrics, "oneoffice_gateway_publish_batch_commands_sum",
+			"oneoffice_gateway_publish_batch_commands_count")
+		if err != nil {
+			return 0, 0
+		}
+		commands, messages = commands+v[0], messages+v[1]
+	}
+	return commands, messages
 }
 
 // measurePeerCPU is measureCPU for a phase of the peer, whose own CPU is

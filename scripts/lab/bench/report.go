@@ -221,6 +221,9 @@ func printCPU(out io.Writer, row Row) {
 		fmt.Fprintf(out, " (%s)", strings.Join(top, ", "))
 	}
 	fmt.Fprintf(out, "; short-lived/unseen %.2f cores\n", c.UnseenCPUs)
+	if row.PerMessage > 0 {
+		fmt.Fprintf(out, "  broker: %.2f commands per message the gateway published\n", row.PerMessage)
+	}
 }
 
 // printPeerCPU is printCPU for the peer, whose own CPU is its processes'.

@@ -48,6 +48,9 @@ type Row struct {
 	ErrorsBy  map[string]int `json:"errorsBy,omitempty"`
 	CPUPerReq float64        `json:"ownCpuMsPerReq,omitempty"` // gateway + workers; the peer's processes in its rows
 	CPU       *CPU           `json:"cpu,omitempty"`
+	// PerMessage is the commands per message the gateways published (their
+	// publish_batch_commands histogram over the phase); 0 when they published none.
+	PerMessage float64 `json:"commandsPerMessage,omitempty"`
 }
 
 // closedLoop is load.Closed as a row of the report.

@@ -99,18 +99,26 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 	// ShutdownTimeout after ctx ends, and only then are they cancelled.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	out := &outbox{replies: replies, settle: newSettler(ch, c.cfg.Prefetch/4, ackFlushAfter, func(err error) {
+	settle := newSettler(ch, c.cfg.Prefetch/4, ackFlushAfter, func(err error) {
 		c.log.Warn("ack failed; the broker will redeliver", "error", err)
-	})}
+	})
+	giver := &giver{conn: conn}
+	defer giver.close()
+	out := &outbox{replies: replies, settle: settle, giveBack: giver.publish, slots: make(chan struct{}, c.cfg.Concurrency)}
 	// A fixed pool reads the deliveries itself: one goroutine hand-off per
-	// command, and Concurrency bounds the commands running at once.
+	// command. Every command, alone or a batch's member, runs in one of
+	// Concurrency slots.
 	var wg sync.WaitGroup
 	for range c.cfg.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for d := range deliveries {
-				out.settle.start()
+				settle.start()
+				if d.Type == protocol.BatchType {
+					c.handleBatch(work, &d, out, ctx.Err() != nil)
+					continue
+				}
 				c.handle(work, &d, out, ctx.Err() != nil)
 			}
 		}()
@@ -145,7 +153,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 			c.log.WarnContext(ctx, "closing the channel failed", "error", err)
 		}
 	})
-	out.settle.flush()
+	settle.flush()
 	return lost
 }
 
@@ -163,10 +171,28 @@ func (c *Consumer) closeConn(ctx context.Context, conn *amqp.Connection) {
 const ackFlushAfter = 10 * time.Millisecond
 
 // outbox is where a command's answers go: the reply channel and the settler
-// of the consuming channel.
+// of the consuming channel, or the batch the command is a member of.
 type outbox struct {
 	replies *amqp.Channel
-	settle  *settler
+	settle  sink
+	// giveBack publishes a batch's member alone, confirmed (batch.go).
+	giveBack func(amqp.Publishing) error
+	// slots bounds the commands running at once.
+	slots chan struct{}
+	// batch is the batch of a member: it gathers the replies, and the
+	// member is given back alone rather than dead-lettered. Nil for a
+	// command of its own.
+	batch *batch
+}
+
+// reply sends res to the caller of delivery d, or leaves it with the batch
+// d is a member of, which sends its members' replies together.
+func (out *outbox) reply(ctx context.Context, d *amqp.Delivery, res *protocol.Result) error {
+	if out.batch != nil {
+		out.batch.addReply(d.CorrelationId, *res)
+		return nil
+	}
+	return out.replies.PublishWithContext(ctx, "", d.ReplyTo, false, false, res.ReplyPublishing(d.CorrelationId))
 }
 
 // drain waits for in-flight commands, cancelling them after the timeout: a

@@ -96,6 +96,8 @@ type harness struct {
 	rdb    *redis.Client
 	idem   *idempotency.Store
 	log    *syncLog
+	// replyMessages counts the reply messages read by replies.
+	replyMessages int
 }
 
 // rig configures a harness's consumer.
@@ -129,6 +131,7 @@ func TestConsumer(t *testing.T) {
 		{"EveryFinishedCommandIsAcked", everyFinishedCommandIsAcked},
 		{"ASlowCommandDoesNotStallTheOthers", aSlowCommandDoesNotStallTheOthers},
 		{"EveryOutcomeIsCarriedOutOnce", everyOutcomeIsCarriedOutOnce},
+		{"ABatchsMembersSettleOnTheirOwn", batchMembersSettleOnTheirOwn},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.run(t, env) })
 	}

@@ -29,9 +29,11 @@ func (c *Consumer) handle(ctx context.Context, d *amqp.Delivery, out *outbox, st
 		c.apply(ctx, d, out, prefetched(d), start, span)
 		return
 	}
+	out.slots <- struct{}{}
+	defer func() { <-out.slots }()
 	c.m.inFlight.Inc()
 	defer c.m.inFlight.Dec()
-	c.apply(ctx, d, out, c.process(ctx, d), start, span)
+	c.apply(ctx, d, out, c.process(ctx, d, out.batch != nil), start, span)
 }
 
 // prefetched is the outcome of a delivery the broker sent ahead that arrives
@@ -42,8 +44,10 @@ func prefetched(d *amqp.Delivery) outcome {
 	return outcome{settle: settleRequeue, reason: requeuePrefetched, cmd: cmd, key: keyKeep}
 }
 
-// process runs one delivery and decides its outcome.
-func (c *Consumer) process(ctx context.Context, d *amqp.Delivery) outcome {
+// process runs one delivery and decides its outcome. A batch's member that
+// would be dead-lettered is given back alone instead (batch.go), before
+// anything of its failure is recorded: its copy is dead-lettered on its own.
+func (c *Consumer) process(ctx context.Context, d *amqp.Delivery, member bool) outcome {
 	if d.Redelivered {
 		c.m.redeliveries.Inc()
 	}
@@ -53,6 +57,9 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery) outcome {
 		err = verify(&cmd)
 	}
 	if err != nil {
+		if member {
+			return givenBack(cmd, err)
+		}
 		return refused(cmd, err)
 	}
 	res, err := c.run(ctx, &cmd)
@@ -62,9 +69,17 @@ func (c *Consumer) process(ctx context.Context, d *amqp.Delivery) outcome {
 	case ctx.Err() != nil:
 		// Cut off at shutdown: the key stays held for the redelivery.
 		return outcome{settle: settleRequeue, reason: requeueCancelled, err: err, cmd: cmd, key: keyKeep}
+	case member:
+		return givenBack(cmd, err)
 	default:
 		return c.giveUp(ctx, cmd, res, err)
 	}
+}
+
+// givenBack is the outcome of a batch's member given back to run alone: not
+// answered, its key left held for the copy.
+func givenBack(cmd protocol.Command, err error) outcome {
+	return outcome{settle: settleRequeue, reason: requeueSplit, err: err, cmd: cmd, key: keyKeep}
 }
 
 // answered is the outcome of a command the handler answered: the answer is

@@ -37,8 +37,9 @@ const (
 	keyRelease                 // freed, so that the partner's retry runs again
 )
 
-// Reasons of a requeue, in the log line. Every requeue happens at shutdown:
-// the run and the storing of its result retry for as long as the worker runs.
+// Reasons of a requeue, in the log line. Every requeue but a batch member's
+// given back alone (requeueSplit, batch.go) happens at shutdown: the run and
+// the storing of its result retry for as long as the worker runs.
 const (
 	requeuePrefetched = "prefetched" // delivered while stopping, never run
 	requeueCancelled  = "cancelled"  // run cancelled at the shutdown timeout
@@ -74,7 +75,7 @@ func (c *Consumer) apply(ctx context.Context, d *amqp.Delivery, out *outbox, o o
 		// The key's fate is already stored, so a reply lost here costs the
 		// partner a 202 (or a retry), never the result.
 		rs := c.replySpan(ctx, d)
-		err := out.replies.PublishWithContext(ctx, "", d.ReplyTo, false, false, o.reply.ReplyPublishing(d.CorrelationId))
+		err := out.reply(ctx, d, o.reply)
 		if err != nil {
 			problems = append(problems, slog.Any("reply_error", err))
 		}
@@ -151,6 +152,8 @@ func (c *Consumer) logOutcome(ctx context.Context, d *amqp.Delivery, o *outcome,
 		logging.Attrs(ctx, c.log, slog.LevelError, "command dead-lettered", append(attrs, slog.String("message_id", d.MessageId))...)
 	case o.reason == requeuePrefetched:
 		logging.Attrs(ctx, c.log, slog.LevelInfo, "command requeued at shutdown", attrs...)
+	case o.reason == requeueSplit:
+		logging.Attrs(ctx, c.log, slog.LevelWarn, "command of a batch given back to run alone", attrs...)
 	default:
 		logging.Attrs(ctx, c.log, slog.LevelWarn, "command requeued at shutdown", attrs...)
 	}
