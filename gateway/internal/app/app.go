@@ -69,6 +69,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, tp *tracing
 	reg := admin.NewRegistry()
 	client := rpc.New(cfg.AMQPURL, log, rpc.NewMetrics(reg))
 	client.Tracing = tp
+	client.BatchMax = cfg.RPCBatchMax
 	// The RPC client outlives ctx: calls draining at shutdown still need
 	// their replies, so it stops only in the teardown.
 	rpcCtx, stopRPC := context.WithCancel(context.WithoutCancel(ctx))

@@ -43,7 +43,7 @@ const maxUnconfirmed = 2
 // publisher makes the session's publishes, one message at a time as amqp091
 // does on a channel anyway. While maxUnconfirmed messages await their
 // confirm, the commands queue; then those queued go out together in one
-// batch message (protocol.EncodeBatch), up to protocol.MaxBatch, so that
+// batch message (protocol.EncodeBatch), up to most (Client.BatchMax), so that
 // under load the broker stores, confirms, delivers and settles one message
 // for several commands. A lone command is never held back waiting for
 // company. The members of a batch share its confirm: a nack or a lost
@@ -52,7 +52,7 @@ const maxUnconfirmed = 2
 // that confirms nothing, blocks this goroutine only; the callers wait for it
 // with their deadline, and a command it never took was not sent. It ends
 // with the session.
-func (s *session) publisher(m *Metrics) {
+func (s *session) publisher(m *Metrics, most int) {
 	batch := make([]*publishReq, 0, protocol.MaxBatch)
 	msgs := make([]amqp.Publishing, 0, protocol.MaxBatch)
 	var window []*amqp.DeferredConfirmation // unconfirmed, oldest first
@@ -71,7 +71,7 @@ func (s *session) publisher(m *Metrics) {
 		case r := <-queue:
 			batch = append(batch[:0], r)
 		more:
-			for len(batch) < protocol.MaxBatch {
+			for len(batch) < most {
 				select {
 				case r := <-s.queue:
 					batch = append(batch, r)

@@ -35,6 +35,7 @@
 package rpc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -84,6 +85,9 @@ type Client struct {
 
 	// Tracing makes the publish's PRODUCER span; nil is off.
 	Tracing *tracing.Provider
+	// BatchMax is the most commands the publisher puts in one message, at
+	// most protocol.MaxBatch; 0 is that, 1 one command per message.
+	BatchMax int
 
 	cur     atomic.Pointer[session]
 	seq     atomic.Uint64
@@ -138,7 +142,7 @@ func (c *Client) serve(ctx context.Context, conn *amqp.Connection) error {
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	blockings := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 	s := &session{ch: ch, closed: make(chan struct{}), queue: make(chan *publishReq, publishQueue)}
-	go s.publisher(c.m)
+	go s.publisher(c.m, cmp.Or(min(c.BatchMax, protocol.MaxBatch), protocol.MaxBatch))
 	c.cur.Store(s)
 	c.m.connected.Set(1)
 	c.log.InfoContext(ctx, "broker connected")

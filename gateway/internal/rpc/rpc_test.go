@@ -110,9 +110,12 @@ func (p *stallProxy) set(flag *bool, on bool) {
 	p.mu.Unlock()
 }
 
-func startClient(t *testing.T, url string) *Client {
+func startClient(t *testing.T, url string, batchMax ...int) *Client {
 	t.Helper()
 	c := New(url, slog.New(slog.NewTextHandler(io.Discard, nil)), NewMetrics(prometheus.NewRegistry()))
+	if len(batchMax) > 0 {
+		c.BatchMax = batchMax[0]
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -182,13 +185,19 @@ func TestStalledWriteHoldsNoCaller(t *testing.T) {
 }
 
 // While maxUnconfirmed messages await their confirm, the calls made
-// meanwhile queue, and then go out together in one batch message; each call
-// gets its own reply, whether the worker answers the batch in one message
-// or (a member given back and run alone) in a message of its own.
+// meanwhile queue, and then go out together in one batch message (one each
+// with RPC_BATCH_MAX=1); each call gets its own reply, whether the worker
+// answers the batch in one message or (a member given back and run alone)
+// in a message of its own.
 func TestCallsQueuedBehindUnconfirmedPublishesGoInOneMessage(t *testing.T) {
+	t.Run("batched", func(t *testing.T) { callsQueuedBehindUnconfirmedPublishes(t, 0) })
+	t.Run("RPC_BATCH_MAX=1", func(t *testing.T) { callsQueuedBehindUnconfirmedPublishes(t, 1) })
+}
+
+func callsQueuedBehindUnconfirmedPublishes(t *testing.T, batchMax int) {
 	vhost := testenv.Vhost(t)
 	proxy := newStallProxy(t, "127.0.0.1:5672")
-	c := startClient(t, "amqp://guest:guest@"+proxy.addr+vhost[strings.LastIndex(vhost, "/"):])
+	c := startClient(t, "amqp://guest:guest@"+proxy.addr+vhost[strings.LastIndex(vhost, "/"):], batchMax)
 	seen := respond(t, vhost)
 	proxy.holdDown(true) // no confirm reaches the client
 
@@ -234,8 +243,12 @@ func TestCallsQueuedBehindUnconfirmedPublishesGoInOneMessage(t *testing.T) {
 			t.Fatal("a call got no answer")
 		}
 	}
-	if msgs, members := seen.counts(); msgs != maxUnconfirmed+1 || members != calls {
-		t.Errorf("%d calls in %d messages, want the queued ones in one more than the first %d", members, msgs, maxUnconfirmed)
+	wantMsgs := maxUnconfirmed + 1 // the queued ones in one more message
+	if batchMax == 1 {
+		wantMsgs = calls
+	}
+	if msgs, members := seen.counts(); msgs != wantMsgs || members != calls {
+		t.Errorf("%d calls in %d messages, want %d", members, msgs, wantMsgs)
 	}
 }
 
