@@ -156,6 +156,19 @@ func TestDecodeBatchRefuses(t *testing.T) {
 	if _, err := DecodeCommand(&members[1]); !errors.Is(err, ErrBadMessage) {
 		t.Errorf("a partner given as a string: %v", err)
 	}
+	// a batch inside a batch is no command
+	inner, err := EncodeBatch(pubs(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner.CorrelationId, inner.Headers = "c", amqp.Table{HeaderPartner: int64(7)}
+	d = amqp.Delivery{Type: BatchType, Body: encode(append(pubs(1), inner))}
+	if members, err = DecodeBatch(&d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeCommand(&members[1]); !errors.Is(err, ErrBadMessage) || !strings.Contains(err.Error(), "inside") {
+		t.Errorf("a batch inside a batch: %v", err)
+	}
 }
 
 func TestRepliesDecodeAsEncoded(t *testing.T) {

@@ -126,9 +126,12 @@ var (
 // idempotency rules, which the worker applies next.
 func DecodeCommand(d *amqp.Delivery) (Command, error) {
 	c := Command{Method: d.Type, Timestamp: d.Timestamp}
-	if c.Method == BatchType { // a batch reaches here only when it does not decode
-		_, err := DecodeBatch(d)
-		return c, fmt.Errorf("%w: a batch that does not decode: %w", ErrBadMessage, err)
+	if c.Method == BatchType { // a batch that does not decode, or one inside a batch
+		why := errors.New("a batch inside a batch")
+		if _, err := DecodeBatch(d); err != nil {
+			why = err
+		}
+		return c, fmt.Errorf("%w: batch: %w", ErrBadMessage, why)
 	}
 	if len(d.Body) > MaxBody {
 		return c, fmt.Errorf("%w: body of %d bytes, over the %d bytes of any call", ErrUntrusted, len(d.Body), MaxBody)

@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
 // List prints up to limit dead-lettered messages without removing them.
@@ -23,8 +24,18 @@ func List(ctx context.Context, url string, limit int, w io.Writer) error {
 				reason = fmt.Sprint(t["reason"])
 			}
 		}
-		fmt.Fprintf(w, "%s\tmethod=%s\tpartner=%v\trequest_id=%v\treason=%s\tbody=%s\n",
-			d.Timestamp.UTC().Format(time.RFC3339), d.Type, d.Headers["partner"], d.Headers["request_id"], reason, d.Body)
+		// A batch (dead-lettered whole only when it does not decode, or past
+		// the delivery limit) is listed a line per command.
+		members := []amqp.Delivery{d}
+		if d.Type == protocol.BatchType {
+			if ms, err := protocol.DecodeBatch(&d); err == nil {
+				members = ms
+			}
+		}
+		for _, m := range members {
+			fmt.Fprintf(w, "%s\tmethod=%s\tpartner=%v\trequest_id=%v\treason=%s\tbody=%s\n",
+				m.Timestamp.UTC().Format(time.RFC3339), m.Type, m.Headers["partner"], m.Headers["request_id"], reason, m.Body)
+		}
 		return nil // left unacked: closing the channel puts it back
 	})
 }
