@@ -41,12 +41,28 @@ func TestDeadLettersCanBeListedAndReplayed(t *testing.T) {
 			t.Fatal("the failing command was not dead-lettered")
 		}
 	}
+	// A batch dead-lettered whole, as one past the delivery limit would be.
+	var pubs []amqp.Publishing
+	for _, id := range []string{"2", "3"} {
+		c := cmd
+		c.RequestID, c.Params = "dead-"+id, []byte(`{"id":"LATE`+id+`","name":"Late","admin":{"email":"late@example.com"}}`)
+		pubs = append(pubs, c.Publishing("", ""))
+	}
+	batch, err := protocol.EncodeBatch(pubs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish(amqpx.DeadExchange, "", false, false, batch); err != nil {
+		t.Fatal(err)
+	}
 	list := s.admin("dlq", "list")
-	if !strings.Contains(list, "method=createCustomer") || !strings.Contains(list, "request_id=dead-1") {
-		t.Fatalf("dlq list: %q", list)
+	for _, id := range []string{"1", "2", "3"} {
+		if !strings.Contains(list, "method=createCustomer\tpartner=999\trequest_id=dead-"+id) {
+			t.Fatalf("dlq list, a line per command, batched or not: %q", list)
+		}
 	}
 	// Listed messages go back to the DLQ when the listing's channel closes.
-	for deadline := time.Now().Add(within); depth() != 1; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(within); depth() != 2; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("listing removed the message")
 		}
@@ -55,12 +71,12 @@ func TestDeadLettersCanBeListedAndReplayed(t *testing.T) {
 	if _, err := s.DB().Exec(t.Context(), `INSERT INTO partners (id, name) VALUES (999, 'Late partner')`); err != nil {
 		t.Fatal(err)
 	}
-	if out := s.admin("dlq", "replay"); out != "replayed 1" {
+	if out := s.admin("dlq", "replay"); out != "replayed 2" {
 		t.Fatalf("dlq replay: %q", out)
 	}
-	for deadline := time.Now().Add(within); s.Count(`SELECT count(*) FROM tenants WHERE remote_id = 'LATE'`) != 1; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(within); s.Count(`SELECT count(*) FROM tenants WHERE remote_id LIKE 'LATE%'`) != 3; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the replayed command was not provisioned")
+			t.Fatal("the replayed commands were not provisioned")
 		}
 	}
 	for deadline := time.Now().Add(within); depth() != 0; time.Sleep(50 * time.Millisecond) {
