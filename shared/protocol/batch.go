@@ -237,18 +237,13 @@ func (r *reader) fail(why string) {
 	r.b = nil
 }
 
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("truncated or overlong number")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+func (r *reader) uvarint() uint64 { return number(r, binary.Uvarint) }
 
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
+func (r *reader) varint() int64 { return number(r, binary.Varint) }
+
+// number reads a number with read (binary.Uvarint or binary.Varint).
+func number[T uint64 | int64](r *reader, read func([]byte) (T, int)) T {
+	v, n := read(r.b)
 	if n <= 0 {
 		r.fail("truncated or overlong number")
 		return 0
