@@ -136,36 +136,44 @@ func TestStalledWriteHoldsNoCaller(t *testing.T) {
 	proxy.hold(true)
 
 	// Big commands fill the socket's buffers and the connection's write
-	// buffer, so that the publisher blocks in a write.
+	// buffer, so that the publisher blocks in a write: each call is answered
+	// at its deadline, ErrUnknown if its command was taken (alone or in a
+	// batch) and handed to the socket, ErrUnavailable if not, and the first
+	// publish always is. The calls made afterwards, while the publisher is
+	// still blocked, are never taken: ErrUnavailable, at their deadline.
 	big := strings.Repeat("x", 2<<20)
-	const calls = 8
-	errs := make(chan error, calls)
-	for i := range calls {
-		go func() {
-			cmd := &protocol.Command{Method: "createCustomer", Partner: 1, RequestID: string(rune('a' + i)),
-				Params: []byte(`{"name":"` + big + `"}`), Timestamp: time.Now()}
-			_, err := c.Call(context.Background(), cmd, 500*time.Millisecond)
-			errs <- err
-		}()
-	}
-	var unknown, unavailable int
-	for range calls {
-		select {
-		case err := <-errs:
-			switch {
-			case errors.Is(err, ErrUnknown):
-				unknown++
-			case errors.Is(err, ErrUnavailable):
-				unavailable++
-			default:
-				t.Fatalf("call with the broker not reading: %v, want ErrUnknown or ErrUnavailable", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("a call is held by a blocked write")
+	wave := func(n int, params string) (unknown, unavailable int) {
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				cmd := &protocol.Command{Method: "createCustomer", Partner: 1, RequestID: string(rune('a' + i)),
+					Params: []byte(params), Timestamp: time.Now()}
+				_, err := c.Call(context.Background(), cmd, 500*time.Millisecond)
+				errs <- err
+			}()
 		}
+		for range n {
+			select {
+			case err := <-errs:
+				switch {
+				case errors.Is(err, ErrUnknown):
+					unknown++
+				case errors.Is(err, ErrUnavailable):
+					unavailable++
+				default:
+					t.Fatalf("call with the broker not reading: %v, want ErrUnknown or ErrUnavailable", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("a call is held by a blocked write")
+			}
+		}
+		return unknown, unavailable
 	}
-	if unknown == 0 || unavailable == 0 {
-		t.Fatalf("%d unknown, %d unavailable: want both, a publisher blocked in its write", unknown, unavailable)
+	if unknown, _ := wave(8, `{"name":"`+big+`"}`); unknown == 0 {
+		t.Fatal("no command handed to the socket: the publisher took none")
+	}
+	if unknown, unavailable := wave(4, `{"id":"X"}`); unknown != 0 || unavailable != 4 {
+		t.Fatalf("%d unknown, %d unavailable behind a publisher blocked in its write, want 4 unavailable", unknown, unavailable)
 	}
 
 	// Once the broker reads again the client publishes again: no worker
@@ -203,7 +211,7 @@ func callsQueuedBehindUnconfirmedPublishes(t *testing.T, batchMax int) {
 
 	const calls = 12
 	got := make(chan string, calls)
-	for i := range calls {
+	call := func(i int) {
 		go func() {
 			cmd := &protocol.Command{Method: "getCustomer", Partner: 1, RequestID: fmt.Sprint("r", i),
 				Params: []byte(`{"id":"X"}`), Timestamp: time.Now()}
@@ -215,18 +223,31 @@ func callsQueuedBehindUnconfirmedPublishes(t *testing.T, batchMax int) {
 			got <- cmd.RequestID + "=" + string(res.Body)
 		}()
 	}
-	// Every call is either delivered to the responder or waiting in the
-	// publisher's queue, behind a full window of unconfirmed messages.
 	s := c.cur.Load()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		msgs, members := seen.counts()
-		if msgs == maxUnconfirmed && members+len(s.queue) == calls {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d messages of %d calls delivered, %d queued", msgs, members, len(s.queue))
+	waitFor := func(what string, cond func(msgs, members int) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+			msgs, members := seen.counts()
+			if cond(msgs, members) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d messages of %d calls delivered, %d queued", what, msgs, members, len(s.queue))
+			}
 		}
 	}
+	// One call at a time until the window is full: each goes out alone.
+	for i := range maxUnconfirmed {
+		call(i)
+		waitFor("a lone call sent", func(msgs, _ int) bool { return msgs == i+1 })
+	}
+	// The rest queue behind it.
+	for i := maxUnconfirmed; i < calls; i++ {
+		call(i)
+	}
+	waitFor("the other calls queued", func(msgs, members int) bool {
+		return msgs == maxUnconfirmed && members+len(s.queue) == calls
+	})
 	proxy.holdDown(false)
 	want := map[string]bool{}
 	for i := range calls {
