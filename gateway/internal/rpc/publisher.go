@@ -37,8 +37,9 @@ type publishReq struct {
 
 // maxUnconfirmed is how many messages the publisher has out unconfirmed
 // before it waits for the oldest's confirm: meanwhile the commands queue,
-// and go out together in the next message.
-const maxUnconfirmed = 2
+// and go out together in the next message. One batched more and cost less
+// than two at the same tails (docs/PERFORMANCE.md, "Transport batching").
+const maxUnconfirmed = 1
 
 // publisher makes the session's publishes, one message at a time as amqp091
 // does on a channel anyway. While maxUnconfirmed messages await their
