@@ -17,9 +17,8 @@ import (
 // from a message of its own: decoded and checked, run in its own
 // transaction, its key stored, its reply to its own correlation id. When
 // every member is settled their replies go in one message, and the batch is
-// acked. A member that would be
-// dead-lettered, or requeued at shutdown, is not settled with the batch: it
-// is given back alone (published again as the message of its own the
+// acked. A member that would be dead-lettered, or requeued at shutdown, is
+// not settled with the batch: it is given back alone (published again as the message of its own the
 // gateway would have sent, confirmed) and is dead-lettered or run from that
 // copy, so that the dead-letter queue only ever holds single commands and a
 // poisoned member holds back nobody. A member that cannot be given back
