@@ -17,6 +17,7 @@ import (
 
 	"github.com/oneoffice/provisioner/shared/amqpx"
 	"github.com/oneoffice/provisioner/shared/netx"
+	"github.com/oneoffice/provisioner/shared/protocol"
 )
 
 // Defaults, applied with cmp.Or when a variable is unset or empty.
@@ -28,7 +29,6 @@ const (
 	DefaultGatewayMetrics    = "127.0.0.1:9100"
 	DefaultWorkerMetrics     = "127.0.0.1:9101"
 	DefaultRPCTimeout        = 4 * time.Second
-	DefaultRPCBatchMax       = 32 // protocol.MaxBatch
 	DefaultRenewalWindowDays = 15
 	DefaultIdempotencyTTL    = 24 * time.Hour
 	DefaultLedgerRetention   = 30 * 24 * time.Hour
@@ -72,7 +72,7 @@ type Config struct {
 	MetricsAddr     string // METRICS_ADDR (admin port), default per binary
 
 	RPCTimeout        time.Duration // RPC_TIMEOUT, default 4s: past it the gateway answers 202
-	RPCBatchMax       int           // RPC_BATCH_MAX, default 32 commands per message at most; 1: one per message
+	RPCBatchMax       int           // RPC_BATCH_MAX, default protocol.MaxBatch (32) commands per message at most; 1: one per message
 	RenewalWindowDays int           // RENEWAL_WINDOW_DAYS, default 15
 	IdempotencyTTL    time.Duration // IDEMPOTENCY_TTL, default 24h
 	LedgerRetention   time.Duration // LEDGER_RETENTION, default 720h (30 days): how long getRequest finds a call
@@ -136,7 +136,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		HTTPAddr:          cmp.Or(getenv("HTTP_ADDR"), DefaultHTTPAddr),
 		MetricsAddr:       cmp.Or(getenv("METRICS_ADDR"), metricsDefault),
 		RPCTimeout:        p.duration("RPC_TIMEOUT", DefaultRPCTimeout),
-		RPCBatchMax:       p.integer("RPC_BATCH_MAX", DefaultRPCBatchMax, 1, DefaultRPCBatchMax),
+		RPCBatchMax:       p.integer("RPC_BATCH_MAX", protocol.MaxBatch, 1, protocol.MaxBatch),
 		RenewalWindowDays: p.integer("RENEWAL_WINDOW_DAYS", DefaultRenewalWindowDays, 0, 3660),
 		IdempotencyTTL:    p.duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL),
 		LedgerRetention:   p.duration("LEDGER_RETENTION", DefaultLedgerRetention),

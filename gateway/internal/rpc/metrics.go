@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		batch: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "oneoffice_gateway_publish_batch_commands",
-			Help:    "Commands per message published: the commands that queued while the publisher was busy go out together.",
+			Help:    "Commands per message published: the commands that queued while the last message awaited its confirm go out together, up to RPC_BATCH_MAX.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32},
 		}),
 		connected: f.NewGauge(prometheus.GaugeOpts{

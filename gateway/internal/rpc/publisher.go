@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -122,21 +121,17 @@ func takeQueued(batch []*publishReq) []*publishReq {
 func (s *session) send(batch []*publishReq, msgs []amqp.Publishing, m *Metrics) *amqp.DeferredConfirmation {
 	var dc *amqp.DeferredConfirmation
 	var err error
+	pub := msgs[0]
 	switch {
 	case s.blocked.Load():
 		err = errBlocked
-	case len(batch) == 1:
-		dc, err = s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false, msgs[0])
-	default:
-		var pub amqp.Publishing
-		if pub, err = protocol.EncodeBatch(msgs); err == nil {
-			dc, err = s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false, pub)
-		} else {
-			// Not a command a gateway makes; nothing was sent.
-			err = fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
+	case len(batch) > 1:
+		pub, err = protocol.EncodeBatch(msgs) // fails only for a command no gateway makes
 	}
-	if err != nil && err != errBlocked && !errors.Is(err, ErrUnavailable) {
+	if err == nil {
+		dc, err = s.ch.PublishWithDeferredConfirm(amqpx.Exchange, amqpx.RoutingKey, true, false, pub)
+	}
+	if err != nil && err != errBlocked { // nothing was sent
 		err = fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
 	}
 	if err == nil {
