@@ -50,12 +50,12 @@ func (c *Consumer) handleBatch(ctx context.Context, d *amqp.Delivery, out *outbo
 	b := &batch{parent: out.settle.(*settler), d: d, giveBack: out.giveBack}
 	mout := &outbox{replies: out.replies, settle: b, giveBack: out.giveBack, slots: out.slots, batch: b}
 	var wg sync.WaitGroup
+	wg.Add(len(members))
 	for i := range members {
-		wg.Add(1)
-		go func() {
+		out.members <- func() {
 			defer wg.Done()
 			c.handle(ctx, &members[i], mout, false)
-		}()
+		}
 	}
 	wg.Wait()
 	if err := b.sendReplies(ctx, out.replies); err != nil {
