@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,11 @@ const (
 	// of a core, and with a second processor every goroutine a reply wakes
 	// woke a second thread too (docs/PERFORMANCE.md, "One processor").
 	DefaultGoMaxProcs = 1
+	// DefaultGoGC lets the heap grow to five times what is live before a
+	// collection: a gateway's or worker's live heap is a few MB, and at the
+	// runtime's 100 the collector took 5% of a worker's CPU under load
+	// (docs/PERFORMANCE.md, "The collector's target").
+	DefaultGoGC = 400
 )
 
 // Defaults of the gateway's checks before authentication.
@@ -85,6 +91,7 @@ type Config struct {
 	LogLevel          slog.Level    // LOG_LEVEL (debug, info, warn, error), default info
 	GoMaxProcs        int           // GOMAXPROCS, default 1: the processors a serving process uses (Apply sets it)
 	GoDebug           string        // GODEBUG as the Go runtime read it at start, printed only (the launcher sets it)
+	GoGC              string        // GOGC as the Go runtime read it at start; unset: ApplyRuntime sets DefaultGoGC
 
 	// CLIENT_RATE_LIMIT_RPS, default 0 (off): database lookups of API keys the
 	// gateway does not know, per second per client address (the TCP peer;
@@ -149,6 +156,7 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 		LogLevel:          p.level("LOG_LEVEL"),
 		GoMaxProcs:        p.integer("GOMAXPROCS", DefaultGoMaxProcs, 1, 1024),
 		GoDebug:           getenv("GODEBUG"),
+		GoGC:              getenv("GOGC"),
 
 		ClientRateLimitRPS:    p.float("CLIENT_RATE_LIMIT_RPS", DefaultClientRateLimitRPS),
 		AuthLookupConcurrency: p.integer("AUTH_LOOKUP_CONCURRENCY", DefaultAuthLookupConcurrency, 1, 256),
@@ -178,11 +186,14 @@ func Load(getenv func(string) string, metricsDefault string) (Config, error) {
 
 // ApplyRuntime gives the Go runtime the configured processors. The runtime
 // read GOMAXPROCS itself at start; this makes the default of one processor hold
-// when the variable is unset, without restarting the process. It also sets
-// the time-outs of every connection to come (DIAL_TIMEOUT, TCP_USER_TIMEOUT,
-// AMQP_HEARTBEAT).
+// when the variable is unset, without restarting the process; so does the
+// collector's DefaultGoGC when GOGC is unset. It also sets the time-outs of
+// every connection to come (DIAL_TIMEOUT, TCP_USER_TIMEOUT, AMQP_HEARTBEAT).
 func (c Config) ApplyRuntime() {
 	runtime.GOMAXPROCS(c.GoMaxProcs)
+	if c.GoGC == "" {
+		debug.SetGCPercent(DefaultGoGC)
+	}
 	netx.Set(c.DialTimeout, c.TCPUserTimeout)
 	amqpx.SetHeartbeat(c.AMQPHeartbeat)
 }
@@ -219,6 +230,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.String("godebug", c.GoDebug),
 		slog.Int("gomaxprocs", c.GoMaxProcs),
+		slog.String("gogc", cmp.Or(c.GoGC, strconv.Itoa(DefaultGoGC))),
 		slog.Any("webhook", c.Webhook),
 		slog.Any("admission", c.Admission),
 	)

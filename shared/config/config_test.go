@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -198,5 +200,24 @@ func TestReadTimeout(t *testing.T) {
 	c, err = Load(env(map[string]string{"READ_TIMEOUT": "2s"}), DefaultGatewayMetrics)
 	if err != nil || c.ReadTimeout != 2*time.Second {
 		t.Fatalf("set: %v, %v; want 2s", c.ReadTimeout, err)
+	}
+}
+
+func TestApplyRuntimeSetsTheCollectorsTargetUnlessGOGCIsSet(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for _, tc := range []struct {
+		gogc string
+		want int
+	}{{"", DefaultGoGC}, {"150", 100}, {"off", 100}} {
+		c, err := Load(env(map[string]string{"GOGC": tc.gogc}), DefaultWorkerMetrics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		debug.SetGCPercent(100) // what the runtime read at start
+		c.ApplyRuntime()
+		if got := debug.SetGCPercent(100); got != tc.want {
+			t.Errorf("GOGC=%q: the collector's target is %d, want %d (set by the runtime itself)", tc.gogc, got, tc.want)
+		}
 	}
 }
