@@ -105,19 +105,22 @@ func shapePhase(ctx context.Context, amqpURL string, cfg config, rate float64, m
 	for _, p := range []struct {
 		sh        shape
 		key, name string
-		open      bool
+		share     float64 // of rate, in an open loop; 0: closed loop
 	}{
-		{serviceShape(cfg.workers), keyCeilingService, fmt.Sprintf("service's messages c=%d", cfg.c), false},
-		{bare, keyCeilingAtRate, "ceiling at the e2e rate", true},
-		{serviceShape(cfg.workers), keyCeilingServiceAtRate, "service's messages at the e2e rate", true},
+		{serviceShape(cfg.workers), keyCeilingService, fmt.Sprintf("service's messages c=%d", cfg.c), 0},
+		{bare, keyCeilingAtRate, "ceiling at the e2e rate", 1},
+		{serviceShape(cfg.workers), keyCeilingServiceAtRate, "service's messages at the e2e rate", 1},
+		// The broker's own tail where the p99 targets are set (phase 3).
+		{bare, keyCeilingAt25, "ceiling at 25% of the e2e rate", 0.25},
+		{bare, keyCeilingAt50, "ceiling at 50% of the e2e rate", 0.50},
 	} {
 		client, stop, err := startCeiling(ctx, amqpURL, p.sh)
 		if err != nil {
 			return nil, err
 		}
 		r := measure(func() Row {
-			if p.open {
-				return openLoop(ctx, p.key, p.name, client.call, rate, cfg.duration, cfg.maxInFlight)
+			if p.share > 0 {
+				return openLoop(ctx, p.key, p.name, client.call, p.share*rate, cfg.duration, cfg.maxInFlight)
 			}
 			return closedLoop(ctx, p.key, p.name, client.call, cfg.c, cfg.duration)
 		})

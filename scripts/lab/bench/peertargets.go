@@ -35,6 +35,16 @@ const (
 	peerSingleRatio  = 1.5  // single caller p50, times the raw single p50
 )
 
+// offeredBesideBroker is the figures of a p99 target: the rate offered, and
+// the bare broker's p99 at about that rate (phase 2b) when it was measured.
+func offeredBesideBroker(r, broker Row) string {
+	s := fmt.Sprintf("%.0f/s offered", r.Offered)
+	if broker.OK > 0 {
+		s += fmt.Sprintf("; the broker alone at %.0f/s: p99 %.1f ms", broker.Offered, broker.P99)
+	}
+	return s
+}
+
 func peerTargets(rows []Row, runs [][]Row) PeerTargets {
 	get := func(key string) Row { row, _ := find(rows, key); return row }
 	ceiling, ceilingSingle := get(keyCeiling), get(keyCeilingSingle)
@@ -60,9 +70,9 @@ func peerTargets(rows []Row, runs [][]Row) PeerTargets {
 		Target{Ratio{"own CPU per createCustomer (gateway+workers)", e2e.CPUPerReq, "ms", fmt.Sprintf("<= %.2f ms", peerOwnCPUMs),
 			e2e.OK > 0 && e2e.CPUPerReq <= peerOwnCPUMs}, ""},
 		Target{Ratio{"p99 at 25% of the peak", rate25.P99, "ms", fmt.Sprintf("<= %.0f ms", peerP99Ms), rate25.OK > 0 && rate25.P99 <= peerP99Ms},
-			fmt.Sprintf("%.0f/s offered", rate25.Offered)},
+			offeredBesideBroker(rate25, get(keyCeilingAt25))},
 		Target{Ratio{"p99 at 50% of the peak", rate50.P99, "ms", fmt.Sprintf("<= %.0f ms", peerP99Ms), rate50.OK > 0 && rate50.P99 <= peerP99Ms},
-			fmt.Sprintf("%.0f/s offered", rate50.Offered)},
+			offeredBesideBroker(rate50, get(keyCeilingAt50))},
 	)
 	if withPeer {
 		out.Targets = append(out.Targets, Target{Ratio{"p99 at 50% of the peak / the peer's at 50% of its peak", div(rate50.P99, peerRate50.P99), "", "< 1",

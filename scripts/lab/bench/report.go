@@ -152,7 +152,7 @@ func (r *Report) print(out io.Writer) {
 			fmt.Fprintf(out, "file system before the run: one tenant directory (mkdir) costs %.0f us of CPU\n", r.MkdirMicros[i])
 		}
 		printRows(out, rows, true)
-		for _, k := range []string{keyCeiling, keyCeilingService, keyCeilingAtRate, keyCeilingServiceAtRate} {
+		for _, k := range []string{keyCeiling, keyCeilingService, keyCeilingAtRate, keyCeilingServiceAtRate, keyCeilingAt25, keyCeilingAt50} {
 			if ceiling, ok := find(rows, k); ok && ceiling.CPU != nil {
 				printCeilingCPU(out, ceiling)
 			}
