@@ -106,7 +106,7 @@ func (c *Consumer) session(ctx context.Context, conn *amqp.Connection) error {
 	defer giver.close()
 	// The members of batches run on a fixed pool of their own, whose
 	// goroutines keep the stacks they grew: a new goroutine per member grew
-	// its stack twice per command (runtime.copystack, 8% of a worker's CPU).
+	// its stack twice per command (runtime.copystack, 9% of a worker's CPU).
 	// A reader waits for its batch's members, so they cannot run on the
 	// readers' pool.
 	members := make(chan func())
