@@ -77,7 +77,7 @@ func EncodeBatch(pubs []amqp.Publishing) (amqp.Publishing, error) {
 				return amqp.Publishing{}, fmt.Errorf("header %s is a %T: a batch carries strings, booleans and int64s", k, v)
 			}
 		}
-		b = appendString(b, string(p.Body))
+		b = appendString(b, p.Body)
 	}
 	return amqp.Publishing{
 		ContentType:  "application/octet-stream",
@@ -179,7 +179,7 @@ func EncodeReplies(replies []Reply) amqp.Publishing {
 			flag = 1
 		}
 		b = append(b, flag)
-		b = appendString(b, string(r.Body))
+		b = appendString(b, r.Body)
 	}
 	return amqp.Publishing{ContentType: "application/octet-stream", Type: BatchType, Body: b}
 }
@@ -219,7 +219,8 @@ func BatchCorrelationIDs(body []byte) []string {
 	return ids
 }
 
-func appendString(b []byte, s string) []byte {
+// appendString appends s, a text or a byte string, with its length.
+func appendString[T string | []byte](b []byte, s T) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
