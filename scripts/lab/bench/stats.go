@@ -17,22 +17,23 @@ const (
 	keyCeilingService       = "ceilingService"
 	keyCeilingAtRate        = "ceilingAtRate"
 	keyCeilingServiceAtRate = "ceilingServiceAtRate"
+	keyE2E                  = "e2e"
+	keyRate25               = "rate25"
+	keyRate50               = "rate50"
+	keyRate75               = "rate75"
+	keySingle               = "single"
+	keyMix16                = "mix16"
+	keyMix64                = "mix64"
+	keyMix256               = "mix256"
+	keyMixRate80            = "mixRate80"
+	keyPeerE2E              = "peerE2E"
+	keyPeerRate50           = "peerRate50"
+	keyPeerSingle           = "peerSingle"
+
 	// The bare ceiling at 25% and 50% of the end-to-end rate: the broker's
 	// own p99 where the provisioner's p99 targets are set.
 	keyCeilingAt25 = "ceilingAt25"
 	keyCeilingAt50 = "ceilingAt50"
-	keyE2E         = "e2e"
-	keyRate25      = "rate25"
-	keyRate50      = "rate50"
-	keyRate75      = "rate75"
-	keySingle      = "single"
-	keyMix16       = "mix16"
-	keyMix64       = "mix64"
-	keyMix256      = "mix256"
-	keyMixRate80   = "mixRate80"
-	keyPeerE2E     = "peerE2E"
-	keyPeerRate50  = "peerRate50"
-	keyPeerSingle  = "peerSingle"
 )
 
 // Row is the result of one phase. Latencies are in milliseconds and cover the
@@ -119,15 +120,16 @@ func medianRows(runs [][]Row) []Row {
 		}
 		out[i] = Row{
 			Key: first.Key, Phase: first.Phase,
-			Offered:   pick(func(r Row) float64 { return r.Offered }),
-			Rate:      pick(func(r Row) float64 { return r.Rate }),
-			OK:        int(math.Round(pick(func(r Row) float64 { return float64(r.OK) }))),
-			Seconds:   pick(func(r Row) float64 { return r.Seconds }),
-			P50:       pick(func(r Row) float64 { return r.P50 }),
-			P95:       pick(func(r Row) float64 { return r.P95 }),
-			P99:       pick(func(r Row) float64 { return r.P99 }),
-			Errors:    int(math.Round(pick(func(r Row) float64 { return float64(r.Errors) }))),
-			CPUPerReq: pick(func(r Row) float64 { return r.CPUPerReq }),
+			Offered:    pick(func(r Row) float64 { return r.Offered }),
+			Rate:       pick(func(r Row) float64 { return r.Rate }),
+			OK:         int(math.Round(pick(func(r Row) float64 { return float64(r.OK) }))),
+			Seconds:    pick(func(r Row) float64 { return r.Seconds }),
+			P50:        pick(func(r Row) float64 { return r.P50 }),
+			P95:        pick(func(r Row) float64 { return r.P95 }),
+			P99:        pick(func(r Row) float64 { return r.P99 }),
+			Errors:     int(math.Round(pick(func(r Row) float64 { return float64(r.Errors) }))),
+			CPUPerReq:  pick(func(r Row) float64 { return r.CPUPerReq }),
+			PerMessage: pick(func(r Row) float64 { return r.PerMessage }),
 		}
 	}
 	return out
